@@ -1,0 +1,159 @@
+"""The `lakehouse` command. Every user mistake ends in one clear line and a non-zero exit."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+from datetime import date
+
+from lakehouse.errors import LakehouseError
+from lakehouse.pipeline import STAGE_ORDER
+
+SCALES = ("xs", "s", "m", "l")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line (what was wrong, and where to look)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        sys.exit(2)
+
+
+def _iso_date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a date of the form YYYY-MM-DD") from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="lakehouse",
+        description="Spark lakehouse job suite for customer data (Delta Lake + MLflow).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--env", default="local", help="config overlay conf/ENV.yaml (default local)")
+        p.add_argument("--conf-dir", default=None, help="folder of the YAML config (default conf/)")
+
+    gen = sub.add_parser("generate", help="write synthetic raw data for all six sources")
+    gen.add_argument("--scale", required=True, choices=SCALES, help="data size: xs s m l")
+    gen.add_argument("--seed", type=int, default=None, help="random seed (default from config)")
+    gen.add_argument("--days", type=_positive_int, default=None,
+                     help="number of daily batches (default depends on the scale)")
+    gen.add_argument("--no-progress", action="store_true", help="no progress bar")
+    common(gen)
+
+    run = sub.add_parser("run", help="run a pipeline stage, or all of them in order")
+    run.add_argument("stage", choices=(*STAGE_ORDER, "all"), metavar="STAGE",
+                     help=f"one of: {', '.join((*STAGE_ORDER, 'all'))}")
+    run.add_argument("--as-of", type=_iso_date, default=None,
+                     help="date the figures are valid for (YYYY-MM-DD)")
+    common(run)
+
+    attr = sub.add_parser("attribution", help="Markov attribution of a path file")
+    attr.add_argument("--paths", required=True,
+                      help="CSV: path;total_conversions;total_conversion_value;total_null")
+    attr.add_argument("--order", type=_positive_int, default=1,
+                      help="Markov order 1-4 (default 1); 0 = choose automatically")
+    attr.add_argument("--auto-order", action="store_true", help="choose the order by hold-out")
+    attr.add_argument("--output", default=None, help="write the result as CSV here")
+    return parser
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from lakehouse.catalog import Catalog, ensure_data_dir_writable
+    from lakehouse.config import load_config
+    from lakehouse.generate import generate
+
+    config = load_config(args.env, args.conf_dir)
+    ensure_data_dir_writable(config)
+    if not config.is_local_data_dir:
+        raise LakehouseError("generate writes to a local data_dir only; set LAKEHOUSE_DATA_DIR")
+    seed = args.seed if args.seed is not None else config.get("generate.seed")
+    started = time.monotonic()
+    out = Catalog(config).raw_root
+    manifest = generate(
+        out, args.scale, seed=seed, days=args.days,
+        start_date=config.get("generate.start_date"), progress=not args.no_progress,
+    )
+    print(f"generated scale {args.scale} (seed {seed}, {manifest.get('days')} days) in {out} "
+          f"in {time.monotonic() - started:.1f}s")
+    for name, info in manifest.get("sources", {}).items():
+        print(f"  {name:<14} {info.get('rows', 0):>10,} rows in {info.get('files', 0)} files")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from lakehouse.catalog import ensure_data_dir_writable
+    from lakehouse.config import load_config
+    from lakehouse.pipeline import RunContext, new_run_id, run_stages
+    from lakehouse.session import get_spark
+
+    config = load_config(args.env, args.conf_dir)
+    ensure_data_dir_writable(config)
+    spark = get_spark(config)
+    ctx = RunContext(run_id=new_run_id(), as_of=args.as_of)
+    run_stages(spark, config, args.stage, ctx, echo=print)
+    return 0
+
+
+def _cmd_attribution(args: argparse.Namespace) -> int:
+    from ml.attribution.pathfile import run_path_file
+
+    order = None if args.auto_order or args.order == 0 else args.order
+    if order is not None and order > 4:
+        raise LakehouseError(f"--order {order} is not supported: use 1 to 4, or 0 for automatic")
+    result = run_path_file(args.paths, order=order, output=args.output)
+    if args.output is None:
+        print(result.to_csv(index=False), end="")
+    else:
+        print(f"wrote {len(result)} channels to {args.output}")
+    return 0
+
+
+def _is_spark_error(exc: BaseException) -> bool:
+    from pyspark.errors import PySparkException
+
+    return isinstance(exc, PySparkException)
+
+
+COMMANDS = {"generate": _cmd_generate, "run": _cmd_run, "attribution": _cmd_attribution}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except LakehouseError as exc:
+        sys.stderr.write(f"lakehouse: error: {exc}\n")
+        return exc.exit_code
+    except Exception as exc:  # noqa: BLE001 - Spark's own errors: one line unless debugging
+        if os.environ.get("LAKEHOUSE_DEBUG") or not _is_spark_error(exc):
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        sys.stderr.write(f"lakehouse: error: Spark failed: {first} (LAKEHOUSE_DEBUG=1 for the trace)\n")
+        return 1
+    except KeyboardInterrupt:
+        sys.stderr.write("lakehouse: interrupted\n")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""Configuration: conf/base.yaml merged with one environment overlay, validated once.
+
+base.yaml is the schema: it declares every key with its default. An overlay may only set keys
+that exist in base.yaml, with a value of the same type. Maps listed in FREE_FORM_KEYS (extra
+Spark settings) accept any key. Secrets are never read from these files; only the *names* of
+the environment variables that hold them are configured.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lakehouse.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CONF_DIR = REPO_ROOT / "conf"
+DATA_DIR_ENV = "LAKEHOUSE_DATA_DIR"
+CONF_DIR_ENV = "LAKEHOUSE_CONF_DIR"
+DEFAULT_ENV = "local"
+
+# Maps whose keys are not known in advance (passed through to Spark as they are).
+FREE_FORM_KEYS = frozenset({"spark.conf"})
+
+# An int is acceptable where base declares a float (e.g. a threshold written as 1).
+_COMPATIBLE = {float: (int, float)}
+
+
+@dataclass(frozen=True)
+class Config:
+    """The merged, validated configuration of one run."""
+
+    env: str
+    values: Mapping[str, Any]
+    conf_dir: Path
+    files: tuple[Path, ...] = field(default_factory=tuple)
+
+    def get(self, dotted_key: str) -> Any:
+        """Value of a dotted key such as 'spark.master'; a KeyError names the key."""
+        node: Any = self.values
+        for part in dotted_key.split("."):
+            if not isinstance(node, Mapping) or part not in node:
+                raise KeyError(f"config key '{dotted_key}' is not defined in conf/base.yaml")
+            node = node[part]
+        return node
+
+    @property
+    def data_dir(self) -> str:
+        """Root of everything a run writes: an absolute local path or an object-store URI."""
+        return self.values["data_dir"]
+
+    @property
+    def is_local_data_dir(self) -> bool:
+        return "://" not in self.data_dir or self.data_dir.startswith("file:")
+
+    def digest(self) -> str:
+        """Stable SHA-256 of the merged values (for lineage: which config made this)."""
+        blob = json.dumps(self.values, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> Config:
+        """A copy with dotted-key overrides applied (validated like an overlay)."""
+        merged = copy.deepcopy(dict(self.values))
+        for dotted, value in overrides.items():
+            _set_dotted(merged, dotted, value, self.values, "<override>")
+        if "data_dir" in overrides:
+            merged["data_dir"] = _absolute_data_dir(str(overrides["data_dir"]))
+        return Config(self.env, merged, self.conf_dir, self.files)
+
+
+def load_config(
+    env: str = DEFAULT_ENV,
+    conf_dir: str | os.PathLike[str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Load base.yaml, merge conf/<env>.yaml over it, validate, resolve the data root."""
+    if not env or not env.replace("_", "").replace("-", "").isalnum():
+        raise ConfigError(f"environment name '{env}' is invalid: use letters, digits, - or _")
+    directory = Path(conf_dir or os.environ.get(CONF_DIR_ENV) or DEFAULT_CONF_DIR)
+    base_file = directory / "base.yaml"
+    env_file = directory / f"{env}.yaml"
+    base = _read_yaml(base_file, required_for="the base configuration")
+    overlay = _read_yaml(env_file, required_for=f"environment '{env}'")
+    merged = copy.deepcopy(base)
+    _merge_checked(merged, overlay, base, env_file, prefix="")
+    merged["data_dir"] = _resolve_data_dir(merged["data_dir"])
+    config = Config(env, merged, directory, (base_file, env_file))
+    return config.with_overrides(overrides) if overrides else config
+
+
+def load_yaml_file(path: Path, what: str) -> dict[str, Any]:
+    """Read another YAML file of conf/ (sources, rules, access matrix) with clear errors."""
+    return _read_yaml(path, required_for=what)
+
+
+def _read_yaml(path: Path, required_for: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found (needed for {required_for})")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"config file {path} is not valid YAML{where}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys at the top level")
+    return loaded
+
+
+def _merge_checked(
+    target: dict[str, Any], overlay: Mapping[str, Any], schema: Mapping[str, Any],
+    source: Path, prefix: str,
+) -> None:
+    for key, value in overlay.items():
+        dotted = f"{prefix}{key}"
+        if dotted in FREE_FORM_KEYS:
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"config key '{dotted}' in {source} must be a mapping")
+            target.setdefault(key, {}).update({str(k): str(v) for k, v in value.items()})
+            continue
+        if not isinstance(schema, Mapping) or key not in schema:
+            raise ConfigError(
+                f"unknown config key '{dotted}' in {source} (known keys are declared in base.yaml)"
+            )
+        if isinstance(schema[key], Mapping):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"config key '{dotted}' in {source} must be a mapping")
+            _merge_checked(target[key], value, schema[key], source, prefix=f"{dotted}.")
+        else:
+            _check_type(dotted, value, schema[key], source)
+            target[key] = value
+
+
+def _check_type(dotted: str, value: Any, default: Any, source: Path | str) -> None:
+    if default is None or value is None:
+        return
+    expected = type(default)
+    accepted = _COMPATIBLE.get(expected, (expected,))
+    # bool is a subclass of int: a 'true' where a number is expected is still a mistake.
+    if isinstance(value, bool) and expected is not bool or not isinstance(value, accepted):
+        raise ConfigError(
+            f"config key '{dotted}' in {source} must be {expected.__name__}, "
+            f"got {type(value).__name__} {value!r}"
+        )
+
+
+def _set_dotted(
+    target: dict[str, Any], dotted: str, value: Any, schema: Mapping[str, Any], source: str
+) -> None:
+    parts = dotted.split(".")
+    node, spec = target, schema
+    for i, part in enumerate(parts[:-1]):
+        if ".".join(parts[: i + 1]) in FREE_FORM_KEYS:
+            node.setdefault(part, {})[".".join(parts[i + 1 :])] = str(value)
+            return
+        if not isinstance(spec, Mapping) or part not in spec:
+            raise ConfigError(f"unknown config key '{dotted}' in {source}")
+        node, spec = node[part], spec[part]
+    leaf = parts[-1]
+    if not isinstance(spec, Mapping) or leaf not in spec:
+        raise ConfigError(f"unknown config key '{dotted}' in {source}")
+    _check_type(dotted, value, spec[leaf], source)
+    node[leaf] = value
+
+
+def _resolve_data_dir(configured: str) -> str:
+    return _absolute_data_dir(os.environ.get(DATA_DIR_ENV) or configured)
+
+
+def _absolute_data_dir(raw: str) -> str:
+    if not isinstance(raw, str) or not raw.strip():
+        raise ConfigError(f"data_dir is empty: set it in conf/ or with {DATA_DIR_ENV}")
+    if "://" in raw:
+        return raw.rstrip("/")
+    path = Path(raw).expanduser()
+    if not path.is_absolute():
+        path = REPO_ROOT / path
+    return str(path.resolve())

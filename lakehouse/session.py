@@ -1,0 +1,88 @@
+"""The one place a SparkSession is built: Delta-enabled, quiet, from config.
+
+An active session (spark-submit's, a Databricks notebook's, the test fixture's) is reused as it
+is, so the same library code runs everywhere. A new local session gets Delta's jars from the
+project folder that `make jars` fills from Maven Central; clusters pass them with --jars or
+--packages and set spark.jars_dir to "".
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pyspark.sql import SparkSession
+
+from lakehouse.config import REPO_ROOT, Config
+from lakehouse.errors import DeltaJarsMissingError
+
+DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
+DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+LOG4J_CONF = REPO_ROOT / "conf" / "log4j2.properties"
+
+# Spark redacts config values whose *key* matches this in the UI, event log and logs;
+# our secrets are passed by environment variable, and any conf that names one is hidden too.
+REDACTION_REGEX = "(?i)secret|password|token|access[.]?key|pseudonym|credential"
+
+
+def delta_jars(config: Config) -> list[str]:
+    """Delta's jar files for a new session; raises one clear line when they are missing."""
+    jars_dir = config.get("spark.jars_dir")
+    if not jars_dir:
+        return []
+    folder = Path(jars_dir)
+    if not folder.is_absolute():
+        folder = REPO_ROOT / folder
+    jars = sorted(str(p) for p in folder.glob("*.jar"))
+    if not any("delta-spark" in Path(j).name for j in jars):
+        raise DeltaJarsMissingError(
+            f"Delta jars not found in {folder}: run `make jars` once (fetches "
+            f"io.delta:delta-spark_4.2_2.13 from Maven Central), or set spark.jars_dir to \"\" "
+            f"where the cluster provides Delta"
+        )
+    return jars
+
+
+def session_settings(config: Config, *, show_progress: bool | None = None) -> dict[str, Any]:
+    """Every Spark setting a new session gets; kept separate so spark-submit can reuse it."""
+    progress = config.get("spark.show_progress") if show_progress is None else show_progress
+    settings: dict[str, Any] = {
+        "spark.sql.extensions": DELTA_EXTENSION,
+        "spark.sql.catalog.spark_catalog": DELTA_CATALOG,
+        "spark.sql.shuffle.partitions": str(config.get("spark.shuffle_partitions")),
+        "spark.sql.session.timeZone": "UTC",
+        "spark.ui.showConsoleProgress": str(bool(progress)).lower(),
+        "spark.log.structuredLogging.enabled": "false",
+        "spark.redaction.regex": REDACTION_REGEX,
+        "spark.sql.redaction.options.regex": REDACTION_REGEX,
+        # Deletion-vector DELETEs fail on this Spark 4.2 / Delta 4.4.0 pairing (the Parquet
+        # reader's _metadata.row_index is missing), so tables rewrite files instead: slower
+        # for large deletes, but a delete is then physical as soon as VACUUM runs.
+        "spark.databricks.delta.properties.defaults.enableDeletionVectors": "false",
+        "spark.databricks.delta.schema.autoMerge.enabled": "false",
+        "spark.driver.extraJavaOptions": (
+            f"-Dlog4j2.configurationFile=file:{LOG4J_CONF} "
+            f"-Dlakehouse.logLevel={config.get('spark.log_level')}"
+        ),
+    }
+    jars = delta_jars(config)
+    if jars:
+        settings["spark.jars"] = ",".join(jars)
+    settings.update(config.get("spark.conf"))
+    return settings
+
+
+def get_spark(
+    config: Config, *, app_name: str | None = None, show_progress: bool | None = None
+) -> SparkSession:
+    """The active session if there is one, else a new Delta-enabled session built from config."""
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    builder = SparkSession.builder.appName(app_name or config.get("spark.app_name"))
+    master = config.get("spark.master")
+    if master:
+        builder = builder.master(master)
+    for key, value in session_settings(config, show_progress=show_progress).items():
+        builder = builder.config(key, value)
+    return builder.getOrCreate()

@@ -1,0 +1,85 @@
+"""Source declarations (conf/sources.yaml) loaded into typed, validated specs."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lakehouse.config import Config, load_yaml_file
+from lakehouse.errors import ConfigError
+
+SOURCES_FILE = "sources.yaml"
+FORMATS = {"csv": "*.{csv,csv.gz}", "json": "*.{jsonl,json,jsonl.gz,json.gz}"}
+COLUMN_TYPES = ("string", "int", "long", "double", "boolean", "date", "timestamp")
+_IDENT = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+_REQUIRED = ("format", "raw_dir", "natural_key", "event_time", "columns")
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    name: str
+    format: str
+    raw_dir: str
+    natural_key: tuple[str, ...]
+    event_time: str
+    pii: tuple[str, ...]
+    columns: dict[str, str]
+
+    @property
+    def bronze_table(self) -> str:
+        return f"bronze.{self.name}"
+
+    @property
+    def file_glob(self) -> str:
+        return FORMATS[self.format]
+
+
+def load_sources(config: Config) -> dict[str, SourceSpec]:
+    """All declared sources, in declaration order; a bad declaration names source and key."""
+    path = Path(config.conf_dir) / SOURCES_FILE
+    doc = load_yaml_file(path, "source declarations")
+    declared = doc.get("sources")
+    if not isinstance(declared, dict) or not declared:
+        raise ConfigError(f"{path} must declare a non-empty mapping 'sources'")
+    return {name: _parse_source(name, spec, path) for name, spec in declared.items()}
+
+
+def _parse_source(name: str, spec: Any, path: Path) -> SourceSpec:
+    where = f"source '{name}' in {path}"
+    if not isinstance(name, str) or not _IDENT.match(name):
+        raise ConfigError(f"{where}: name must be lower-case letters, digits and underscores")
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where} must be a mapping")
+    missing = [key for key in _REQUIRED if key not in spec]
+    if missing:
+        raise ConfigError(f"{where} is missing {', '.join(missing)}")
+    unknown = set(spec) - set(_REQUIRED) - {"pii"}
+    if unknown:
+        raise ConfigError(f"{where} has unknown key(s) {', '.join(sorted(unknown))}")
+    if spec["format"] not in FORMATS:
+        raise ConfigError(f"{where}: format must be one of {', '.join(FORMATS)}")
+    columns = spec["columns"]
+    if not isinstance(columns, dict) or not columns:
+        raise ConfigError(f"{where}: columns must be a non-empty mapping of name: type")
+    for column, col_type in columns.items():
+        if not isinstance(column, str) or not _IDENT.match(column):
+            raise ConfigError(f"{where}: column name {column!r} is not a plain identifier")
+        if col_type not in COLUMN_TYPES:
+            raise ConfigError(
+                f"{where}: column '{column}' has type {col_type!r}; "
+                f"use one of {', '.join(COLUMN_TYPES)}"
+            )
+    key = tuple(spec["natural_key"] or ())
+    pii = tuple(spec.get("pii") or ())
+    for role, names in (("natural_key", key), ("pii", pii), ("event_time", (spec["event_time"],))):
+        undeclared = [c for c in names if c not in columns]
+        if undeclared:
+            raise ConfigError(f"{where}: {role} names undeclared column(s) {', '.join(undeclared)}")
+    if not key:
+        raise ConfigError(f"{where}: natural_key must name at least one column")
+    raw_dir = spec["raw_dir"]
+    if not isinstance(raw_dir, str) or not _IDENT.match(raw_dir):
+        raise ConfigError(f"{where}: raw_dir must be a plain folder name")
+    return SourceSpec(name, spec["format"], raw_dir, key, spec["event_time"], pii, dict(columns))

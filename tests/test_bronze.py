@@ -1,0 +1,133 @@
+"""Bronze ingestion on hand-written raw files: exactly-once, malformed kept, drift rescued."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from chispa import assert_df_equality
+from pyspark.sql import functions as F
+
+from lakehouse.bronze import run_bronze, to_bronze_rows
+from lakehouse.catalog import Catalog
+from lakehouse.sources import load_sources
+
+ORDERS_DAY1 = (
+    "order_id,customer_id,order_ts,amount,currency,status,n_items\n"
+    "O1,C1,2026-01-01T10:00:00Z,10.50,EUR,completed,1\n"
+    'O2,C2,2026-01-01T11:00:00Z,"1,5",EUR,completed,2\n'
+    "O3,C3,2026-01-01T12:00:00Z,7.00,EUR\n"  # too few fields
+    "O1,C1,2026-01-01T10:00:00Z,10.50,EUR,completed,1\n"  # re-delivered duplicate
+)
+ORDERS_DAY2 = (
+    "order_id,customer_id,order_ts,amount,currency,status,n_items,discount_code\n"
+    "O4,C1,2026-01-02T09:00:00Z,20.00,EUR,completed,3,WINTER\n"
+    "O5,,2026-01-02T09:30:00Z,N/A,USD,cancelled,1,\n"
+)
+CLICKS_DAY1 = [
+    json.dumps({"event_id": "E1", "event_ts": "2026-01-01T10:00:00+01:00", "cookie_id": "k1",
+                "page": "/", "event_type": "page_view", "channel": "email"}),
+    '{"event_id": "E2", "event_ts": "2026-01-01T10:01:00Z", "cookie_id": "k1", "pa',  # truncated
+    json.dumps({"event_id": "E3", "cookie_id": "k2", "user_agent": "curl/8", "n": {"a": 1}}),
+    "",
+    json.dumps(["not", "an", "object"]),
+]
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
+@pytest.fixture()
+def landed(spark, config):
+    raw = Path(config.data_dir) / "raw"
+    _write(raw / "orders" / "orders_2026-01-01.csv", ORDERS_DAY1)
+    _write(raw / "clickstream" / "clickstream_2026-01-01.jsonl", "\n".join(CLICKS_DAY1) + "\n")
+    sources = load_sources(config)
+    results = run_bronze(spark, config, sources, "run-1", only=["orders", "clickstream"])
+    return config, sources, {r.source: r for r in results}
+
+
+def _table(spark, config, name):
+    return Catalog(config).read(spark, name)
+
+
+def test_every_line_lands_and_malformed_lines_are_kept_raw(spark, landed):
+    config, _, results = landed
+    orders = _table(spark, config, "bronze.orders")
+    assert results["orders"].rows_added == 4 and orders.count() == 4  # header not a row
+    bad = orders.where("_is_malformed").select("order_id", "_raw", "_malformed_reason").collect()
+    assert [(r["order_id"], r["_raw"]) for r in bad] == [
+        (None, "O3,C3,2026-01-01T12:00:00Z,7.00,EUR")
+    ]
+    assert "7 fields" in bad[0]["_malformed_reason"]
+    # values stay the strings they arrived as: silver types them
+    amounts = {r["order_id"]: r["amount"] for r in orders.where("NOT _is_malformed").collect()}
+    assert amounts == {"O1": "10.50", "O2": "1,5"}
+    clicks = _table(spark, config, "bronze.clickstream")
+    assert clicks.count() == 5
+    reasons = {r["_raw"]: r["_malformed_reason"] for r in clicks.collect()}
+    assert reasons[CLICKS_DAY1[1]] == "line is not a valid JSON object"
+    assert reasons[""] == "blank line"
+    assert reasons[CLICKS_DAY1[4]] == "line is not a valid JSON object"
+    assert reasons[CLICKS_DAY1[0]] is None
+    assert results["clickstream"].malformed_added == 3
+
+
+def test_unknown_json_fields_are_rescued_not_lost(spark, landed):
+    config, _, _ = landed
+    row = _table(spark, config, "bronze.clickstream").where("event_id = 'E3'").first()
+    assert json.loads(row["_rescued_data"]) == {"user_agent": "curl/8", "n": '{"a":1}'}
+    assert row["event_ts"] is None and row["_is_malformed"] is False
+
+
+def test_rerun_adds_nothing_and_commits_no_version(spark, landed):
+    config, sources, _ = landed
+    catalog = Catalog(config)
+    version = catalog.current_version(spark, "bronze.orders")
+    results = run_bronze(spark, config, sources, "run-2", only=["orders", "clickstream"])
+    assert [r.rows_added for r in results] == [0, 0]
+    assert catalog.current_version(spark, "bronze.orders") == version
+    assert _table(spark, config, "bronze.orders").count() == 4
+
+
+def test_new_day_adds_only_its_rows_and_drift_column_is_rescued(spark, landed):
+    config, sources, _ = landed
+    _write(Path(config.data_dir) / "raw" / "orders" / "orders_2026-01-02.csv", ORDERS_DAY2)
+    (result,) = run_bronze(spark, config, sources, "run-2", only=["orders"])
+    assert result.rows_added == 2
+    orders = _table(spark, config, "bronze.orders")
+    assert orders.count() == 6
+    day2 = orders.where(F.col("_source_file").endswith("orders_2026-01-02.csv"))
+    got = {r["order_id"]: (r["_rescued_data"], r["_ingest_run_id"]) for r in day2.collect()}
+    assert got == {"O4": ('{"discount_code":"WINTER"}', "run-2"),
+                   "O5": ('{"discount_code":null}', "run-2")}  # empty CSV field = null
+
+
+def test_transform_on_a_small_frame_keeps_null_and_duplicate_lines(spark, config):
+    sources = load_sources(config)
+    lines = spark.createDataFrame(
+        [
+            ('{"post_id": "P1", "handle": "@a", "likes": 3}', "f1"),
+            ('{"post_id": "P1", "handle": "@a", "likes": 3}', "f1"),
+            ('{"post_id": null, "likes": "many"}', "f1"),
+        ],
+        "_raw string, _source_file string",
+    )
+    got = to_bronze_rows(spark, lines, sources["social_posts"], 7, "r").select(
+        "post_id", "handle", "likes", "_is_malformed", "_batch_id"
+    )
+    expected = spark.createDataFrame(
+        [("P1", "@a", "3", False, 7), ("P1", "@a", "3", False, 7), (None, None, "many", False, 7)],
+        "post_id string, handle string, likes string, _is_malformed boolean, _batch_id long",
+    )
+    assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_missing_raw_folder_is_a_clear_error(spark, config):
+    from lakehouse.errors import InputDataError
+
+    with pytest.raises(InputDataError, match="no raw folder for source 'payments'"):
+        run_bronze(spark, config, load_sources(config), "r", only=["payments"])

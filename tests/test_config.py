@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lakehouse.config import REPO_ROOT, load_config
+from lakehouse.errors import ConfigError
+
+
+def _conf_dir(tmp_path: Path, overlay: str, env: str = "local") -> Path:
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    conf.joinpath("base.yaml").write_text((REPO_ROOT / "conf" / "base.yaml").read_text())
+    conf.joinpath(f"{env}.yaml").write_text(overlay)
+    return conf
+
+
+def test_local_default_merges_overlay_over_base(monkeypatch):
+    monkeypatch.delenv("LAKEHOUSE_DATA_DIR", raising=False)
+    config = load_config("local")
+    assert config.get("spark.master") == "local[*]"
+    assert config.get("privacy.allow_dev_key") is True  # overlay
+    assert config.get("bronze.max_files_per_trigger") == 50  # base default
+    assert config.data_dir == str(REPO_ROOT / "data")
+
+
+def test_cluster_overlay_points_at_object_store(monkeypatch):
+    monkeypatch.delenv("LAKEHOUSE_DATA_DIR", raising=False)
+    config = load_config("cluster")
+    assert config.data_dir.startswith("s3a://")
+    assert config.get("spark.jars_dir") == ""
+    assert config.get("spark.conf")["spark.sql.adaptive.enabled"] == "true"
+
+
+def test_data_dir_env_overrides_config(monkeypatch, tmp_path):
+    monkeypatch.setenv("LAKEHOUSE_DATA_DIR", str(tmp_path / "elsewhere"))
+    assert load_config("local").data_dir == str(tmp_path / "elsewhere")
+
+
+def test_unknown_key_names_key_and_file(tmp_path):
+    conf = _conf_dir(tmp_path, "spark:\n  mastr: local[2]\n")
+    with pytest.raises(ConfigError, match=r"unknown config key 'spark.mastr' in .*local.yaml"):
+        load_config("local", conf)
+
+
+def test_wrong_type_names_key_type_and_file(tmp_path):
+    conf = _conf_dir(tmp_path, "spark:\n  shuffle_partitions: many\n")
+    with pytest.raises(ConfigError, match=r"'spark.shuffle_partitions' in .*local.yaml must be int"):
+        load_config("local", conf)
+
+
+def test_bool_is_not_accepted_as_a_number(tmp_path):
+    conf = _conf_dir(tmp_path, "spark:\n  shuffle_partitions: true\n")
+    with pytest.raises(ConfigError, match="must be int"):
+        load_config("local", conf)
+
+
+def test_missing_environment_file_is_named(tmp_path):
+    conf = _conf_dir(tmp_path, "")
+    with pytest.raises(ConfigError, match=r"staging.yaml not found \(needed for environment 'staging'\)"):
+        load_config("staging", conf)
+
+
+def test_not_yaml_is_refused_with_line(tmp_path):
+    conf = _conf_dir(tmp_path, "spark: [unclosed\n  master: x\n")
+    with pytest.raises(ConfigError, match=r"local.yaml is not valid YAML at line"):
+        load_config("local", conf)
+
+
+def test_top_level_must_be_mapping(tmp_path):
+    conf = _conf_dir(tmp_path, "- a\n- b\n")
+    with pytest.raises(ConfigError, match="mapping of keys"):
+        load_config("local", conf)
+
+
+def test_env_name_cannot_traverse(tmp_path):
+    with pytest.raises(ConfigError, match="environment name"):
+        load_config("../secrets")
+
+
+def test_free_form_spark_conf_and_overrides(tmp_path):
+    conf = _conf_dir(tmp_path, "spark:\n  conf:\n    spark.sql.ansi.enabled: true\n")
+    config = load_config("local", conf, overrides={"spark.shuffle_partitions": 3})
+    assert config.get("spark.conf") == {"spark.sql.ansi.enabled": "True"}
+    assert config.get("spark.shuffle_partitions") == 3
+    with pytest.raises(ConfigError, match="must be int"):
+        config.with_overrides({"spark.shuffle_partitions": "3"})
+    with pytest.raises(ConfigError, match="unknown config key 'nope'"):
+        config.with_overrides({"nope": 1})
+
+
+def test_digest_changes_with_values():
+    a = load_config("local")
+    b = a.with_overrides({"spark.shuffle_partitions": 99})
+    assert a.digest() == load_config("local").digest()
+    assert a.digest() != b.digest()
