@@ -129,5 +129,13 @@ def test_transform_on_a_small_frame_keeps_null_and_duplicate_lines(spark, config
 def test_missing_raw_folder_is_a_clear_error(spark, config):
     from lakehouse.errors import InputDataError
 
-    with pytest.raises(InputDataError, match="no raw folder for source 'payments'"):
+    with pytest.raises(InputDataError, match="no raw files for payments under .*lakehouse generate"):
         run_bronze(spark, config, load_sources(config), "r", only=["payments"])
+
+
+def test_source_without_folder_is_skipped_while_others_land(spark, landed):
+    config, sources, _ = landed
+    results = run_bronze(spark, config, sources, "r", only=["orders", "payments"])
+    assert [(r.source, r.skipped_reason) for r in results] == [
+        ("orders", None), ("payments", "no raw folder yet")
+    ]

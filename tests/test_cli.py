@@ -1,0 +1,52 @@
+"""Bad input to any command: one clear line on stderr, a non-zero exit, no stack trace."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from lakehouse.cli import main
+
+
+def _run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "lakehouse", *args], capture_output=True, text=True,
+        env={**os.environ, **(env or {})}, timeout=120,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["run", "nonsense"], None, "invalid choice: 'nonsense'"),
+        (["generate", "--scale", "xxl"], None, "invalid choice: 'xxl'"),
+        (["generate", "--scale", "xs", "--days", "0"], None, "0 must be at least 1"),
+        (["run", "bronze", "--env", "nope"], None, "nope.yaml not found"),
+        (["run", "bronze", "--as-of", "yesterday"], None, "not a date of the form YYYY-MM-DD"),
+        (["run", "bronze"], {"LAKEHOUSE_DATA_DIR": "/proc/lakehouse"}, "cannot be created"),
+        ([], None, "the following arguments are required: COMMAND"),
+    ],
+)
+def test_bad_input_is_one_line_and_nonzero(args, env, message):
+    result = _run(*args, env=env)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert message in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_help_exists_on_every_command():
+    for args in ([], ["generate"], ["run"], ["attribution"]):
+        result = _run(*args, "--help")
+        assert result.returncode == 0 and "usage: lakehouse" in result.stdout
+
+
+def test_bronze_on_empty_data_dir_names_the_fix(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("LAKEHOUSE_DATA_DIR", str(tmp_path))
+    assert main(["run", "bronze"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "lakehouse generate" in err[0]
