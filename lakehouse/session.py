@@ -60,6 +60,9 @@ def session_settings(config: Config, *, show_progress: bool | None = None) -> di
         # for large deletes, but a delete is then physical as soon as VACUUM runs.
         "spark.databricks.delta.properties.defaults.enableDeletionVectors": "false",
         "spark.databricks.delta.schema.autoMerge.enabled": "false",
+        # Every table keeps a change data feed: silver reads only what bronze added, and
+        # `lakehouse diff` shows row-level changes between versions.
+        "spark.databricks.delta.properties.defaults.enableChangeDataFeed": "true",
         "spark.driver.extraJavaOptions": (
             f"-Dlog4j2.configurationFile=file:{LOG4J_CONF} "
             f"-Dlakehouse.logLevel={config.get('spark.log_level')}"
