@@ -40,8 +40,8 @@ def _bronze(spark: SparkSession, config: Config, ctx: RunContext) -> list[str]:
     lines = [
         f"  bronze.{r.source:<14} skipped: {r.skipped_reason}"
         if r.skipped_reason
-        else f"  bronze.{r.source:<14} +{r.rows_added:>9,} rows (+{r.malformed_added:,} malformed"
-        f" kept)  total {r.rows_total:>10,}  malformed {r.malformed_total:>7,}  {r.seconds:6.1f}s"
+        else f"  bronze.{r.source:<14} +{r.rows_added:>10,} rows  {r.malformed_added:>6,} malformed"
+        f" kept  total {r.rows_total:>11,}  {r.seconds:6.1f}s"
         for r in results
     ]
     total = sum(r.rows_added for r in results)

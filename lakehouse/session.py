@@ -50,6 +50,9 @@ def session_settings(config: Config, *, show_progress: bool | None = None) -> di
         "spark.sql.extensions": DELTA_EXTENSION,
         "spark.sql.catalog.spark_catalog": DELTA_CATALOG,
         "spark.sql.shuffle.partitions": str(config.get("spark.shuffle_partitions")),
+        # Delta replays its log with this many partitions (default 50): far too many tasks
+        # for small tables on a laptop; it follows the shuffle setting instead.
+        "spark.databricks.delta.snapshotPartitions": str(config.get("spark.shuffle_partitions")),
         "spark.sql.session.timeZone": "UTC",
         "spark.ui.showConsoleProgress": str(bool(progress)).lower(),
         "spark.log.structuredLogging.enabled": "false",
