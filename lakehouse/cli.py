@@ -40,6 +40,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _order(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if not 0 <= value <= 4:
+        raise argparse.ArgumentTypeError(f"order {value} is not supported: use 1 to 4, or 0 (automatic)")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="lakehouse",
@@ -70,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     attr = sub.add_parser("attribution", help="Markov attribution of a path file")
     attr.add_argument("--paths", required=True,
                       help="CSV: path;total_conversions;total_conversion_value;total_null")
-    attr.add_argument("--order", type=_positive_int, default=1,
+    attr.add_argument("--order", type=_order, default=1,
                       help="Markov order 1-4 (default 1); 0 = choose automatically")
     attr.add_argument("--auto-order", action="store_true", help="choose the order by hold-out")
     attr.add_argument("--output", default=None, help="write the result as CSV here")
@@ -118,8 +128,6 @@ def _cmd_attribution(args: argparse.Namespace) -> int:
     from ml.attribution.pathfile import run_path_file
 
     order = None if args.auto_order or args.order == 0 else args.order
-    if order is not None and order > 4:
-        raise LakehouseError(f"--order {order} is not supported: use 1 to 4, or 0 for automatic")
     result = run_path_file(args.paths, order=order, output=args.output)
     if args.output is None:
         print(result.to_csv(index=False), end="")
