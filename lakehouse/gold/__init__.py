@@ -1,0 +1,268 @@
+"""Gold layer: customer 360, marketing journeys and daily KPIs, computed for one `as_of` date.
+
+The builders are pure DataFrame transforms in the submodules (import them from there):
+
+* `lakehouse.gold.customer_360.build_customer_360`
+* `lakehouse.gold.journeys.build_journeys` (and `journey_touchpoints`, `select_touchpoints`)
+* `lakehouse.gold.kpis.build_kpi_daily`, `lakehouse.gold.kpis.build_kpi_channel_daily`
+
+This module holds the few Column helpers they share (the `as_of` cut-off, defensive
+deduplication, exact sums) and `run_gold`, the I/O edge that reads silver through the catalog and
+writes the gold tables.
+
+**Time.** Every figure is valid for the end of the `as_of` day in UTC: a row counts when its
+timestamp is strictly before the first instant of the next UTC day. Nothing reads the clock, so the
+same silver data and the same `as_of` give the same gold tables.
+
+**Writes.** Each gold table is one snapshot, rewritten whole on every run (Delta `overwrite`),
+rather than an accumulating table partitioned by `as_of` with `replaceWhere`:
+
+* the contract grain stays what docs/tables.md says (customer_360: one row per customer_key),
+  so consumers (segmentation, attribution, dashboards) need no `WHERE as_of = max(as_of)`;
+* figures for an older date are not lost: every run is a Delta version, and `as_of` is in every
+  row, so `versionAsOf` / `lakehouse history` give back any earlier snapshot;
+* a re-run for the same `as_of` writes the same rows again (a new version with identical
+  content), never a second copy of them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+from lakehouse.catalog import Catalog
+from lakehouse.errors import InputDataError
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+    from lakehouse.config import Config
+
+GOLD_TABLES = ("customer_360", "journeys", "kpi_daily", "kpi_channel_daily")
+SILVER_INPUTS = ("customers", "events", "orders", "social_posts", "iot_readings")
+
+# Money is summed as a decimal: decimal addition is associative, so a total does not change in its
+# last bits with the partitioning or the order in which partial sums merge (a double sum does).
+# 6 fractional digits keep every EUR amount exact to far below a cent.
+_MONEY = "decimal(24,6)"
+
+
+def check_as_of(as_of: date) -> date:
+    """`as_of` must be a calendar date (a datetime would silently carry a time of day)."""
+    if isinstance(as_of, date) and not isinstance(as_of, datetime):
+        return as_of
+    raise TypeError(f"as_of must be a datetime.date, got {type(as_of).__name__} {as_of!r}")
+
+
+def as_of_cutoff(as_of: date) -> Column:
+    """First instant after the `as_of` day, in UTC: rows count when `ts < as_of_cutoff`.
+
+    Written with an explicit `+00:00` so the literal means the same instant whatever the
+    session time zone is (a notebook's cluster may not run in UTC).
+    """
+    next_day = check_as_of(as_of) + timedelta(days=1)
+    return F.lit(f"{next_day.isoformat()} 00:00:00+00:00").cast("timestamp")
+
+
+def filter_until_as_of(df: DataFrame, ts_col: str, as_of: date) -> DataFrame:
+    """Rows whose `ts_col` is known and not after the end of the `as_of` day."""
+    return df.where(F.col(ts_col).isNotNull() & (F.col(ts_col) < as_of_cutoff(as_of)))
+
+
+def keep_latest_per_key(df: DataFrame, key: str, newest_first: Sequence[str] = ()) -> DataFrame:
+    """One row per `key`: the newest by `newest_first`, then by `_bronze_version`.
+
+    Silver already guarantees a unique natural key; gold re-checks it because a duplicate here
+    would double-count revenue. Remaining ties are broken by every other column, so even a key
+    delivered twice with different contents gives the same survivor on every run. Rows with a
+    null key are kept as they are (they cannot be duplicates of anything).
+    """
+    newest = [*newest_first, *(["_bronze_version"] if "_bronze_version" in df.columns else [])]
+    rest = [c for c in df.columns if c != key and c not in newest]
+    window = (
+        Window.partitionBy(key)
+        .orderBy(*[F.col(c).desc_nulls_last() for c in newest], *[F.col(c).asc() for c in rest])
+        .rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    )
+    ranked = df.withColumn("_rank", F.row_number().over(window))
+    return ranked.where(F.col(key).isNull() | (F.col("_rank") == 1)).drop("_rank")
+
+
+def latest_rows(
+    df: DataFrame, key: str, columns: Sequence[str], newest_first: Sequence[str] = ()
+) -> DataFrame:
+    """`columns` of a silver table, one row per `key` (see keep_latest_per_key).
+
+    Deduplicating before any filter matters: if the latest version of an order is 'cancelled',
+    an older 'completed' copy must not survive a status filter.
+    """
+    version = ["_bronze_version"] if "_bronze_version" in df.columns else []
+    picked = df.select(*dict.fromkeys([key, *columns, *newest_first, *version]))
+    return keep_latest_per_key(picked, key, newest_first).select(*dict.fromkeys([key, *columns]))
+
+
+def exact_sum(col: Column | str) -> Column:
+    """Sum of a money column, order-independent (see _MONEY), returned as a double."""
+    column = F.col(col) if isinstance(col, str) else col
+    return F.sum(column.cast(_MONEY)).cast("double")
+
+
+def channel_filter(
+    channel: Column,
+    include_channels: Iterable[str] | None = None,
+    exclude_channels: Iterable[str] | None = None,
+) -> Column:
+    """Condition keeping the channels asked for (None: no restriction on that side)."""
+    condition = channel.isNotNull() & (F.trim(channel) != "")
+    if include_channels is not None:
+        included = _channel_list(include_channels, "include_channels")
+        if not included:
+            raise ValueError("include_channels is empty: pass None to keep every channel")
+        condition = condition & channel.isin(included)
+    if exclude_channels is not None:
+        excluded = _channel_list(exclude_channels, "exclude_channels")
+        if excluded:
+            condition = condition & ~channel.isin(excluded)
+    return condition
+
+
+def _channel_list(channels: Iterable[str], name: str) -> list[str]:
+    if isinstance(channels, str):
+        raise TypeError(f"{name} must be a list of channel names, not the string {channels!r}")
+    values = list(channels)
+    bad = [c for c in values if not isinstance(c, str) or not c.strip()]
+    if bad:
+        raise ValueError(f"{name} holds invalid channel names: {bad!r}")
+    return sorted(set(values))
+
+
+def utc_day(ts: Column) -> Column:
+    """Calendar day of a timestamp in UTC, whatever the session time zone.
+
+    `to_date` would use the session zone (UTC under session.py, but not necessarily in a
+    notebook); whole days since the Unix epoch do not depend on it.
+    """
+    return F.date_from_unix_date(F.floor(F.unix_seconds(ts) / 86400).cast("int"))
+
+
+def latest_activity_date(events_df: DataFrame, orders_df: DataFrame) -> date | None:
+    """Latest UTC day with an event or an order in silver (the default `as_of`); None if none.
+
+    Two one-row aggregates reach the driver, whatever the size of the tables.
+    """
+    days = [
+        df.select(F.max(utc_day(F.col(ts))).alias("day")).first()["day"]
+        for df, ts in ((events_df, "event_ts"), (orders_df, "order_ts"))
+    ]
+    known = [d for d in days if d is not None]
+    return max(known) if known else None
+
+
+GOLD_DEFAULTS = {
+    "lookback_days": 30,
+    "include_channels": None,
+    "exclude_channels": None,
+    "top_keywords": 5,
+}
+
+
+def gold_options(config: Config) -> dict[str, object]:
+    """run_gold's keyword arguments from the `gold.*` config keys, defaults where undeclared.
+
+    An empty channel list in YAML means "no restriction" (None).
+    """
+    options: dict[str, object] = {}
+    for key, default in GOLD_DEFAULTS.items():
+        try:
+            value = config.get(f"gold.{key}")
+        except KeyError:
+            value = default
+        options[key] = value if value not in ([], "") else None
+    return options
+
+
+def run_gold(
+    spark: SparkSession,
+    config: Config,
+    run_id: str,
+    as_of: date | None,
+    *,
+    lookback_days: int = 30,
+    include_channels: Iterable[str] | None = None,
+    exclude_channels: Iterable[str] | None = None,
+    top_keywords: int = 5,
+) -> list[str]:
+    """Read silver, build every gold table for `as_of`, overwrite them; one line per table.
+
+    `as_of` None: the latest day with an event or an order in silver (from the data, never the
+    clock), stated in the first summary line. A missing silver table raises TableNotFoundError.
+    """
+    # Imported here, not at the top: the builder modules import this module's helpers.
+    from lakehouse.gold.customer_360 import build_customer_360
+    from lakehouse.gold.journeys import build_journeys
+    from lakehouse.gold.kpis import build_kpi_channel_daily, build_kpi_daily
+
+    catalog = Catalog(config)
+    silver = {name: catalog.read(spark, f"silver.{name}") for name in SILVER_INPUTS}
+    if as_of is None:
+        as_of = latest_activity_date(silver["events"], silver["orders"])
+        if as_of is None:
+            raise InputDataError(
+                "silver.events and silver.orders hold no timestamped rows, so there is no "
+                "date to build gold for: load data first or pass --as-of YYYY-MM-DD"
+            )
+        header = f"gold: as_of {as_of} (latest event/order day in silver; no --as-of given)"
+    else:
+        header = f"gold: as_of {check_as_of(as_of)} (given)"
+    journey_args = {
+        "lookback_days": lookback_days,
+        "include_channels": include_channels,
+        "exclude_channels": exclude_channels,
+    }
+    builders = {
+        "customer_360": lambda: build_customer_360(
+            silver["customers"], silver["orders"], silver["events"], silver["social_posts"],
+            silver["iot_readings"], as_of, top_keywords=top_keywords,
+        ),
+        "journeys": lambda: build_journeys(
+            silver["events"], silver["orders"], silver["customers"], as_of, **journey_args
+        ),
+        "kpi_daily": lambda: build_kpi_daily(silver["events"], silver["orders"], as_of),
+        "kpi_channel_daily": lambda: build_kpi_channel_daily(
+            silver["events"], silver["orders"], silver["customers"], as_of, **journey_args
+        ),
+    }
+    lines = [header]
+    for name in GOLD_TABLES:
+        started = time.monotonic()
+        path = catalog.path(f"gold.{name}")
+        (
+            builders[name]()
+            .write.format("delta")
+            .mode("overwrite")
+            # Gold is rebuilt whole from silver: its schema is whatever the contract says now.
+            .option("overwriteSchema", "true")
+            # The run id goes into the Delta commit (history), not into the rows, so a re-run
+            # for the same as_of leaves the table content identical.
+            .option("userMetadata", f"run_id={run_id} as_of={as_of}")
+            .save(path)
+        )
+        rows = _rows_written(spark, catalog, f"gold.{name}")
+        lines.append(
+            f"  gold.{name:<18} {rows:>10,} rows  {time.monotonic() - started:6.1f}s"
+        )
+    return lines
+
+
+def _rows_written(spark: SparkSession, catalog: Catalog, name: str) -> int:
+    """Rows of the last commit, from Delta's commit metrics (no scan of the table)."""
+    last = catalog.delta_table(spark, name).history(1).select("operationMetrics").first()
+    metrics = (last["operationMetrics"] if last else None) or {}
+    if "numOutputRows" in metrics:
+        return int(metrics["numOutputRows"])
+    return catalog.read(spark, name).count()

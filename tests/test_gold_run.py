@@ -1,0 +1,97 @@
+"""run_gold end to end: silver Delta tables in tmp_path in, gold Delta tables out, twice."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+import pytest
+from pyspark.testing import assertDataFrameEqual
+
+from lakehouse.catalog import Catalog
+from lakehouse.errors import TableNotFoundError
+from lakehouse.gold import GOLD_TABLES, gold_options, run_gold
+
+
+def ts(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+SILVER = {
+    "customers": (
+        "customer_key string, email_pseudonym string, phone_pseudonym string, "
+        "handle_pseudonym string, country string, signup_date date, marketing_consent boolean, "
+        "data_expiry_date date, updated_at timestamp, _bronze_version long, _run_id string",
+        [
+            ("c1", "e1", None, "h1", "DE", date(2025, 12, 1), True, None, ts("2025-12-01"), 1, "r"),
+            ("c1", "e1", None, "h1", "DE", date(2025, 12, 1), True, None, ts("2025-12-01"), 1, "r"),
+            ("c2", "e2", None, None, None, date(2025, 12, 5), False, None, ts("2025-12-05"), 1, "r"),
+        ],
+    ),
+    "events": (
+        "event_id string, event_ts timestamp, cookie_id string, customer_key string, "
+        "session_id string, page string, event_type string, channel string, campaign string, "
+        "_bronze_version long, _run_id string",
+        [
+            ("e1", ts("2026-01-01 10:00"), "k1", "c1", "s1", "/", "page_view", "search", None, 1, "r"),
+            ("e2", ts("2026-01-02 09:00"), "k1", "c1", "s2", "/", "page_view", "email", None, 1, "r"),
+            ("e3", ts("2026-01-02 11:00"), "k9", None, "s3", "/", "page_view", "search", None, 1, "r"),
+        ],
+    ),
+    "orders": (
+        "order_id string, customer_key string, order_ts timestamp, amount double, "
+        "currency string, amount_eur double, status string, n_items int, _bronze_version long, "
+        "_run_id string",
+        [
+            ("o1", "c1", ts("2026-01-01 12:00"), 10.0, "EUR", 10.0, "completed", 1, 1, "r"),
+            ("o2", "c2", ts("2026-01-02 12:00"), 5.0, "EUR", 5.0, "cancelled", 1, 1, "r"),
+        ],
+    ),
+    "social_posts": (
+        "post_id string, handle_pseudonym string, customer_key string, post_ts timestamp, "
+        "text string, keywords array<string>, likes int, shares int, _bronze_version long, "
+        "_run_id string",
+        [("p1", "h1", "c1", ts("2026-01-01 08:00"), "t", ["tea"], 2, 0, 1, "r")],
+    ),
+    "iot_readings": (
+        "reading_id string, device_id string, customer_key string, reading_ts timestamp, "
+        "temperature double, vibration double, battery double, error_code string, "
+        "_bronze_version long, _run_id string",
+        [("r1", "d1", "c2", ts("2026-01-01 08:00"), 20.0, 0.1, 60.0, None, 1, "r")],
+    ),
+}
+
+
+def test_run_gold_names_a_missing_silver_table(spark, config):
+    with pytest.raises(TableNotFoundError, match="silver.customers"):
+        run_gold(spark, config, "run-0", date(2026, 1, 2))
+
+
+def test_run_gold_twice_gives_identical_tables_without_duplicates(spark, config):
+    catalog = Catalog(config)
+    for name, (schema, rows) in SILVER.items():
+        spark.createDataFrame(rows, schema).write.format("delta").save(
+            catalog.path(f"silver.{name}")
+        )
+
+    first = run_gold(spark, config, "run-1", None)
+    second = run_gold(spark, config, "run-2", None)
+
+    # Latest event (e3) and order (o2) are on 2026-01-02: the derived as_of, said so.
+    assert first[0] == "gold: as_of 2026-01-02 (latest event/order day in silver; no --as-of given)"
+    # customer_360: c1 (duplicate once), c2. journeys: c1 e1 -> o1, then e2 open = 2.
+    # kpi_daily: 2026-01-01 and 2026-01-02. kpi_channel_daily: (01-01 search),
+    # (01-02 email), (01-02 search, anonymous e3) = 3. The second run replaces, never appends.
+    expected_rows = {"customer_360": 2, "journeys": 2, "kpi_daily": 2, "kpi_channel_daily": 3}
+    for lines in (first, second):
+        counts = {line.split()[0]: int(line.split()[1]) for line in lines[1:]}
+        assert counts == {f"gold.{t}": n for t, n in expected_rows.items()}
+    for table in GOLD_TABLES:
+        name = f"gold.{table}"
+        assertDataFrameEqual(catalog.read(spark, name), catalog.read(spark, name, version=0))
+
+
+def test_gold_options_fall_back_to_defaults(config):
+    # Without a gold section in conf/base.yaml (or with the proposed defaults) these are used.
+    assert gold_options(config) == {
+        "lookback_days": 30, "include_channels": None, "exclude_channels": None, "top_keywords": 5
+    }
