@@ -17,11 +17,11 @@ from lakehouse.catalog import Catalog
 from lakehouse.config import REPO_ROOT, load_config
 from lakehouse.sources import load_sources
 
-DAYS = 10
+DAYS = 6
 
 
 def _land_files(raw: Path) -> None:
-    """Ten daily files for two sources, 30 lines each, one malformed line per file."""
+    """Six daily files for two sources, 30 lines each, one malformed line per file."""
     for day in range(1, DAYS + 1):
         orders = ["order_id,customer_id,order_ts,amount,currency,status,n_items"]
         orders += [f"O{day}-{i},C{i},2026-01-{day:02d}T10:00:00Z,{i}.5,EUR,completed,1"
@@ -72,8 +72,8 @@ def test_killed_bronze_run_resumes_without_loss_or_duplicates(spark, tmp_path):
     orders_dir = data / "lake" / "bronze" / "orders"
     deadline = time.monotonic() + 240
     try:
-        # Kill mid-stream: after some but not all of the ten orders batches are committed.
-        while _commits(orders_dir) < 3 and proc.poll() is None and time.monotonic() < deadline:
+        # Kill mid-stream: after some but not all of the orders batches are committed.
+        while _commits(orders_dir) < 2 and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
