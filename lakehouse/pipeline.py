@@ -49,9 +49,21 @@ def _bronze(spark: SparkSession, config: Config, ctx: RunContext) -> list[str]:
     return [*lines, f"bronze: {total:,} rows landed, {bad:,} malformed rows kept"]
 
 
+def _silver(spark: SparkSession, config: Config, ctx: RunContext) -> list[str]:
+    from lakehouse.silver import run_silver
+
+    return run_silver(spark, config, ctx.run_id)
+
+
+def _gold(spark: SparkSession, config: Config, ctx: RunContext) -> list[str]:
+    from lakehouse.gold import gold_options, run_gold
+
+    return run_gold(spark, config, ctx.run_id, ctx.as_of, **gold_options(config))
+
+
 def registered_stages() -> dict[str, StageFn]:
     """Stages this version implements, by name (later stages register here as they land)."""
-    return {"bronze": _bronze}
+    return {"bronze": _bronze, "silver": _silver, "gold": _gold}
 
 
 def run_stages(

@@ -1,0 +1,495 @@
+"""Data-quality rules as data (conf/quality.yaml): evaluation, quarantine rows, dq metrics.
+
+Rules are evaluated as built-in column expressions over a whole batch: each rule becomes one
+``reason or null`` column, and the failures of a row are gathered into ``_failures`` (an array
+of rule, severity, reason). Nothing is collected per rule: the counts of every rule, the
+completeness of every column and the batch's uniqueness come out of one aggregation
+(``quality_figures``), a single bounded row per source.
+
+Severities: ``warn`` keeps the row and counts it; ``drop`` sends it to silver.quarantine (one
+quarantine row per record, under the first failed drop rule, with every failed reason);
+``fail`` stops the run before anything is committed (``check_fail_rules``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from lakehouse.config import Config, load_yaml_file
+from lakehouse.errors import ConfigError, QualityRuleError
+from lakehouse.sources import SourceSpec
+
+QUALITY_FILE = "quality.yaml"
+SEVERITIES = ("warn", "drop", "fail")
+KINDS = ("not_null", "unique", "range", "regex", "allowed_values", "referential", "castable")
+_NEEDS = {
+    "not_null": ("column",),
+    "unique": ("columns",),
+    "range": ("column",),
+    "regex": ("column", "pattern"),
+    "allowed_values": ("column", "values"),
+    "referential": ("column", "ref_table", "ref_column"),
+    "castable": (),
+}
+DEFAULT_COMPLETENESS = 0.95
+# Array of the failed rules of one row.
+FAILURE_TYPE = T.ArrayType(
+    T.StructType(
+        [
+            T.StructField("rule", T.StringType()),
+            T.StructField("severity", T.StringType()),
+            T.StructField("reason", T.StringType()),
+        ]
+    )
+)
+QUARANTINE_SCHEMA = T.StructType(
+    [
+        T.StructField("source", T.StringType()),
+        T.StructField("natural_key", T.StringType()),
+        T.StructField("rule", T.StringType()),
+        T.StructField("severity", T.StringType()),
+        T.StructField("reason", T.StringType()),
+        T.StructField("raw", T.StringType()),
+        T.StructField("source_file", T.StringType()),
+        T.StructField("bronze_batch_id", T.LongType()),
+        T.StructField("bronze_version", T.LongType()),
+        T.StructField("run_id", T.StringType()),
+        T.StructField("quarantined_at", T.TimestampType()),
+    ]
+)
+DQ_METRICS_SCHEMA = T.StructType(
+    [
+        T.StructField("run_id", T.StringType()),
+        T.StructField("table", T.StringType()),
+        T.StructField("source", T.StringType()),
+        T.StructField("column", T.StringType()),
+        T.StructField("rule", T.StringType()),
+        T.StructField("metric", T.StringType()),
+        T.StructField("value", T.DoubleType()),
+        T.StructField("threshold", T.DoubleType()),
+        T.StructField("passed", T.BooleanType()),
+        T.StructField("rows", T.LongType()),
+        T.StructField("bronze_from_version", T.LongType()),
+        T.StructField("bronze_to_version", T.LongType()),
+        T.StructField("measured_at", T.TimestampType()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    kind: str
+    severity: str
+    columns: tuple[str, ...]
+    threshold: float
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def column(self) -> str:
+        return self.columns[0]
+
+
+@dataclass(frozen=True)
+class SourceRules:
+    source: str
+    rules: tuple[Rule, ...]
+    completeness: Mapping[str, float]
+    default_completeness: float = DEFAULT_COMPLETENESS
+
+    def completeness_threshold(self, column: str) -> float:
+        return float(self.completeness.get(column, self.default_completeness))
+
+
+# -- loading ---------------------------------------------------------------------------------
+
+
+def load_quality(
+    config: Config,
+    sources: Mapping[str, SourceSpec],
+    derived: Mapping[str, Iterable[str]] | None = None,
+) -> dict[str, SourceRules]:
+    """Rules of every declared source from conf/quality.yaml, validated (names key and file).
+
+    ``derived`` lists, per source, the columns silver adds that rules may name
+    (customer_key, amount_eur, ...).
+    """
+    path = Path(config.conf_dir) / QUALITY_FILE
+    doc = load_yaml_file(path, "data-quality rules")
+    return parse_quality(doc, sources, derived or {}, str(path))
+
+
+def parse_quality(
+    doc: Mapping[str, Any],
+    sources: Mapping[str, SourceSpec],
+    derived: Mapping[str, Iterable[str]],
+    where: str = "quality rules",
+) -> dict[str, SourceRules]:
+    defaults = doc.get("defaults") or {}
+    cast_severity = defaults.get("castable_severity", "drop")
+    if cast_severity not in SEVERITIES:
+        raise ConfigError(f"{where}: defaults.castable_severity must be one of {SEVERITIES}")
+    default_completeness = float(defaults.get("completeness_threshold", DEFAULT_COMPLETENESS))
+    declared = doc.get("sources") or {}
+    if not isinstance(declared, Mapping):
+        raise ConfigError(f"{where}: 'sources' must be a mapping of source name to rules")
+    unknown = sorted(set(declared) - set(sources))
+    if unknown:
+        raise ConfigError(f"{where}: rules for undeclared source(s) {', '.join(unknown)}")
+    result: dict[str, SourceRules] = {}
+    for name, spec in sources.items():
+        entry = declared.get(name) or {}
+        known_columns = set(spec.columns) | set(derived.get(name, ()))
+        rules = [
+            Rule(f"not_null:{k}", "not_null", "drop", (k,), DEFAULT_COMPLETENESS)
+            for k in spec.natural_key
+        ]
+        rules.append(Rule("castable", "castable", cast_severity, (), DEFAULT_COMPLETENESS))
+        for i, raw_rule in enumerate(entry.get("rules") or []):
+            rules.append(_parse_rule(raw_rule, known_columns, f"{where}: {name}.rules[{i}]"))
+        names = [r.name for r in rules]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ConfigError(
+                f"{where}: source {name} has repeated rule name(s) {', '.join(repeated)}: "
+                f"give them distinct 'name's"
+            )
+        completeness = dict(entry.get("completeness") or {})
+        bad = sorted(set(completeness) - set(spec.columns))
+        if bad:
+            raise ConfigError(f"{where}: {name}.completeness names undeclared {', '.join(bad)}")
+        result[name] = SourceRules(name, tuple(rules), completeness, default_completeness)
+    return result
+
+
+def _parse_rule(raw: Any, known_columns: set[str], where: str) -> Rule:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where} must be a mapping with kind and severity")
+    kind, severity = raw.get("kind"), raw.get("severity")
+    if kind not in KINDS:
+        raise ConfigError(f"{where}: kind {kind!r} is not one of {', '.join(KINDS)}")
+    if severity not in SEVERITIES:
+        raise ConfigError(f"{where}: severity {severity!r} is not one of {', '.join(SEVERITIES)}")
+    missing = [k for k in _NEEDS[kind] if k not in raw]
+    if missing:
+        raise ConfigError(f"{where}: a {kind} rule needs {', '.join(missing)}")
+    columns = tuple(raw["columns"]) if kind == "unique" else (
+        (raw["column"],) if "column" in raw else ()
+    )
+    undeclared = [c for c in columns if c not in known_columns]
+    if undeclared:
+        raise ConfigError(f"{where}: unknown column(s) {', '.join(undeclared)}")
+    if kind == "range" and "min" not in raw and "max" not in raw:
+        raise ConfigError(f"{where}: a range rule needs min and/or max")
+    default_name = f"{kind}:{','.join(columns)}" if columns else kind
+    threshold = float(raw.get("threshold", DEFAULT_COMPLETENESS))
+    params = {k: v for k, v in raw.items() if k not in {"kind", "severity", "name", "threshold"}}
+    return Rule(str(raw.get("name") or default_name), kind, severity, columns, threshold, params)
+
+
+# -- evaluation (pure) -----------------------------------------------------------------------
+
+
+def _shown(column: str, value: Column, pii: Iterable[str]) -> Column:
+    """The value as it may appear in a reason: personal data is never written out."""
+    if column in set(pii):
+        return F.lit("<personal data withheld>")
+    return F.concat(F.lit("'"), value.cast("string"), F.lit("'"))
+
+
+def _reason(rule: Rule, pii: Iterable[str], ref_flag: str | None) -> Column:
+    """Column: the readable reason this rule fails for the row, or null when it passes."""
+    kind = rule.kind
+    if kind == "castable":
+        return F.when(F.size("_cast_errors") > 0, F.array_join("_cast_errors", "; "))
+    if kind == "unique":
+        cols = ", ".join(rule.columns)
+        return F.when(
+            F.col(f"_uniq_{rule.name}") > 1,
+            F.format_string(f"{cols} shared by %d records with different keys",
+                            F.col(f"_uniq_{rule.name}")),
+        )
+    column = F.col(rule.column)
+    shown = _shown(rule.column, column, pii)
+    if kind == "not_null":
+        return F.when(column.isNull(), F.lit(f"{rule.column} is missing"))
+    if kind == "range":
+        lo, hi = rule.params.get("min"), rule.params.get("max")
+        outside = F.lit(False)
+        if lo is not None:
+            outside = outside | (column < F.lit(lo))
+        if hi is not None:
+            outside = outside | (column > F.lit(hi))
+        bounds = f"[{'' if lo is None else lo}, {'' if hi is None else hi}]"
+        return F.when(
+            column.isNotNull() & outside,
+            F.concat(F.lit(f"{rule.column} = "), shown, F.lit(f" is outside {bounds}")),
+        )
+    if kind == "regex":
+        pattern = str(rule.params["pattern"])
+        return F.when(
+            column.isNotNull() & ~column.cast("string").rlike(pattern),
+            F.concat(F.lit(f"{rule.column} "), shown, F.lit(" does not match the pattern")),
+        )
+    if kind == "allowed_values":
+        values = [str(v) for v in rule.params["values"]]
+        return F.when(
+            column.isNotNull() & ~column.cast("string").isin(values),
+            F.concat(F.lit(f"{rule.column} = "), shown,
+                     F.lit(f" is not one of {', '.join(values)}")),
+        )
+    if kind == "referential":
+        target = f"{rule.params['ref_table']}.{rule.params['ref_column']}"
+        return F.when(
+            column.isNotNull() & F.col(ref_flag).isNull(),
+            F.concat(F.lit(f"{rule.column} = "), shown, F.lit(f" not found in {target}")),
+        )
+    raise ValueError(f"unknown rule kind {kind}")
+
+
+def with_rule_results(
+    df: DataFrame,
+    rules: SourceRules,
+    natural_key: Iterable[str],
+    pii: Iterable[str] = (),
+    ref_keys: Mapping[str, DataFrame] | None = None,
+) -> DataFrame:
+    """Adds ``_failures`` (array of rule, severity, reason) and ``_drop_rule``/``_drop_reason``.
+
+    ``df`` holds typed columns and ``_cast_errors`` (array of strings). ``ref_keys`` maps a
+    referenced table name to a one-column DataFrame of the keys that exist there.
+    """
+    key_cols = list(natural_key)
+    pii = tuple(pii)
+    out = df
+    ref_flags: dict[str, str] = {}
+    for i, rule in enumerate(rules.rules):
+        if rule.kind == "unique":
+            window = Window.partitionBy(*rule.columns).rowsBetween(
+                Window.unboundedPreceding, Window.unboundedFollowing
+            )
+            has_key = F.lit(True)
+            for k in key_cols:
+                has_key = has_key & F.col(k).isNotNull()
+            keyed = F.when(has_key, F.concat_ws("|", *key_cols))
+            distinct_keys = F.size(F.collect_set(keyed).over(window))
+            is_complete = F.lit(True)
+            for c in rule.columns:
+                is_complete = is_complete & F.col(c).isNotNull()
+            out = out.withColumn(f"_uniq_{rule.name}", F.when(is_complete, distinct_keys))
+        elif rule.kind == "referential":
+            table = str(rule.params["ref_table"])
+            if ref_keys is None or table not in ref_keys:
+                raise ValueError(f"rule {rule.name} needs the keys of {table}")
+            flag = f"_ref_ok_{i}"
+            keys = (
+                ref_keys[table]
+                .select(F.col(ref_keys[table].columns[0]).alias(f"_ref_key_{i}"))
+                .where(F.col(f"_ref_key_{i}").isNotNull())
+                .distinct()
+                .withColumn(flag, F.lit(True))
+            )
+            out = out.join(keys, out[rule.column] == keys[f"_ref_key_{i}"], how="left").drop(
+                f"_ref_key_{i}"
+            )
+            ref_flags[rule.name] = flag
+    # Each reason is computed once into its own column, then gathered: the plan stays small.
+    reasons = {
+        f"_reason_{i}": _reason(r, pii, ref_flags.get(r.name)) for i, r in enumerate(rules.rules)
+    }
+    out = out.withColumns(reasons)
+    failures = F.array(
+        *[
+            F.when(
+                F.col(f"_reason_{i}").isNotNull(),
+                F.struct(
+                    F.lit(r.name).alias("rule"),
+                    F.lit(r.severity).alias("severity"),
+                    F.col(f"_reason_{i}").alias("reason"),
+                ),
+            )
+            for i, r in enumerate(rules.rules)
+        ]
+    )
+    failures = F.filter(failures, lambda f: f.isNotNull()).cast(FAILURE_TYPE)
+    dropping = F.filter("_failures", lambda f: f["severity"] == "drop")
+    helpers = [c for c in out.columns if c.startswith(("_uniq_", "_ref_ok_", "_reason_"))]
+    return (
+        out.withColumn("_failures", failures)
+        .withColumns(
+            {
+                "_drop_rule": F.when(F.size(dropping) > 0, dropping[0]["rule"]),
+                "_drop_reason": F.when(
+                    F.size(dropping) > 0,
+                    F.array_join(F.transform(dropping, lambda f: f["reason"]), "; "),
+                ),
+            }
+        )
+        .drop(*helpers)
+    )
+
+
+def _is_rule(name: str):
+    """Predicate over a failure struct (a closure: Spark counts a lambda's parameters)."""
+    return lambda f: f["rule"] == name
+
+
+def quality_figures(
+    evaluated_df: DataFrame, rules: SourceRules, columns: Iterable[str], natural_key: Iterable[str]
+) -> DataFrame:
+    """One row: rows, non-null count per column, failures per rule, distinct keys.
+
+    Only rows that parsed (not malformed) are measured; malformed lines are counted apart.
+    """
+    parsed = F.col("_is_malformed") == F.lit(False)
+    key_cols = list(natural_key)
+    has_key = F.lit(True)
+    for k in key_cols:
+        has_key = has_key & F.col(k).isNotNull()
+    # concat_ws skips nulls: a record without its key must not count as the key ''.
+    key = F.when(has_key, F.concat_ws("|", *key_cols))
+    aggs = [
+        F.count(F.lit(1)).alias("rows_in"),
+        F.sum(F.when(~parsed, 1).otherwise(0)).alias("malformed"),
+        F.sum(F.when(parsed, 1).otherwise(0)).alias("parsed"),
+        F.sum(F.when(parsed & F.col("_drop_rule").isNotNull(), 1).otherwise(0)).alias("dropped"),
+        F.sum(
+            F.when(
+                parsed & F.col("_drop_rule").isNull()
+                & F.exists("_failures", lambda f: f["severity"] == "warn"), 1,
+            ).otherwise(0)
+        ).alias("warned"),
+        F.sum(F.when(parsed & F.col("_rescued_data").isNotNull(), 1).otherwise(0)).alias(
+            "rescued"
+        ),
+        F.count_distinct(F.when(parsed, key)).alias("distinct_keys"),
+    ]
+    aggs += [
+        F.sum(F.when(parsed & F.col(c).isNotNull(), 1).otherwise(0)).alias(f"nn__{c}")
+        for c in columns
+    ]
+    aggs += [
+        F.sum(
+            F.when(parsed & F.exists("_failures", _is_rule(r.name)), 1)
+            .otherwise(0)
+        ).alias(f"fail__{r.name}")
+        for r in rules.rules
+    ]
+    return evaluated_df.agg(*aggs)
+
+
+def check_fail_rules(figures: Mapping[str, Any], rules: SourceRules, evaluated_df: DataFrame,
+                     natural_key: Iterable[str]) -> None:
+    """Raise QualityRuleError naming the first violated fail-severity rule (nothing written)."""
+    for rule in rules.rules:
+        failed = int(figures.get(f"fail__{rule.name}") or 0)
+        if rule.severity == "fail" and failed:
+            example = (
+                evaluated_df.where(F.exists("_failures", _is_rule(rule.name)))
+                .select(
+                    F.concat_ws("|", *natural_key).alias("k"),
+                    F.filter("_failures", _is_rule(rule.name))[0]["reason"]
+                    .alias("reason"),
+                )
+                .first()
+            )
+            detail = f" (e.g. key {example['k']!r}: {example['reason']})" if example else ""
+            raise QualityRuleError(
+                f"quality rule '{rule.name}' (severity fail) of source {rules.source} failed "
+                f"for {failed} row(s){detail}; nothing was committed: fix the input or the rule "
+                f"in conf/quality.yaml"
+            )
+
+
+def metric_rows(
+    figures: Mapping[str, Any],
+    rules: SourceRules,
+    columns: Iterable[str],
+    *,
+    run_id: str,
+    table: str,
+    extra_counts: Mapping[str, int],
+    versions: tuple[int | None, int | None],
+    measured_at: datetime,
+) -> list[tuple]:
+    """Rows of audit.dq_metrics for one source and run (a bounded list: columns + rules)."""
+    parsed = int(figures["parsed"] or 0)
+    source = rules.source
+    lo, hi = versions
+
+    def row(column, rule, metric, value, threshold=None):
+        passed = None if threshold is None or value is None else bool(value >= threshold)
+        return (run_id, table, source, column, rule, metric,
+                None if value is None else float(value),
+                None if threshold is None else float(threshold), passed, parsed, lo, hi,
+                measured_at)
+
+    out = []
+    for c in columns:
+        value = (int(figures[f"nn__{c}"] or 0) / parsed) if parsed else None
+        out.append(row(c, None, "completeness", value, rules.completeness_threshold(c)))
+    for r in rules.rules:
+        failed = int(figures[f"fail__{r.name}"] or 0)
+        value = (1.0 - failed / parsed) if parsed else None
+        out.append(row(",".join(r.columns) or None, r.name, "validity", value, r.threshold))
+        out.append(row(",".join(r.columns) or None, r.name, "failed_rows", failed))
+    uniq = (int(figures["distinct_keys"] or 0) / parsed) if parsed else None
+    out.append(row(None, None, "uniqueness", uniq))
+    for name in ("malformed", "dropped", "warned", "rescued"):
+        out.append(row(None, None, name, int(figures[name] or 0)))
+    for name, value in extra_counts.items():
+        out.append(row(None, None, name, int(value)))
+    return out
+
+
+def failing_metrics(rows: Iterable[tuple]) -> list[str]:
+    """Readable lines for metrics below their threshold."""
+    lines = []
+    for r in rows:
+        _run, table, _src, column, rule, metric, value, threshold, passed = r[:9]
+        if passed is False:
+            what = f"{table}.{column}" if column else table
+            what += f" [{rule}]" if rule else ""
+            lines.append(f"  dq FAILING: {what} {metric} {value:.3f} < {threshold:.3f}")
+    return lines
+
+
+# -- quarantine rows (pure) ------------------------------------------------------------------
+
+
+def to_quarantine_rows(
+    df: DataFrame, source: str, natural_key: Iterable[str], run_id: str, raw: Column
+) -> DataFrame:
+    """Rows of silver.quarantine: malformed lines (bronze's reason) and dropped records.
+
+    ``df`` holds bronze metadata plus ``_drop_rule``/``_drop_reason``; ``raw`` is the raw
+    record as it may be stored (see silver: personal data is withheld for PII sources).
+    """
+    key = F.concat_ws("|", *[F.trim(F.col(k)) for k in natural_key])
+    malformed = F.col("_is_malformed")
+    return (
+        df.where(malformed | F.col("_drop_rule").isNotNull())
+        .select(
+            F.lit(source).alias("source"),
+            F.when(key != "", key).alias("natural_key"),
+            F.when(malformed, F.lit("malformed")).otherwise(F.col("_drop_rule")).alias("rule"),
+            F.lit("drop").alias("severity"),
+            F.when(malformed, F.coalesce(F.col("_malformed_reason"), F.lit("malformed line")))
+            .otherwise(F.col("_drop_reason"))
+            .alias("reason"),
+            raw.alias("raw"),
+            F.col("_source_file").alias("source_file"),
+            F.col("_batch_id").cast("long").alias("bronze_batch_id"),
+            F.col("_commit_version").cast("long").alias("bronze_version"),
+            F.lit(run_id).alias("run_id"),
+            F.current_timestamp().alias("quarantined_at"),
+        )
+    )

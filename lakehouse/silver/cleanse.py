@@ -1,0 +1,162 @@
+"""Generic cleanse over a source declaration: typed columns, conversion errors, dedup.
+
+Bronze keeps every declared field as the string it arrived as. Here each becomes its declared
+type. A value that does not convert is not turned into a silent null: the row gets a readable
+entry in ``_cast_errors`` (the ``castable`` quality rule then warns, drops or fails on it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+from lakehouse.privacy.pseudonym import pseudonym
+from lakehouse.sources import SourceSpec
+
+# Spark's string casts are lenient in ways that would hide defects: '2026' casts to a date,
+# 'NaN' and 'Infinity' to doubles, and (for foldable values) 'yesterday' to a date. A value
+# must look like its type before it is cast.
+_SHAPES = {
+    "int": r"^[+-]?[0-9]+$",
+    "long": r"^[+-]?[0-9]+$",
+    "double": r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$",
+    "date": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$",
+    # ISO date and time, optional fraction and offset ('Z', '+01:00', '+0100').
+    "timestamp": (
+        r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?"
+        r"(Z|[+-][0-9]{2}:?[0-9]{2})?$"
+    ),
+    "boolean": r"^(?i)(true|false|t|f|yes|no|y|n|1|0)$",
+}
+# Bronze metadata carried through silver's transforms (CDF adds _commit_version).
+CARRIED = (
+    "_raw",
+    "_is_malformed",
+    "_malformed_reason",
+    "_rescued_data",
+    "_source_file",
+    "_batch_id",
+    "_ingested_at",
+    "_commit_version",
+    "_quarantine_raw",
+)
+
+
+def clean_string(value: Column) -> Column:
+    """Trimmed; empty (a blank CSV field) is null."""
+    trimmed = F.trim(value)
+    return F.when(trimmed != "", trimmed)
+
+
+def typed_value(text: Column, col_type: str) -> Column:
+    """A cleaned string converted to ``col_type``; null when it does not convert."""
+    if col_type == "string":
+        return text
+    if col_type == "timestamp":
+        # 'Z' and '+01:00' offsets are honoured by the cast; the instant is stored (UTC view).
+        return F.when(text.rlike(_SHAPES["timestamp"]), text.try_cast("timestamp"))
+    return F.when(text.rlike(_SHAPES[col_type]), text.try_cast(col_type))
+
+
+def cast_error(column: str, text: Column, typed: Column, col_type: str, pii: bool) -> Column:
+    """Reason when a present value did not convert, else null."""
+    shown = F.lit("<personal data withheld>") if pii else F.concat(F.lit("'"), text, F.lit("'"))
+    return F.when(
+        text.isNotNull() & typed.isNull(),
+        F.concat(F.lit(f"{column} "), shown, F.lit(f" is not a valid {col_type}")),
+    )
+
+
+def with_typed_columns(bronze_df: DataFrame, source: SourceSpec) -> DataFrame:
+    """Declared columns typed and trimmed, ``_cast_errors`` (array), bronze metadata kept."""
+    typed, errors = [], []
+    for column, col_type in source.columns.items():
+        text = clean_string(F.col(column))
+        value = typed_value(text, col_type)
+        typed.append(value.alias(column))
+        errors.append(cast_error(column, text, value, col_type, column in source.pii))
+    cast_errors = F.filter(F.array(*errors), lambda e: e.isNotNull())
+    carried = [c for c in CARRIED if c in bronze_df.columns]
+    return bronze_df.select(*typed, cast_errors.alias("_cast_errors"), *carried)
+
+
+def with_cast_error(df: DataFrame, failed: Column, reason: Column) -> DataFrame:
+    """Appends a source-specific conversion error (unknown country, currency) to the row."""
+    return df.withColumn(
+        "_cast_errors",
+        F.when(failed, F.concat(F.col("_cast_errors"), F.array(reason))).otherwise(
+            F.col("_cast_errors")
+        ),
+    )
+
+
+def with_mapped_code(
+    df: DataFrame, column: str, codes: Iterable[str], names: Mapping[str, str], what: str
+) -> DataFrame:
+    """``column`` as a reference code: a known code in any case, or a known name (any case).
+
+    A present value that maps to nothing becomes null *and* a conversion error naming it.
+    """
+    code_set = sorted({c.upper() for c in codes})
+    name_map = F.create_map(*[x for k, v in sorted(names.items()) for x in (F.lit(k), F.lit(v))])
+    text = F.col(column)
+    upper = F.upper(text)
+    mapped = F.when(upper.isin(code_set), upper).otherwise(name_map[F.lower(text)])
+    return with_cast_error(
+        df.withColumn(f"_orig_{column}", text).withColumn(column, mapped),
+        F.col(f"_orig_{column}").isNotNull() & F.col(column).isNull(),
+        F.concat(F.lit(f"{column} '"), F.col(f"_orig_{column}"), F.lit(f"' is not a known {what}")),
+    ).drop(f"_orig_{column}")
+
+
+def with_quarantine_raw(bronze_df: DataFrame, source: SourceSpec, key: bytes) -> DataFrame:
+    """Adds ``_quarantine_raw``: the raw record as silver.quarantine may hold it.
+
+    For a source without personal data that is the raw line. For a source with PII columns
+    the raw line would put names, emails and phones into a non-restricted table, so the record
+    is kept as JSON of its fields with the PII fields withheld, plus a keyed fingerprint of the
+    whole line (``line_hmac``) that finds it again in bronze (where the raw line stays).
+    """
+    if not source.pii:
+        return bronze_df.withColumn("_quarantine_raw", F.col("_raw"))
+    fields = [
+        (F.when(F.col(c).isNotNull(), F.lit("<withheld>")) if c in source.pii else F.col(c))
+        .alias(c)
+        for c in source.columns
+    ]
+    masked = F.to_json(
+        F.struct(*fields, pseudonym("raw", F.col("_raw"), key, normalised=True).alias("line_hmac"))
+    )
+    malformed = F.to_json(
+        F.struct(
+            F.lit(True).alias("malformed"),
+            pseudonym("raw", F.col("_raw"), key, normalised=True).alias("line_hmac"),
+        )
+    )
+    return bronze_df.withColumn(
+        "_quarantine_raw", F.when(F.col("_is_malformed"), malformed).otherwise(masked)
+    )
+
+
+def latest_first(event_time: str) -> list[Column]:
+    """Order of versions of one key, newest first: event time, then the later bronze commit and
+    ingestion, then the raw line itself so that even identical timestamps break the same way
+    on every run."""
+    return [
+        F.col(event_time).desc_nulls_last(),
+        F.col("_commit_version").desc_nulls_last(),
+        F.col("_ingested_at").desc_nulls_last(),
+        F.col("_raw").desc_nulls_last(),
+    ]
+
+
+def filter_latest_per_key(df: DataFrame, natural_key: Iterable[str], event_time: str) -> DataFrame:
+    """One row per natural key: its latest version (see ``latest_first``)."""
+    window = Window.partitionBy(*natural_key).orderBy(*latest_first(event_time))
+    return (
+        df.withColumn("_version_rank", F.row_number().over(window))
+        .where(F.col("_version_rank") == 1)
+        .drop("_version_rank")
+    )

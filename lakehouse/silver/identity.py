@@ -1,0 +1,152 @@
+"""silver.identity_map: every known identifier of a person linked to one customer_key.
+
+Identifiers and where they come from:
+- crm_id, email, phone, handle: the CRM record (email, phone, handle as pseudonyms);
+- cookie: a clickstream event that carries a customer_id (a logged-in session) links its cookie;
+- device: an IoT reading that carries a customer_id links its device.
+
+Deterministic rule: an identifier belongs to the customer it was seen with first (earliest
+``first_seen``; on a tie the smaller customer_key). min over time and max over time are
+associative, so the map is the same whether the sightings arrive in one run or many, in any
+order. Anonymous events of a cookie are attributed to the cookie's customer, also when the
+cookie logs in only later (``reresolve`` updates the rows already in silver).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import reduce
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+ID_TYPES = ("crm_id", "email", "phone", "cookie", "device", "handle")
+IDENTITY_SCHEMA = T.StructType(
+    [
+        T.StructField("customer_key", T.StringType()),
+        T.StructField("id_type", T.StringType()),
+        T.StructField("id_value", T.StringType()),
+        T.StructField("first_seen", T.TimestampType()),
+        T.StructField("last_seen", T.TimestampType()),
+    ]
+)
+_LINK_COLUMNS = ("customer_key", "id_type", "id_value", "seen")
+
+
+def _links(df: DataFrame, id_type: str, id_col: str, seen_col: str) -> DataFrame:
+    return df.select(
+        F.col("customer_key"),
+        F.lit(id_type).alias("id_type"),
+        F.col(id_col).cast("string").alias("id_value"),
+        F.col(seen_col).alias("seen"),
+    )
+
+
+def identity_links(clean: Mapping[str, DataFrame]) -> DataFrame | None:
+    """(customer_key, id_type, id_value, seen) sightings in this run's clean rows.
+
+    ``clean`` maps a source name to its clean (typed, extras applied) rows.
+    """
+    parts = []
+    if "crm_customers" in clean:
+        crm = clean["crm_customers"]
+        parts += [
+            _links(crm, "crm_id", "customer_id", "updated_at"),
+            _links(crm, "email", "email_pseudonym", "updated_at"),
+            _links(crm, "phone", "phone_pseudonym", "updated_at"),
+            _links(crm, "handle", "handle_pseudonym", "updated_at"),
+        ]
+    if "clickstream" in clean:
+        # Only a logged-in event names its customer; customer_key is then set from it.
+        parts.append(_links(clean["clickstream"], "cookie", "cookie_id", "event_ts"))
+    if "iot_readings" in clean:
+        parts.append(_links(clean["iot_readings"], "device", "device_id", "reading_ts"))
+    if not parts:
+        return None
+    links = reduce(DataFrame.unionByName, parts)
+    return links.where(
+        F.col("customer_key").isNotNull()
+        & F.col("id_value").isNotNull()
+        & F.col("seen").isNotNull()
+    )
+
+
+def resolve_identity(links_df: DataFrame, existing_map_df: DataFrame | None) -> DataFrame:
+    """Rows of the identity map for every identifier sighted in ``links_df``, combined with
+    what the map already holds for them (see the module docstring for the rule)."""
+    sighted = links_df.groupBy("id_type", "id_value", "customer_key").agg(
+        F.min("seen").alias("first_seen"), F.max("seen").alias("last_seen")
+    )
+    candidates = sighted
+    if existing_map_df is not None:
+        known = existing_map_df.join(
+            sighted.select("id_type", "id_value").distinct(), ["id_type", "id_value"], how="inner"
+        )
+        candidates = sighted.unionByName(known.select(*sighted.columns))
+    return candidates.groupBy("id_type", "id_value").agg(
+        F.min_by("customer_key", F.struct("first_seen", "customer_key")).alias("customer_key"),
+        F.min("first_seen").alias("first_seen"),
+        F.max("last_seen").alias("last_seen"),
+    ).select(*IDENTITY_SCHEMA.fieldNames())
+
+
+def identity_view(touched_df: DataFrame, existing_map_df: DataFrame | None) -> DataFrame:
+    """The whole map as it will be after this run's MERGE (for lookups before it commits)."""
+    if existing_map_df is None:
+        return touched_df
+    untouched = existing_map_df.join(
+        touched_df.select("id_type", "id_value"), ["id_type", "id_value"], how="left_anti"
+    )
+    return untouched.select(*IDENTITY_SCHEMA.fieldNames()).unionByName(touched_df)
+
+
+def with_resolved_customer(
+    df: DataFrame, identity_df: DataFrame, column: str, id_type: str
+) -> DataFrame:
+    """customer_key kept where the record names its customer, else looked up by ``column``."""
+    lookup = identity_df.where(F.col("id_type") == id_type).select(
+        F.col("id_value").alias("_lookup_value"), F.col("customer_key").alias("_lookup_key")
+    )
+    return (
+        df.join(lookup, df[column] == lookup["_lookup_value"], how="left")
+        .withColumn("customer_key", F.coalesce(F.col("customer_key"), F.col("_lookup_key")))
+        .drop("_lookup_value", "_lookup_key")
+    )
+
+
+def merge_identity(spark: SparkSession, path: str, touched_df: DataFrame) -> None:
+    """MERGE the touched rows; an unchanged row is not rewritten (a re-run changes nothing)."""
+    from delta.tables import DeltaTable
+
+    target = DeltaTable.forPath(spark, path)
+    (
+        target.alias("t")
+        .merge(touched_df.alias("s"), "t.id_type = s.id_type AND t.id_value = s.id_value")
+        .whenMatchedUpdateAll(
+            condition="NOT (t.customer_key <=> s.customer_key) "
+            "OR NOT (t.first_seen <=> s.first_seen) OR NOT (t.last_seen <=> s.last_seen)"
+        )
+        .whenNotMatchedInsertAll()
+        .execute()
+    )
+
+
+def rows_to_reresolve(
+    table_df: DataFrame, touched_df: DataFrame, column: str, id_type: str,
+    incoming_df: DataFrame, key: tuple[str, ...],
+) -> DataFrame:
+    """Rows already in a silver table, still without customer_key, whose ``column`` became
+    known in this run (e.g. the anonymous events of a cookie that has now logged in), with
+    customer_key filled; rows this run delivers anew are left to the incoming batch."""
+    newly = touched_df.where(F.col("id_type") == id_type).select(
+        F.col("id_value").alias("_newly_value"), F.col("customer_key").alias("_newly_key")
+    )
+    waiting = table_df.where(F.col("customer_key").isNull())
+    return (
+        waiting.join(newly, waiting[column] == newly["_newly_value"], how="inner")
+        .withColumn("customer_key", F.col("_newly_key"))
+        .select(*table_df.columns)
+        .join(incoming_df.select(*key), list(key), how="left_anti")
+        .select(*table_df.columns)
+    )

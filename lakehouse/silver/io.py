@@ -1,0 +1,200 @@
+"""The I/O edge of silver: bronze change feed, progress table, schema guard, Delta MERGEs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from lakehouse.catalog import Catalog
+from lakehouse.errors import SchemaChangeError
+
+PROGRESS_TABLE = "audit.stage_progress"
+PROGRESS_SCHEMA = T.StructType(
+    [
+        T.StructField("stage", T.StringType()),
+        T.StructField("source", T.StringType()),
+        T.StructField("bronze_table", T.StringType()),
+        T.StructField("bronze_version", T.LongType()),
+        T.StructField("run_id", T.StringType()),
+        T.StructField("updated_at", T.TimestampType()),
+    ]
+)
+# Widenings that keep every value: an existing column may receive these narrower types.
+_SAFE_WIDENING = {
+    ("int", "bigint"), ("int", "double"), ("bigint", "double"), ("float", "double"),
+    ("date", "timestamp"),
+}
+
+
+def read_progress(spark: SparkSession, catalog: Catalog, stage: str) -> dict[str, int]:
+    """Last processed bronze version per source (one small row per source)."""
+    if not catalog.exists(spark, PROGRESS_TABLE):
+        return {}
+    rows = catalog.read(spark, PROGRESS_TABLE).where(F.col("stage") == stage).collect()
+    return {r["source"]: int(r["bronze_version"]) for r in rows}
+
+
+def write_progress(
+    spark: SparkSession, catalog: Catalog, stage: str, done: Mapping[str, tuple[str, int]],
+    run_id: str,
+) -> None:
+    """Record the bronze version each source was processed up to (one MERGE, one commit)."""
+    if not done:
+        return
+    now = datetime.now(UTC).replace(tzinfo=None)
+    rows = [(stage, src, table, int(v), run_id, now) for src, (table, v) in done.items()]
+    df = spark.createDataFrame(rows, PROGRESS_SCHEMA)
+    ensure_table(spark, catalog, PROGRESS_TABLE, PROGRESS_SCHEMA)
+    merge_upsert(spark, catalog.path(PROGRESS_TABLE), df, ("stage", "source"))
+
+
+def read_bronze_changes(
+    spark: SparkSession, catalog: Catalog, table: str, start: int, end: int
+) -> DataFrame:
+    """Rows bronze appended in versions start..end (inclusive), with ``_commit_version``."""
+    return (
+        spark.read.format("delta")
+        .option("readChangeFeed", "true")
+        .option("startingVersion", start)
+        .option("endingVersion", end)
+        .load(catalog.path(table))
+        .where(F.col("_change_type") == "insert")
+        .drop("_change_type", "_commit_timestamp")
+    )
+
+
+def _nullable(schema: T.StructType) -> T.StructType:
+    # Columns built from literals are non-nullable in Spark; Delta would turn that into a
+    # NOT NULL constraint that a later run could trip over.
+    return T.StructType([T.StructField(f.name, f.dataType, True) for f in schema.fields])
+
+
+def ensure_table(spark: SparkSession, catalog: Catalog, name: str, schema: T.StructType) -> None:
+    from delta.tables import DeltaTable
+
+    if catalog.exists(spark, name):
+        return
+    DeltaTable.createIfNotExists(spark).location(catalog.path(name)).addColumns(
+        _nullable(schema)
+    ).execute()
+
+
+def align_to_table(df: DataFrame, existing: T.StructType | None, table: str) -> DataFrame:
+    """``df`` with the existing table's column order and types; refuses unsafe changes.
+
+    A column whose type changed in a way that loses values (double -> int, string -> date, a
+    column missing or new) raises SchemaChangeError naming it, before anything is written.
+    Narrower types that widen without loss (int -> long, ...) are cast.
+    """
+    if existing is None:
+        return df
+    incoming = {f.name: f.dataType for f in df.schema.fields}
+    current = {f.name: f.dataType for f in existing.fields}
+    missing = [c for c in current if c not in incoming]
+    added = [c for c in incoming if c not in current]
+    if missing or added:
+        parts = []
+        if missing:
+            parts.append(f"column(s) {', '.join(missing)} no longer produced")
+        if added:
+            parts.append(f"new column(s) {', '.join(added)}")
+        raise SchemaChangeError(
+            f"{table}: {'; '.join(parts)}; change the table contract (docs/tables.md) and "
+            f"migrate the table deliberately; nothing was committed"
+        )
+    columns = []
+    for name, old_type in current.items():
+        new_type = incoming[name]
+        if new_type == old_type:
+            columns.append(F.col(name))
+        elif (new_type.simpleString(), old_type.simpleString()) in _SAFE_WIDENING:
+            columns.append(F.col(name).cast(old_type).alias(name))
+        else:
+            raise SchemaChangeError(
+                f"{table}: column '{name}' would change type from {old_type.simpleString()} to "
+                f"{new_type.simpleString()}, which cannot be applied safely; nothing was "
+                f"committed (revert the declaration or migrate the table deliberately)"
+            )
+    return df.select(*columns)
+
+
+def table_schema(spark: SparkSession, catalog: Catalog, name: str) -> T.StructType | None:
+    return catalog.read(spark, name).schema if catalog.exists(spark, name) else None
+
+
+def last_operation_metrics(spark: SparkSession, catalog: Catalog, name: str) -> dict[str, int]:
+    row = catalog.delta_table(spark, name).history(1).select("operationMetrics").first()
+    metrics = (row["operationMetrics"] if row else None) or {}
+    return {k: int(v) for k, v in metrics.items() if str(v).lstrip("-").isdigit()}
+
+
+def _on(keys: Iterable[str], null_safe: bool = False) -> str:
+    op = "<=>" if null_safe else "="
+    return " AND ".join(f"t.`{k}` {op} s.`{k}`" for k in keys)
+
+
+def merge_newer(
+    spark: SparkSession, path: str, df: DataFrame, keys: Iterable[str], event_time: str,
+    fill_column: str | None = None,
+) -> None:
+    """Insert new keys; update a key only when the incoming version is newer (event time).
+
+    Re-delivered or re-processed rows are not newer, so they change nothing: idempotent. With
+    ``fill_column``, a row that is not newer may still fill that column where the table has
+    null (a customer_key that became known later), and nothing else.
+    """
+    from delta.tables import DeltaTable
+
+    newer = (
+        f"s.`{event_time}` > t.`{event_time}` "
+        f"OR (t.`{event_time}` IS NULL AND s.`{event_time}` IS NOT NULL)"
+    )
+    merge = (
+        DeltaTable.forPath(spark, path)
+        .alias("t")
+        .merge(df.alias("s"), _on(keys))
+        .whenMatchedUpdateAll(condition=newer)
+    )
+    if fill_column:
+        merge = merge.whenMatchedUpdate(
+            condition=f"t.`{fill_column}` IS NULL AND s.`{fill_column}` IS NOT NULL",
+            set={fill_column: f"s.`{fill_column}`"},
+        )
+    merge.whenNotMatchedInsertAll().execute()
+
+
+def merge_insert_only(
+    spark: SparkSession, path: str, df: DataFrame, keys: Iterable[str]
+) -> None:
+    """Insert rows whose (null-safe) key is not there yet: replaying a batch adds nothing."""
+    from delta.tables import DeltaTable
+
+    (
+        DeltaTable.forPath(spark, path)
+        .alias("t")
+        .merge(df.alias("s"), _on(keys, null_safe=True))
+        .whenNotMatchedInsertAll()
+        .execute()
+    )
+
+
+def merge_upsert(spark: SparkSession, path: str, df: DataFrame, keys: Iterable[str]) -> None:
+    from delta.tables import DeltaTable
+
+    (
+        DeltaTable.forPath(spark, path)
+        .alias("t")
+        .merge(df.alias("s"), _on(keys))
+        .whenMatchedUpdateAll()
+        .whenNotMatchedInsertAll()
+        .execute()
+    )
+
+
+def append(spark: SparkSession, catalog: Catalog, name: str, df: DataFrame) -> None:
+    ensure_table(spark, catalog, name, df.schema)
+    df.write.format("delta").mode("append").save(catalog.path(name))

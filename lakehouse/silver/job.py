@@ -1,0 +1,338 @@
+"""The silver run: bronze changes -> typed, checked, deduplicated, pseudonymised Delta tables.
+
+Two phases, so that a failing rule or an unsafe schema change commits nothing:
+
+1. prepare (no writes): per source, read what bronze appended since the last silver run (the
+   change data feed from the recorded version + 1 up to the version current now), type and
+   normalise it, evaluate the quality rules, raise on a ``fail`` rule; then build the identity
+   map update, the lookups and the projections, and check every target table's schema.
+2. commit: MERGE each silver table (only newer versions update a key), insert quarantine rows,
+   MERGE the identity map and re-attribute rows of newly linked cookies / handles, append the
+   dq metrics and finally record the processed bronze versions in audit.stage_progress.
+
+Every MERGE is idempotent (a replayed row is not newer and an existing quarantine row is not
+inserted again), so a crash after some commits but before the progress write is harmless: the
+next run reads the same bronze versions again and changes nothing that was already written.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import reduce
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from lakehouse.catalog import Catalog
+from lakehouse.config import Config
+from lakehouse.privacy.pseudonym import pseudonym_key
+from lakehouse.quality import (
+    DQ_METRICS_SCHEMA,
+    QUARANTINE_SCHEMA,
+    SourceRules,
+    check_fail_rules,
+    failing_metrics,
+    load_quality,
+    metric_rows,
+    quality_figures,
+    to_quarantine_rows,
+    with_rule_results,
+)
+from lakehouse.silver import io
+from lakehouse.silver.cleanse import (
+    filter_latest_per_key,
+    with_quarantine_raw,
+    with_typed_columns,
+)
+from lakehouse.silver.identity import (
+    IDENTITY_SCHEMA,
+    identity_links,
+    identity_view,
+    merge_identity,
+    resolve_identity,
+    rows_to_reresolve,
+    with_resolved_customer,
+)
+from lakehouse.silver.transforms import (
+    Reference,
+    TableSpec,
+    load_reference,
+    table_spec,
+    to_customer_pii,
+)
+from lakehouse.sources import SourceSpec, load_sources
+
+STAGE = "silver"
+QUARANTINE = "silver.quarantine"
+IDENTITY = "silver.identity_map"
+PII_TABLE = "silver.customer_pii"
+DQ_METRICS = "audit.dq_metrics"
+QUARANTINE_KEY = ("source", "natural_key", "rule", "raw")
+
+
+@dataclass
+class SourcePlan:
+    """What one source contributes to this run (DataFrames are lazy until commit)."""
+
+    source: SourceSpec
+    spec: TableSpec
+    rules: SourceRules
+    versions: tuple[int, int]
+    evaluated: DataFrame
+    figures: dict[str, Any]
+    seconds: float
+    silver_df: DataFrame | None = None
+    pii_df: DataFrame | None = None
+    quarantine_df: DataFrame | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def table(self) -> str:
+        return f"silver.{self.spec.table}"
+
+    @property
+    def clean(self) -> DataFrame:
+        """Rows that parsed and passed every drop rule, before dedup and lookups."""
+        return self.evaluated.where(~F.col("_is_malformed") & F.col("_drop_rule").isNull())
+
+
+# -- phase 1: prepare -----------------------------------------------------------------------
+
+
+def processing_order(
+    sources: Mapping[str, SourceSpec], specs: Mapping[str, TableSpec],
+    rules: Mapping[str, SourceRules],
+) -> list[str]:
+    """Declaration order, except that a source referenced by another's rule comes first."""
+    producer = {f"silver.{specs[n].table}": n for n in sources}
+    deps = {
+        n: {producer[str(r.params["ref_table"])] for r in rules[n].rules
+            if r.kind == "referential" and str(r.params["ref_table"]) in producer} - {n}
+        for n in sources
+    }
+    ordered: list[str] = []
+    while len(ordered) < len(sources):
+        ready = [n for n in sources if n not in ordered and deps[n] <= set(ordered)]
+        # A reference cycle: fall back to declaration order for the rest.
+        ordered += ready or [n for n in sources if n not in ordered]
+    return ordered
+
+
+def _ref_keys(
+    spark: SparkSession, catalog: Catalog, rules: SourceRules, plans: Mapping[str, SourcePlan],
+    producer: Mapping[str, str],
+) -> dict[str, DataFrame]:
+    """Keys of each referenced table: what it holds plus what this run is about to add."""
+    keys: dict[str, DataFrame] = {}
+    for rule in rules.rules:
+        if rule.kind != "referential":
+            continue
+        table, column = str(rule.params["ref_table"]), str(rule.params["ref_column"])
+        parts = []
+        if catalog.exists(spark, table):
+            parts.append(catalog.read(spark, table).select(F.col(column).alias("k")))
+        source = producer.get(table)
+        if source in plans and column in plans[source].clean.columns:
+            parts.append(plans[source].clean.select(F.col(column).alias("k")))
+        if not parts:
+            parts.append(spark.createDataFrame([], "k string"))
+        df = parts[0]
+        for part in parts[1:]:
+            df = df.unionByName(part)
+        keys[table] = df
+    return keys
+
+
+def prepare_source(
+    spark: SparkSession, catalog: Catalog, source: SourceSpec, spec: TableSpec,
+    rules: SourceRules, last_version: int | None, key: bytes, ref: Reference,
+    ref_keys: Mapping[str, DataFrame],
+) -> SourcePlan | None:
+    """Read, type, check one source's new bronze rows; None when bronze has nothing new."""
+    started = time.monotonic()
+    current = catalog.current_version(spark, source.bronze_table)
+    start = 0 if last_version is None else last_version + 1
+    if current is None or current < start:
+        return None
+    changes = io.read_bronze_changes(spark, catalog, source.bronze_table, start, current)
+    typed = with_typed_columns(with_quarantine_raw(changes, source, key), source)
+    evaluated = with_rule_results(
+        spec.extras(typed, key, ref), rules, source.natural_key, source.pii, ref_keys
+    ).persist()
+    figures = quality_figures(evaluated, rules, source.columns, source.natural_key).first()
+    figures_dict = figures.asDict() if figures else {}
+    try:
+        check_fail_rules(figures_dict, rules, evaluated, source.natural_key)
+    except Exception:
+        evaluated.unpersist()
+        raise
+    return SourcePlan(source, spec, rules, (start, current), evaluated, figures_dict,
+                      time.monotonic() - started)
+
+
+def _dedup_quarantine(df: DataFrame) -> DataFrame:
+    """One row per quarantine key; the earliest delivery wins (deterministically)."""
+    window = Window.partitionBy(*QUARANTINE_KEY).orderBy(
+        F.col("bronze_version").asc_nulls_last(), F.col("source_file").asc_nulls_last()
+    )
+    return df.withColumn("_n", F.row_number().over(window)).where("_n = 1").drop("_n")
+
+
+def build_outputs(
+    spark: SparkSession, catalog: Catalog, plans: Mapping[str, SourcePlan], run_id: str
+) -> tuple[DataFrame | None, DataFrame | None]:
+    """Identity update and the projected, schema-checked frames of every table (no writes).
+
+    Returns the identity rows to MERGE (schema-checked) and the cached frame behind them.
+    """
+    existing_map = catalog.read(spark, IDENTITY) if catalog.exists(spark, IDENTITY) else None
+    links = identity_links({n: p.clean for n, p in plans.items()})
+    touched = cached = view = None
+    if links is not None:
+        cached = resolve_identity(links, existing_map).persist()
+        touched = cached
+        view = identity_view(cached, existing_map)
+    elif existing_map is not None:
+        view = existing_map
+    quarantine_schema = io.table_schema(spark, catalog, QUARANTINE)
+    for plan in plans.values():
+        src = plan.source
+        latest = filter_latest_per_key(plan.clean, src.natural_key, src.event_time)
+        if plan.spec.lookup and view is not None:
+            column, id_type = plan.spec.lookup
+            latest = with_resolved_customer(latest, view, column, id_type)
+        existing = io.table_schema(spark, catalog, plan.table)
+        silver_df = io.align_to_table(plan.spec.project(latest, run_id), existing, plan.table)
+        if plan.spec.lookup and touched is not None and existing is not None:
+            column, id_type = plan.spec.lookup
+            silver_df = silver_df.unionByName(
+                rows_to_reresolve(catalog.read(spark, plan.table), touched, column, id_type,
+                                  silver_df, plan.spec.key)
+            )
+        plan.silver_df = silver_df
+        if src.name == "crm_customers":
+            plan.pii_df = io.align_to_table(
+                to_customer_pii(latest, run_id), io.table_schema(spark, catalog, PII_TABLE),
+                PII_TABLE,
+            )
+        quarantine = to_quarantine_rows(
+            plan.evaluated, src.name, src.natural_key, run_id, F.col("_quarantine_raw")
+        )
+        plan.quarantine_df = io.align_to_table(
+            _dedup_quarantine(quarantine), quarantine_schema, QUARANTINE
+        )
+    if touched is not None:
+        touched = io.align_to_table(touched, io.table_schema(spark, catalog, IDENTITY), IDENTITY)
+    return touched, cached
+
+
+# -- phase 2: commit ------------------------------------------------------------------------
+
+
+def commit(
+    spark: SparkSession, catalog: Catalog, plans: Mapping[str, SourcePlan],
+    touched: DataFrame | None, run_id: str,
+) -> list[tuple]:
+    """Write everything prepared; returns the dq metric rows (written last but one)."""
+    if touched is not None:
+        io.ensure_table(spark, catalog, IDENTITY, IDENTITY_SCHEMA)
+        merge_identity(spark, catalog.path(IDENTITY), touched)
+    io.ensure_table(spark, catalog, QUARANTINE, QUARANTINE_SCHEMA)
+    measured_at = datetime.now(UTC).replace(tzinfo=None)
+    metrics: list[tuple] = []
+    for plan in plans.values():
+        started = time.monotonic()
+        src = plan.source
+        assert plan.silver_df is not None and plan.quarantine_df is not None
+        io.ensure_table(spark, catalog, plan.table, plan.silver_df.schema)
+        io.merge_newer(spark, catalog.path(plan.table), plan.silver_df, plan.spec.key,
+                       src.event_time, "customer_key" if plan.spec.lookup else None)
+        merged = io.last_operation_metrics(spark, catalog, plan.table)
+        if plan.pii_df is not None:
+            io.ensure_table(spark, catalog, PII_TABLE, plan.pii_df.schema)
+            io.merge_newer(spark, catalog.path(PII_TABLE), plan.pii_df, ("customer_key",),
+                           "updated_at")
+        figures = plan.figures
+        parsed, malformed = int(figures["parsed"] or 0), int(figures["malformed"] or 0)
+        dropped = int(figures["dropped"] or 0)
+        inserted = merged.get("numTargetRowsInserted", 0)
+        updated = merged.get("numTargetRowsUpdated", 0)
+        plan.counts = {
+            "rows_in": int(figures["rows_in"] or 0),
+            "rows_inserted": inserted,
+            "rows_updated": updated,
+            "quarantined": malformed + dropped,
+            "duplicates_removed": max(parsed - dropped - inserted - updated, 0),
+            "warned_rows": int(figures["warned"] or 0),
+        }
+        plan.seconds += time.monotonic() - started
+        metrics += metric_rows(
+            figures, plan.rules, src.columns, run_id=run_id, table=plan.table,
+            extra_counts={k: v for k, v in plan.counts.items()
+                          if k not in ("warned_rows", "quarantined")},
+            versions=plan.versions, measured_at=measured_at,
+        )
+    # One MERGE for the quarantine rows of every source (fewer commits than one per source).
+    quarantine_df = reduce(DataFrame.unionByName, [p.quarantine_df for p in plans.values()])
+    io.merge_insert_only(spark, catalog.path(QUARANTINE), quarantine_df, QUARANTINE_KEY)
+    if metrics:
+        io.append(spark, catalog, DQ_METRICS, spark.createDataFrame(metrics, DQ_METRICS_SCHEMA))
+    return metrics
+
+
+def summary_lines(plans: Mapping[str, SourcePlan], metrics: list[tuple]) -> list[str]:
+    lines = []
+    for plan in plans.values():
+        c = plan.counts
+        lines.append(
+            f"  {plan.table:<20} in {c['rows_in']:>9,}  out {c['rows_inserted']:>9,} new"
+            f" {c['rows_updated']:>7,} updated  quarantined {c['quarantined']:>7,}"
+            f"  duplicates removed {c['duplicates_removed']:>7,}  {plan.seconds:6.1f}s"
+        )
+    lines += failing_metrics(metrics)
+    total_in = sum(p.counts["rows_in"] for p in plans.values())
+    total_q = sum(p.counts["quarantined"] for p in plans.values())
+    lines.append(f"silver: {total_in:,} bronze rows processed, {total_q:,} quarantined")
+    return lines
+
+
+def run_silver(
+    spark: SparkSession, config: Config, run_id: str,
+    sources: Mapping[str, SourceSpec] | None = None,
+) -> list[str]:
+    """Bring every silver table up to date with bronze; summary lines per table."""
+    catalog = Catalog(config)
+    sources = dict(sources) if sources is not None else load_sources(config)
+    key = pseudonym_key(config)
+    ref = load_reference(config)
+    specs = {n: table_spec(s) for n, s in sources.items()}
+    rules = load_quality(config, sources, {n: sp.derived for n, sp in specs.items()})
+    progress = io.read_progress(spark, catalog, STAGE)
+    producer = {f"silver.{specs[n].table}": n for n in sources}
+    plans: dict[str, SourcePlan] = {}
+    cached: DataFrame | None = None
+    try:
+        for name in processing_order(sources, specs, rules):
+            ref_keys = _ref_keys(spark, catalog, rules[name], plans, producer)
+            plan = prepare_source(spark, catalog, sources[name], specs[name], rules[name],
+                                  progress.get(name), key, ref, ref_keys)
+            if plan is not None:
+                plans[name] = plan
+        if not plans:
+            return ["silver: nothing new in bronze since the last run"]
+        touched, cached = build_outputs(spark, catalog, plans, run_id)
+        metrics = commit(spark, catalog, plans, touched, run_id)
+        io.write_progress(
+            spark, catalog, STAGE,
+            {n: (p.source.bronze_table, p.versions[1]) for n, p in plans.items()}, run_id,
+        )
+        return summary_lines(plans, metrics)
+    finally:
+        for plan in plans.values():
+            plan.evaluated.unpersist()
+        if cached is not None:
+            cached.unpersist()

@@ -1,0 +1,188 @@
+"""Silver end to end on generated xs data: reconciliation, PII, idempotency, fail-closed,
+incremental reads and late cookie attribution. One dataset (generate -> bronze -> silver) is
+shared by the module; the tests run in file order and build on each other's state."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from pyspark.sql import functions as F
+
+from lakehouse.bronze import run_bronze
+from lakehouse.catalog import Catalog
+from lakehouse.config import DEFAULT_CONF_DIR, load_config
+from lakehouse.errors import QualityRuleError, SchemaChangeError
+from lakehouse.generate import generate
+from lakehouse.silver import reconcile, run_silver
+from lakehouse.silver.io import PROGRESS_TABLE
+from lakehouse.sources import load_sources
+
+SILVER = ("customers", "customer_pii", "events", "orders", "payments", "social_posts",
+          "iot_readings", "identity_map", "quarantine")
+
+
+@pytest.fixture(scope="module")
+def lake(spark, tmp_path_factory):
+    data = tmp_path_factory.mktemp("silver_e2e") / "data"
+    config = load_config("local", overrides={"data_dir": str(data)})
+    generate(data / "raw", "xs", seed=1)
+    run_bronze(spark, config, load_sources(config), "bronze-1")
+    lines = run_silver(spark, config, "silver-1")
+    return config, lines
+
+
+def _versions(spark, config) -> dict[str, int | None]:
+    catalog = Catalog(config)
+    names = [f"silver.{t}" for t in SILVER] + ["audit.dq_metrics", PROGRESS_TABLE]
+    return {n: catalog.current_version(spark, n) for n in names}
+
+
+def _content(spark, config, table: str) -> list:
+    df = Catalog(config).read(spark, f"silver.{table}")
+    return sorted(df.drop("quarantined_at").collect(), key=repr)
+
+
+def test_every_bronze_row_is_accounted_for(spark, lake):
+    config, lines = lake
+    assert any(line.startswith("  silver.events") for line in lines)
+    results = {r["source"]: r for r in reconcile(spark, config)}
+    assert set(results) == set(load_sources(config))
+    for r in results.values():
+        assert r["balanced"], r
+        assert r["bronze_rows"] == r["silver_rows"] + r["quarantined_rows"] + r[
+            "duplicates_removed"]
+    # Planted defects are there: malformed JSON lines went to quarantine with bronze's reason.
+    quarantine = Catalog(config).read(spark, "silver.quarantine")
+    malformed = quarantine.where("rule = 'malformed'").collect()
+    assert malformed and all(r["reason"] and r["bronze_version"] is not None for r in malformed)
+    assert quarantine.where("reason IS NULL OR source_file IS NULL").count() == 0
+
+
+def test_no_silver_table_but_customer_pii_holds_raw_personal_data(spark, lake):
+    config, _ = lake
+    pii: set[str] = set()
+    for path in (Path(config.data_dir) / "raw" / "crm_customers").glob("*.csv"):
+        with path.open(encoding="utf-8", newline="") as handle:
+            for row in csv.DictReader(handle):
+                for column in ("email", "phone", "first_name", "last_name", "social_handle"):
+                    value = (row.get(column) or "").strip()
+                    if value:
+                        pii |= {value, value.lower()}
+    assert len(pii) > 100
+    catalog = Catalog(config)
+    for table in SILVER:
+        if table == "customer_pii":
+            continue
+        df = catalog.read(spark, f"silver.{table}")
+        texts = [F.col(f.name) for f in df.schema.fields if f.dataType.simpleString() == "string"]
+        arrays = [F.col(f.name) for f in df.schema.fields
+                  if f.dataType.simpleString() == "array<string>"]
+        values = df.select(F.explode(F.array_union(
+            F.array(*texts), F.flatten(F.array(*arrays, F.array().cast("array<string>")))
+        )).alias("v")).where(F.col("v").isNotNull()).distinct()
+        found = {r["v"] for r in values.collect()} & pii
+        assert not found, f"silver.{table} holds raw personal data: {sorted(found)[:3]}"
+    # ... while the restricted table does hold the normalised contact data.
+    emails = {r["email"] for r in catalog.read(spark, "silver.customer_pii").collect()}
+    assert emails & pii
+
+
+def test_rerun_after_lost_progress_changes_nothing(spark, lake):
+    config, _ = lake
+    before = {t: _content(spark, config, t) for t in SILVER}
+    # As if the run had crashed after its MERGEs but before recording its progress.
+    shutil.rmtree(Catalog(config).path(PROGRESS_TABLE))
+    run_silver(spark, config, "silver-replay")
+    after = {t: _content(spark, config, t) for t in SILVER}
+    for table in SILVER:
+        assert after[table] == before[table], table
+    assert run_silver(spark, config, "silver-noop") == [
+        "silver: nothing new in bronze since the last run"
+    ]
+
+
+@pytest.fixture(scope="module")
+def new_delivery(spark, lake):
+    """A later day: one new order delivered twice, a re-delivered old order, and a login of a
+    cookie that so far browsed only anonymously."""
+    config, _ = lake
+    catalog = Catalog(config)
+    header = "order_id,customer_id,order_ts,amount,currency,status,n_items"
+    complete = " AND ".join(f"{c} IS NOT NULL" for c in header.split(","))
+    old = (
+        catalog.read(spark, "bronze.orders")
+        .where(f"NOT _is_malformed AND {complete} AND amount RLIKE '^[0-9.]+$'")
+        .orderBy("order_id").first()
+    )
+    events = catalog.read(spark, "silver.events")
+    cookie = (
+        events.groupBy("cookie_id").agg(F.count("customer_key").alias("known"))
+        .where("known = 0").orderBy("cookie_id").first()["cookie_id"]
+    )
+    link = catalog.read(spark, "silver.identity_map").where("id_type = 'crm_id'") \
+        .orderBy("id_value").first()
+    raw = Path(config.data_dir) / "raw"
+    new_order = "O-NEW-1,C0000001,2026-01-04T10:00:00Z,105.00,USD,completed,2"
+    old_line = ",".join(old[c] for c in header.split(","))
+    (raw / "orders" / "orders_2026-01-04.csv").write_text(
+        "\n".join([header, new_order, old_line, new_order]) + "\n", encoding="utf-8"
+    )
+    login = {"event_id": "E-LOGIN-1", "event_ts": "2026-01-04T10:00:00+01:00",
+             "cookie_id": cookie, "customer_id": link["id_value"], "session_id": "S-NEW",
+             "page": "/login", "event_type": "login", "channel": None, "campaign": None}
+    (raw / "clickstream" / "clickstream_2026-01-04.jsonl").write_text(
+        json.dumps(login) + "\n", encoding="utf-8"
+    )
+    run_bronze(spark, config, load_sources(config), "bronze-2", only=["orders", "clickstream"])
+    return config, cookie, link["customer_key"]
+
+
+def test_fail_rule_and_unsafe_type_change_commit_nothing(spark, new_delivery, tmp_path):
+    config, _, _ = new_delivery
+    before = _versions(spark, config)
+    conf_dir = tmp_path / "conf"
+    shutil.copytree(DEFAULT_CONF_DIR, conf_dir)
+    rules = conf_dir / "quality.yaml"
+    rules.write_text(rules.read_text().replace(
+        "  payments:\n",
+        "      - {name: amount_cap, kind: range, column: amount, max: 100, severity: fail}\n"
+        "\n  payments:\n",
+    ))
+    strict = load_config("local", conf_dir=conf_dir, overrides={"data_dir": config.data_dir})
+    with pytest.raises(QualityRuleError, match="amount_cap"):
+        run_silver(spark, strict, "silver-fail")
+    assert _versions(spark, config) == before
+
+    sources = load_sources(config)
+    orders = sources["orders"]
+    sources["orders"] = dataclasses.replace(orders, columns={**orders.columns, "n_items": "double"})
+    with pytest.raises(SchemaChangeError, match="n_items"):
+        run_silver(spark, config, "silver-schema", sources=sources)
+    assert _versions(spark, config) == before
+
+
+def test_incremental_run_reads_only_new_rows_and_attributes_the_cookie(spark, new_delivery):
+    config, cookie, customer_key = new_delivery
+    catalog = Catalog(config)
+    orders_before = catalog.read(spark, "silver.orders").count()
+    run_silver(spark, config, "silver-2")
+    rows_in = {
+        r["source"]: r["value"]
+        for r in catalog.read(spark, "audit.dq_metrics")
+        .where("run_id = 'silver-2' AND metric = 'rows_in'").collect()
+    }
+    assert rows_in == {"orders": 3.0, "clickstream": 1.0}
+    orders = catalog.read(spark, "silver.orders")
+    assert orders.count() == orders_before + 1
+    new = orders.where("order_id = 'O-NEW-1'").first()
+    assert (new["amount_eur"], new["currency"]) == (100.0, "USD")
+    # Every event of the cookie, the earlier anonymous ones included, is now attributed.
+    keys = {r["customer_key"] for r in catalog.read(spark, "silver.events")
+            .where(F.col("cookie_id") == cookie).collect()}
+    assert keys == {customer_key}
+    assert all(r["balanced"] for r in reconcile(spark, config))

@@ -1,0 +1,158 @@
+"""Silver transforms on hand-built DataFrames (each with a null and a duplicate)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from pyspark.sql import functions as F
+from pyspark.testing import assertDataFrameEqual
+
+from lakehouse.silver.cleanse import filter_latest_per_key, with_typed_columns
+from lakehouse.silver.identity import resolve_identity, with_resolved_customer
+from lakehouse.silver.transforms import Reference, keywords, with_amount_eur, with_customer_identity
+from lakehouse.sources import SourceSpec
+
+REF = Reference(
+    country_codes=("DE", "GB", "US"),
+    country_names={"germany": "DE", "united kingdom": "GB"},
+    calling_codes={"DE": "49", "GB": "44"},
+    eur_rates={"EUR": 1.0, "USD": 1.25},
+    keywords=("garden", "books"),
+)
+SOURCE = SourceSpec(
+    "t", "json", "t", ("id",), "ts", ("email",),
+    {"id": "string", "ts": "timestamp", "n": "int", "x": "double", "d": "date", "ok": "boolean",
+     "email": "string"},
+)
+ROW = "id string, ts string, n string, x string, d string, ok string, email string"
+
+
+def test_typed_columns_convert_or_say_why(spark):
+    bronze = spark.createDataFrame(
+        [
+            (" a ", "2026-01-03T11:15:00+01:00", "3", "1.5", "2026-01-02", "true", " A@B.c "),
+            ("a", "2026-01-03T10:15:00Z", "3", "1.5", "2026-01-02", "true", "A@B.c"),  # dup
+            ("b", "yesterday", "two", "12,50", "2026-02-30", "maybe", "not-pii-shown"),
+            ("c", None, "", "NaN", "2026", None, None),
+        ],
+        ROW,
+    )
+    got = with_typed_columns(bronze, SOURCE).select(
+        "id", "ts", "n", "x", "d", "ok", "_cast_errors"
+    )
+    ts = datetime(2026, 1, 3, 10, 15)  # both spellings are 10:15 UTC
+    expected = spark.createDataFrame(
+        [
+            ("a", ts, 3, 1.5, date(2026, 1, 2), True, []),
+            ("a", ts, 3, 1.5, date(2026, 1, 2), True, []),
+            ("b", None, None, None, None, None, [
+                "ts 'yesterday' is not a valid timestamp", "n 'two' is not a valid int",
+                "x '12,50' is not a valid double", "d '2026-02-30' is not a valid date",
+                "ok 'maybe' is not a valid boolean",
+            ]),
+            ("c", None, None, None, None, None, [
+                "x 'NaN' is not a valid double", "d '2026' is not a valid date",
+            ]),
+        ],
+        "id string, ts timestamp, n int, x double, d date, ok boolean, "
+        "_cast_errors array<string>",
+    )
+    assertDataFrameEqual(got, expected)
+
+
+def test_latest_version_per_key_wins_deterministically(spark):
+    rows = [
+        ("k1", datetime(2026, 1, 1), 0, "old"),
+        ("k1", datetime(2026, 1, 2), 0, "new"),
+        ("k1", datetime(2026, 1, 2), 0, "new"),   # exact duplicate
+        ("k2", None, 1, "no time, later commit"),
+        ("k2", None, 0, "no time"),
+        ("k3", datetime(2026, 1, 1), 5, "late delivery of an old event"),
+        ("k3", datetime(2026, 1, 3), 2, "newest event"),
+    ]
+    df = spark.createDataFrame(rows, "id string, ts timestamp, _commit_version int, _raw string")
+    got = filter_latest_per_key(df.withColumn("_ingested_at", F.col("ts")), ("id",), "ts")
+    expected = spark.createDataFrame(
+        [rows[1], rows[3], rows[6]], "id string, ts timestamp, _commit_version int, _raw string"
+    )
+    assertDataFrameEqual(got.drop("_ingested_at"), expected)
+
+
+def test_customer_identity_normalises_and_pseudonymises(spark):
+    rows = [
+        ("C1", "Germany", " Anna@Web.DE ", "0301 1234567", "@Anna_1"),
+        ("C1", "de", "anna@web.de", "+49 301 1234567", "anna_1"),  # same person, other spelling
+        ("C2", "Atlantis", None, None, None),
+    ]
+    df = spark.createDataFrame(
+        rows, "customer_id string, country string, email string, phone string, "
+        "social_handle string",
+    ).withColumn("_cast_errors", F.array().cast("array<string>"))
+    got = with_customer_identity(df, b"k", REF)
+    assertDataFrameEqual(
+        got.select("customer_id", "country", "email_norm", "phone_norm", "handle_norm",
+                   "_cast_errors"),
+        spark.createDataFrame(
+            [
+                ("C1", "DE", "anna@web.de", "+493011234567", "@anna_1", []),
+                ("C1", "DE", "anna@web.de", "+493011234567", "@anna_1", []),
+                ("C2", None, None, None, None, ["country 'Atlantis' is not a known country"]),
+            ],
+            "customer_id string, country string, email_norm string, phone_norm string, "
+            "handle_norm string, _cast_errors array<string>",
+        ),
+    )
+    pseudonyms = got.select("customer_key", "email_pseudonym", "phone_pseudonym",
+                            "handle_pseudonym").distinct().collect()
+    assert len(pseudonyms) == 2 and all(len(p["customer_key"]) == 64 for p in pseudonyms)
+
+
+def test_amount_eur_and_keywords(spark):
+    df = spark.createDataFrame(
+        [(125.0, " usd", "Loving my garden haul #Deals"), (10.0, "EUR", None),
+         (10.0, "EUR", None), (5.0, "XYZ", "books, books and #books")],
+        "amount double, currency string, text string",
+    ).withColumn("_cast_errors", F.array().cast("array<string>"))
+    got = with_amount_eur(df.withColumn("currency", F.trim("currency")), REF).select(
+        "currency", "amount_eur", "_cast_errors", keywords(F.col("text"), REF.keywords).alias("kw")
+    )
+    expected = spark.createDataFrame(
+        [("USD", 100.0, [], ["garden", "deals"]), ("EUR", 10.0, [], []), ("EUR", 10.0, [], []),
+         ("XYZ", None, ["currency 'XYZ' has no reference rate"], ["books"])],
+        "currency string, amount_eur double, _cast_errors array<string>, kw array<string>",
+    )
+    assertDataFrameEqual(got, expected)
+
+
+def test_identity_first_sighting_wins_and_fills_anonymous_rows(spark):
+    t = [datetime(2026, 1, d) for d in range(1, 6)]
+    existing = spark.createDataFrame(
+        [("kB", "cookie", "ck1", t[2], t[3]), ("kA", "cookie", "ck2", t[0], t[0])],
+        "customer_key string, id_type string, id_value string, first_seen timestamp, "
+        "last_seen timestamp",
+    )
+    links = spark.createDataFrame(
+        [("kA", "cookie", "ck1", t[1]), ("kA", "cookie", "ck1", t[1]),  # earlier than kB
+         ("kC", "cookie", "ck3", t[4]), (None, "cookie", "ck4", t[4])],
+        "customer_key string, id_type string, id_value string, seen timestamp",
+    ).where("customer_key IS NOT NULL")
+    touched = resolve_identity(links, existing)
+    assertDataFrameEqual(
+        touched,
+        spark.createDataFrame(
+            [("kA", "cookie", "ck1", t[1], t[3]), ("kC", "cookie", "ck3", t[4], t[4])],
+            touched.schema,
+        ),
+    )
+    events = spark.createDataFrame(
+        [("e1", "ck1", None), ("e2", "ck3", "kX"), ("e3", None, None), ("e3", None, None)],
+        "event_id string, cookie_id string, customer_key string",
+    )
+    got = with_resolved_customer(events, touched, "cookie_id", "cookie")
+    assertDataFrameEqual(
+        got,
+        spark.createDataFrame(
+            [("e1", "ck1", "kA"), ("e2", "ck3", "kX"), ("e3", None, None), ("e3", None, None)],
+            "event_id string, cookie_id string, customer_key string",
+        ),
+    )
