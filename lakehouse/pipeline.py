@@ -61,9 +61,25 @@ def _gold(spark: SparkSession, config: Config, ctx: RunContext) -> list[str]:
     return run_gold(spark, config, ctx.run_id, ctx.as_of, **gold_options(config))
 
 
+def _attribute(spark: SparkSession, config: Config, ctx: RunContext) -> list[str]:
+    from ml.attribution.job import run_attribute
+
+    options = config.get("attribution")
+    return run_attribute(
+        spark, config, ctx.run_id, ctx.as_of,
+        order=options["order"] or None,
+        bootstrap=options["bootstrap"],
+        seed=options["seed"],
+        ci_level=options["ci_level"],
+        half_life_days=options["half_life_days"],
+        half_life_touches=options["half_life_touches"],
+        position_weights=tuple(options["position_weights"]),
+    )
+
+
 def registered_stages() -> dict[str, StageFn]:
     """Stages this version implements, by name (later stages register here as they land)."""
-    return {"bronze": _bronze, "silver": _silver, "gold": _gold}
+    return {"bronze": _bronze, "silver": _silver, "gold": _gold, "attribute": _attribute}
 
 
 def run_stages(

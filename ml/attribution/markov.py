@@ -704,6 +704,80 @@ def choose_order(
     return OrderChoice(chosen, scores, reason)
 
 
+def choose_order_from_sums(
+    sums: pd.DataFrame,
+    orders: Sequence[int] = ORDERS,
+    *,
+    folds: int = 5,
+    smoothing: float = 1.0,
+    tolerance: float = 1e-9,
+) -> OrderChoice:
+    """choose_order on pre-aggregated data: the same scores without the paths on the driver.
+
+    ``sums`` has one row per ``(order, fold, last_state)`` with the ``conversions`` and
+    ``nulls`` of the journeys whose collapsed path has that fold (path_fold) and that last
+    order-k state (the whole path when shorter); e.g. summed in Spark. Journeys with the same
+    fold and last state get the same out-of-fold prediction, so scoring the groups gives the
+    scores of choose_order (up to float rounding of the sums).
+    """
+    if folds < 2:
+        raise ValueError(f"folds must be at least 2, got {folds}")
+    for order in orders:
+        check_order(order)
+    orders = sorted(set(orders))
+    missing = [
+        c for c in ("order", "fold", "last_state", "conversions", "nulls") if c not in sums.columns
+    ]
+    if missing:
+        raise ValueError(f"order-choice sums are missing column(s): {', '.join(missing)}")
+    records = []
+    total = 0.0
+    for order in orders:
+        part = sums[sums["order"] == order]
+        conv = part["conversions"].to_numpy(dtype=float)
+        null = part["nulls"].to_numpy(dtype=float)
+        total = math.fsum((conv + null).tolist())
+        if total == 0:
+            break
+        last = [tuple(s) for s in part["last_state"]]
+        fold_of = part["fold"].to_numpy(dtype=np.int64)
+        predicted, unseen = _out_of_fold(last, fold_of, conv, null, folds, smoothing)
+        records.append(
+            {
+                "order": order,
+                "log_loss": _log_loss(predicted, conv, null),
+                "auc": _weighted_auc(predicted, conv, null),
+                "unseen_share": math.fsum(((conv + null) * unseen).tolist()) / total,
+                "test_journeys": total,
+            }
+        )
+    if total == 0:
+        scores = pd.DataFrame(
+            {
+                "order": orders,
+                "log_loss": math.nan,
+                "auc": math.nan,
+                "unseen_share": math.nan,
+                "test_journeys": 0.0,
+            }
+        )
+        return OrderChoice(
+            orders[0], scores, f"order {orders[0]}: no journeys to score, lowest order kept"
+        )
+    scores = pd.DataFrame(records)
+    best = scores["log_loss"].min()
+    chosen = int(scores.loc[scores["log_loss"] <= best + tolerance, "order"].min())
+    listing = ", ".join(
+        f"order {int(r.order)}: log-loss {r.log_loss:.6f}, AUC {r.auc:.4f}, unseen {r.unseen_share:.1%}"
+        for r in scores.itertuples()
+    )
+    reason = (
+        f"order {chosen} chosen: lowest held-out log-loss ({folds}-fold split by path, "
+        f"{total:g} journeys; ties go to the lower order) [{listing}]"
+    )
+    return OrderChoice(chosen, scores, reason)
+
+
 def _out_of_fold(
     last: list[State],
     fold_of: np.ndarray,

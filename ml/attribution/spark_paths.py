@@ -19,6 +19,7 @@ bit-identical TransitionCounts. Limit: a single weight below 9.2e18 (a bigint) a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import Decimal
 
 from pyspark.sql import Column, DataFrame
@@ -86,22 +87,26 @@ def _weight(name: str) -> Column:
     ).otherwise(checked.cast(WEIGHT_TYPE))
 
 
-def with_path_states(paths_df: DataFrame, order: int) -> DataFrame:
+def with_path_states(paths_df: DataFrame, order: int, by: Sequence[str] = ()) -> DataFrame:
     """Columns ``states`` (array of order-k states) and exact decimal weights, one row per path.
 
-    Rows with no channel left or with no journeys are dropped (see markov.py).
+    Rows with no channel left or with no journeys are dropped (see markov.py). Columns named in
+    ``by`` (group keys such as a segment or a bootstrap replicate) are carried through.
     """
     check_order(order)
-    missing = [c for c in PATH_COLUMNS if c not in paths_df.columns]
+    by = list(by)
+    missing = [c for c in (*PATH_COLUMNS, *by) if c not in paths_df.columns]
     if missing:
         raise ValueError(f"paths DataFrame is missing column(s): {', '.join(missing)}")
     weighted = paths_df.select(
+        *by,
         F.filter(F.col("channels"), lambda x: x.isNotNull()).alias("present"),
         _weight("total_conversions").alias("conversions"),
         _weight("total_conversion_value").alias("value"),
         _weight("total_null").alias("nulls"),
     )
     collapsed = weighted.select(
+        *by,
         collapsed_channels(F.col("present")).alias("collapsed"),
         "conversions",
         "value",
@@ -109,20 +114,23 @@ def with_path_states(paths_df: DataFrame, order: int) -> DataFrame:
         (F.col("conversions") + F.col("nulls")).cast(COUNT_TYPE).alias("journeys"),
     ).where((F.size("collapsed") > 0) & (F.col("journeys") > 0))
     return collapsed.select(
+        *by,
         order_k_states(F.col("collapsed"), order).alias("states"),
         "journeys",
         *(F.col(c).cast(COUNT_TYPE).alias(c) for c in ("conversions", "value", "nulls")),
     )
 
 
-def transition_sums_df(paths_df: DataFrame, order: int) -> DataFrame:
+def transition_sums_df(paths_df: DataFrame, order: int, by: Sequence[str] = ()) -> DataFrame:
     """The grouped transition table of the order-k chain, exact decimal sums.
 
-    Columns: ``from_state`` (array<string>, empty for START), ``to_state`` (array<string>; NULL
+    Columns: the ``by`` keys (one chain per distinct key), ``from_state`` (array<string>,
+    empty for START), ``to_state`` (array<string>; NULL
     for the terminal row of a last state), ``journeys`` (inner transition weight),
     ``conversions``, ``value``, ``nulls`` (terminal weights, 0 on inner rows).
     """
-    states_df = with_path_states(paths_df, order)
+    by = list(by)
+    states_df = with_path_states(paths_df, order, by)
     zero = F.lit(0).cast(COUNT_TYPE)
     start = F.array().cast(STATE_TYPE)
     states = F.col("states")
@@ -146,10 +154,10 @@ def transition_sums_df(paths_df: DataFrame, order: int) -> DataFrame:
         F.col("value").alias("value"),
         F.col("nulls").alias("nulls"),
     )
-    steps = states_df.select(F.explode(F.concat(inner, F.array(terminal))).alias("step"))
+    steps = states_df.select(*by, F.explode(F.concat(inner, F.array(terminal))).alias("step"))
     return (
-        steps.select("step.*")
-        .groupBy("from_state", "to_state")
+        steps.select(*by, "step.*")
+        .groupBy(*by, "from_state", "to_state")
         .agg(
             *(
                 F.sum(c).cast(COUNT_TYPE).alias(c)
@@ -171,3 +179,28 @@ def count_transitions_spark(paths_df: DataFrame, order: int) -> TransitionCounts
         else:
             inner[(source, tuple(row["to_state"]))] = row["journeys"]
     return counts_from_sums(order, inner, terminal)
+
+
+def count_transitions_spark_by(
+    paths_df: DataFrame, order: int, by: Sequence[str]
+) -> dict[tuple, TransitionCounts]:
+    """One TransitionCounts per distinct value of the ``by`` columns, from a single Spark job.
+
+    Keys are tuples of the ``by`` values; a group whose paths are all skipped (no channel, no
+    journeys) has no entry. Each table is bit-identical to count_transitions_spark on the
+    group's rows alone. Bounded by groups x transitions, not by journeys.
+    """
+    by = list(by)
+    if not by:
+        raise ValueError("count_transitions_spark_by needs at least one column in 'by'")
+    inner: dict[tuple, dict[tuple[State, State], Decimal]] = {}
+    terminal: dict[tuple, dict[State, tuple[Decimal, Decimal, Decimal]]] = {}
+    for row in transition_sums_df(paths_df, order, by).collect():
+        key = tuple(row[c] for c in by)
+        source = tuple(row["from_state"]) if row["from_state"] else START
+        if row["to_state"] is None:
+            terminal.setdefault(key, {})[source] = (row["conversions"], row["value"], row["nulls"])
+        else:
+            inner.setdefault(key, {})[(source, tuple(row["to_state"]))] = row["journeys"]
+    keys = sorted(set(inner) | set(terminal), key=repr)
+    return {k: counts_from_sums(order, inner.get(k, {}), terminal.get(k, {})) for k in keys}

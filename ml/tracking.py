@@ -1,0 +1,94 @@
+"""MLflow helpers shared by the model jobs (attribution, segmentation): where runs are stored,
+which experiment they go to, and which table versions they read.
+
+Local default: a SQLite tracking store at ``<data_dir>/mlflow/mlflow.db`` and artifacts under
+``<data_dir>/mlflow/artifacts/<experiment>``. Every experiment is created with an explicit
+artifact location, so nothing ever lands in a ``./mlruns`` folder of whatever directory the job
+was started from. A non-empty ``mlflow.tracking_uri`` (a server, Databricks) is used as it is,
+with that server's own artifact store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+
+from lakehouse.catalog import Catalog
+from lakehouse.config import Config
+from lakehouse.errors import ConfigError
+
+
+def _configured_uri(config: Config) -> str:
+    try:
+        return str(config.get("mlflow.tracking_uri") or "").strip()
+    except KeyError:
+        return ""
+
+
+def local_store(config: Config) -> tuple[Path, Path] | None:
+    """(SQLite file, artifact root) of the default local store; None when a URI is configured."""
+    if _configured_uri(config):
+        return None
+    if not config.is_local_data_dir:
+        raise ConfigError(
+            f"data_dir {config.data_dir} is not a local folder, so MLflow's SQLite store cannot "
+            f"live under it: set mlflow.tracking_uri"
+        )
+    root = Path(config.data_dir.removeprefix("file:")) / "mlflow"
+    return root / "mlflow.db", root / "artifacts"
+
+
+def tracking_uri(config: Config) -> str:
+    """The tracking URI a run of this config uses (without touching MLflow's global state)."""
+    store = local_store(config)
+    return _configured_uri(config) if store is None else f"sqlite:///{store[0]}"
+
+
+def configure_mlflow(config: Config) -> str:
+    """Point MLflow at this config's tracking store (creating the local folders); returns its URI."""
+    import mlflow
+
+    store = local_store(config)
+    if store is not None:
+        db, artifacts = store
+        db.parent.mkdir(parents=True, exist_ok=True)
+        artifacts.mkdir(parents=True, exist_ok=True)
+    uri = tracking_uri(config)
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+def use_experiment(config: Config, name: str) -> str:
+    """Make ``name`` the active experiment (created on first use); returns its id.
+
+    With the local store its artifacts go to ``<data_dir>/mlflow/artifacts/<name>``.
+    """
+    import mlflow
+
+    configure_mlflow(config)
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is None:
+        store = local_store(config)
+        location = (store[1] / name).as_uri() if store is not None else None
+        experiment_id = mlflow.create_experiment(name, artifact_location=location)
+    else:
+        experiment_id = experiment.experiment_id
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id
+
+
+def delta_versions(
+    spark: SparkSession, catalog: Catalog, names: Iterable[str]
+) -> dict[str, int | None]:
+    """Latest Delta version of each table (None for a table that does not exist yet)."""
+    return {name: catalog.current_version(spark, name) for name in names}
+
+
+def version_params(versions: dict[str, int | None]) -> dict[str, str]:
+    """MLflow params ``input_version.<table>`` for the table versions a run read."""
+    return {
+        f"input_version.{name}": "missing" if version is None else str(version)
+        for name, version in versions.items()
+    }
