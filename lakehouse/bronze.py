@@ -267,15 +267,7 @@ def summarize(
     added = bad = 0
     first_new = 0 if before is None else before + 1
     if first_new <= after:
-        new_rows = (
-            spark.read.format("delta")
-            .option("readChangeFeed", "true")
-            .option("startingVersion", first_new)
-            .option("endingVersion", after)
-            .load(catalog.path(name))
-            .where(F.col("_change_type") == "insert")
-        )
-        counts = new_rows.agg(
+        counts = catalog.read_inserts(spark, name, first_new, after).agg(
             F.count(F.lit(1)).alias("rows"),
             F.coalesce(F.sum(F.col("_is_malformed").cast("long")), F.lit(0)).alias("bad"),
         ).first()

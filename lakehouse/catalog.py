@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from lakehouse.config import Config
 from lakehouse.errors import DataDirError, InvalidTableNameError, TableNotFoundError
@@ -97,6 +98,19 @@ class Catalog:
         if version is not None:
             reader = reader.option("versionAsOf", version)
         return reader.load(self.path(name))
+
+    def read_inserts(self, spark: SparkSession, name: str, start: int, end: int) -> DataFrame:
+        """Rows inserted in versions start..end (inclusive), from the table's change feed,
+        with ``_commit_version``: for append-only tables, exactly what those versions added."""
+        return (
+            spark.read.format("delta")
+            .option("readChangeFeed", "true")
+            .option("startingVersion", start)
+            .option("endingVersion", end)
+            .load(self.path(name))
+            .where(F.col("_change_type") == "insert")
+            .drop("_change_type", "_commit_timestamp")
+        )
 
     def delta_table(self, spark: SparkSession, name: str):
         from delta.tables import DeltaTable

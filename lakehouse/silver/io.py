@@ -56,15 +56,7 @@ def read_bronze_changes(
     spark: SparkSession, catalog: Catalog, table: str, start: int, end: int
 ) -> DataFrame:
     """Rows bronze appended in versions start..end (inclusive), with ``_commit_version``."""
-    return (
-        spark.read.format("delta")
-        .option("readChangeFeed", "true")
-        .option("startingVersion", start)
-        .option("endingVersion", end)
-        .load(catalog.path(table))
-        .where(F.col("_change_type") == "insert")
-        .drop("_change_type", "_commit_timestamp")
-    )
+    return catalog.read_inserts(spark, table, start, end)
 
 
 def _nullable(schema: T.StructType) -> T.StructType:

@@ -690,6 +690,13 @@ def choose_order(
                 "test_journeys": total,
             }
         )
+    return _order_verdict(records, folds, total, tolerance)
+
+
+def _order_verdict(
+    records: list[dict], folds: int, total: float, tolerance: float
+) -> OrderChoice:
+    """The order with the lowest held-out log-loss (ties to the lower order), and why."""
     scores = pd.DataFrame(records)
     best = scores["log_loss"].min()
     chosen = int(scores.loc[scores["log_loss"] <= best + tolerance, "order"].min())
@@ -764,18 +771,7 @@ def choose_order_from_sums(
         return OrderChoice(
             orders[0], scores, f"order {orders[0]}: no journeys to score, lowest order kept"
         )
-    scores = pd.DataFrame(records)
-    best = scores["log_loss"].min()
-    chosen = int(scores.loc[scores["log_loss"] <= best + tolerance, "order"].min())
-    listing = ", ".join(
-        f"order {int(r.order)}: log-loss {r.log_loss:.6f}, AUC {r.auc:.4f}, unseen {r.unseen_share:.1%}"
-        for r in scores.itertuples()
-    )
-    reason = (
-        f"order {chosen} chosen: lowest held-out log-loss ({folds}-fold split by path, "
-        f"{total:g} journeys; ties go to the lower order) [{listing}]"
-    )
-    return OrderChoice(chosen, scores, reason)
+    return _order_verdict(records, folds, total, tolerance)
 
 
 def _out_of_fold(
