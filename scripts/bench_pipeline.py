@@ -23,7 +23,11 @@ data/bench/pipeline.json; the JSON is rewritten after every step, so a long run 
 stopped still leaves its figures. Not part of make test.
 
     .venv/bin/python scripts/bench_pipeline.py --scale xs          # smoke check, minutes
-    .venv/bin/python scripts/bench_pipeline.py                     # scale m, 30 + 1 days
+    .venv/bin/python scripts/bench_pipeline.py --driver-memory 4g  # scale m, 30 + 1 days
+
+At scale m the silver stage needs more than Spark's default 1g driver heap (it caches each
+source's new rows): without --driver-memory it fails with an OutOfMemoryError, as
+`lakehouse run silver` does.
 """
 
 from __future__ import annotations
@@ -118,6 +122,34 @@ def link_files(files: list[Path], raw_all: Path, root: Path) -> int:
             shutil.copy2(src, dst)
         placed += src.stat().st_size
     return placed
+
+
+def prepare_roots(
+    work: Path, config: Config, sources: dict[str, SourceSpec], args: argparse.Namespace
+) -> tuple[dict[str, Path], list[Path], dict[str, Any]]:
+    """Raw files generated once, linked into fresh roots: ``copy`` and ``incremental`` get
+    the first ``days`` days, ``full`` all of them. Returns the roots, the next day's files
+    (linked into ``incremental`` later) and what was placed."""
+    raw_all = work / "raw_all"
+    start_date = config.get("generate.start_date")
+    gen_seconds = ensure_raw(raw_all, args.scale, args.days + 1, args.seed, start_date)
+    by_day = raw_files_by_day(raw_all, sources)
+    new_day = date.fromisoformat(start_date) + timedelta(days=args.days)
+    loaded = [f for d, files in sorted(by_day.items()) if d < new_day for f in files]
+    incoming = by_day.get(new_day, [])
+    if not loaded or not incoming:
+        raise SystemExit(f"bench_pipeline: no raw files for days before/at {new_day} in {raw_all}")
+    roots = {name: fresh_root(work / name) for name in ("copy", "incremental", "full")}
+    link_files(loaded, raw_all, roots["copy"])
+    raw_bytes = link_files(loaded, raw_all, roots["incremental"])
+    link_files(loaded + incoming, raw_all, roots["full"])
+    info = {
+        "incremental_day": new_day.isoformat(),
+        "files_loaded": len(loaded),
+        "bytes_loaded": raw_bytes,
+        "generate_seconds": round(gen_seconds, 2),
+    }
+    return roots, incoming, info
 
 
 def fresh_root(path: Path) -> Path:
@@ -409,27 +441,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.driver_memory:
         overrides["spark.conf.spark.driver.memory"] = args.driver_memory
     base = load_config(args.env, overrides=overrides)
-    seed = args.seed if args.seed is not None else base.get("generate.seed")
-    start_date = base.get("generate.start_date")
+    seed = args.seed = args.seed if args.seed is not None else base.get("generate.seed")
     sources = load_sources(base)
     print(f"bench_pipeline: scale {args.scale}, {args.days} + 1 days, seed {seed}, work {work}; "
           f"load average {load_start[0]:.2f} {load_start[1]:.2f} {load_start[2]:.2f}", flush=True)
 
-    raw_all = work / "raw_all"
-    gen_seconds = ensure_raw(raw_all, args.scale, args.days + 1, seed, start_date)
-    by_day = raw_files_by_day(raw_all, sources)
-    new_day = date.fromisoformat(start_date) + timedelta(days=args.days)
-    loaded = [f for d, files in sorted(by_day.items()) if d < new_day for f in files]
-    incoming = by_day.get(new_day, [])
-    if not loaded or not incoming:
-        raise SystemExit(f"bench_pipeline: no raw files for days before/at {new_day} in {raw_all}")
-    roots = {name: fresh_root(work / name) for name in ("copy", "incremental", "full")}
-    link_files(loaded, raw_all, roots["copy"])
-    raw_bytes = link_files(loaded, raw_all, roots["incremental"])
-    link_files(loaded + incoming, raw_all, roots["full"])
-    print(f"raw: {len(loaded)} files ({raw_bytes / 1e6:,.1f} MB) for days 1-{args.days}, "
-          f"{len(incoming)} files for {new_day}; generation {gen_seconds:.1f}s "
-          f"({'reused' if gen_seconds == 0 else 'generated'})", flush=True)
+    roots, incoming, raw_info = prepare_roots(work, base, sources, args)
+    print(f"raw: {raw_info['files_loaded']} files ({raw_info['bytes_loaded'] / 1e6:,.1f} MB) "
+          f"for days 1-{args.days}, {len(incoming)} files for {raw_info['incremental_day']}; "
+          f"generation {raw_info['generate_seconds']:.1f}s (0 = reused)", flush=True)
 
     config = base.with_overrides({"data_dir": str(roots["incremental"])})
     spark = get_spark(config, app_name="bench_pipeline", show_progress=False)
@@ -441,10 +461,9 @@ def main(argv: list[str] | None = None) -> int:
         "argv": sys.argv[1:],
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "status": "running",
-        "scale": args.scale, "days": args.days, "incremental_day": new_day.isoformat(),
-        "seed": seed, "copy_reader": "spark.read.text",
+        "scale": args.scale, "days": args.days, "seed": seed, **raw_info,
+        "copy_reader": "spark.read.text",
         "session": "one shared Spark session for every timed step (lakehouse.session.get_spark)",
-        "raw_bytes_loaded": raw_bytes, "generate_seconds": round(gen_seconds, 2),
         "machine": machine_info(spark),
         "load_average_start": list(load_start),
     }
@@ -460,12 +479,10 @@ def main(argv: list[str] | None = None) -> int:
         write_json(args.output, payload)
 
     try:
-        copy_config = base.with_overrides({"data_dir": str(roots["copy"])})
         with data_root(roots["copy"]):
-            run_copy(spark, load_sources(copy_config), roots["copy"], f"copy {args.days}d",
-                     record)
+            run_copy(spark, sources, roots["copy"], f"copy {args.days}d", record)
         run_pipeline(spark, config, roots["incremental"], f"pipeline {args.days}d", record)
-        link_files(incoming, raw_all, roots["incremental"])
+        link_files(incoming, work / "raw_all", roots["incremental"])
         run_pipeline(spark, config, roots["incremental"], f"incremental day {args.days + 1}",
                      record)
         full_config = base.with_overrides({"data_dir": str(roots["full"])})
