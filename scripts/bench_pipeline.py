@@ -335,7 +335,8 @@ def machine_info(spark: SparkSession | None) -> dict[str, Any]:
 
 
 def ratio(numerator: float, denominator: float) -> float | None:
-    return numerator / denominator if denominator > 0 else None
+    """numerator / denominator, or None while either side has not been measured."""
+    return numerator / denominator if numerator > 0 and denominator > 0 else None
 
 
 def group_seconds(steps: list[Step], group: str) -> float:
@@ -441,10 +442,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.driver_memory:
         overrides["spark.conf.spark.driver.memory"] = args.driver_memory
     base = load_config(args.env, overrides=overrides)
-    seed = args.seed = args.seed if args.seed is not None else base.get("generate.seed")
+    args.seed = args.seed if args.seed is not None else base.get("generate.seed")
     sources = load_sources(base)
-    print(f"bench_pipeline: scale {args.scale}, {args.days} + 1 days, seed {seed}, work {work}; "
-          f"load average {load_start[0]:.2f} {load_start[1]:.2f} {load_start[2]:.2f}", flush=True)
+    print(f"bench_pipeline: scale {args.scale}, {args.days} + 1 days, seed {args.seed}, "
+          f"work {work}; load average {' '.join(f'{x:.2f}' for x in load_start)}", flush=True)
 
     roots, incoming, raw_info = prepare_roots(work, base, sources, args)
     print(f"raw: {raw_info['files_loaded']} files ({raw_info['bytes_loaded'] / 1e6:,.1f} MB) "
@@ -461,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
         "argv": sys.argv[1:],
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "status": "running",
-        "scale": args.scale, "days": args.days, "seed": seed, **raw_info,
+        "scale": args.scale, "days": args.days, "seed": args.seed, **raw_info,
         "copy_reader": "spark.read.text",
         "session": "one shared Spark session for every timed step (lakehouse.session.get_spark)",
         "machine": machine_info(spark),
