@@ -137,9 +137,11 @@ def _cmd_attribution(args: argparse.Namespace) -> int:
 
 
 def _is_spark_error(exc: BaseException) -> bool:
+    from py4j.protocol import Py4JJavaError
     from pyspark.errors import PySparkException
 
-    return isinstance(exc, PySparkException)
+    # Errors Spark does not convert (an OutOfMemoryError, say) arrive as Py4JJavaError.
+    return isinstance(exc, PySparkException | Py4JJavaError)
 
 
 COMMANDS = {"generate": _cmd_generate, "run": _cmd_run, "attribution": _cmd_attribution}
@@ -155,7 +157,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - Spark's own errors: one line unless debugging
         if os.environ.get("LAKEHOUSE_DEBUG") or not _is_spark_error(exc):
             raise
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+        # A Py4JJavaError's own first line names only the call; the Java error follows ": ".
+        java = [line.lstrip(": ") for line in lines if line.startswith(":")]
+        first = (java or lines or [type(exc).__name__])[0]
         sys.stderr.write(f"lakehouse: error: Spark failed: {first} (LAKEHOUSE_DEBUG=1 for the trace)\n")
         return 1
     except KeyboardInterrupt:

@@ -22,8 +22,11 @@ Prints a Markdown table and writes JSON (with machine info and load averages) to
 data/bench/pipeline.json; the JSON is rewritten after every step, so a long run that is
 stopped still leaves its figures. Not part of make test.
 
-    .venv/bin/python scripts/bench_pipeline.py --scale xs          # smoke check, minutes
-    .venv/bin/python scripts/bench_pipeline.py --driver-memory 4g  # scale m, 30 + 1 days
+    .venv/bin/python scripts/bench_pipeline.py --scale xs --output /tmp/xs.json  # smoke
+    .venv/bin/python scripts/bench_pipeline.py --driver-memory 4g              # scale m
+
+On 2 busy cores the xs smoke check takes about 5-10 minutes (Spark's fixed cost per job,
+three pipeline runs) and scale m about 30 minutes.
 
 At scale m the silver stage needs more than Spark's default 1g driver heap (it caches each
 source's new rows): without --driver-memory it fails with an OutOfMemoryError, as
