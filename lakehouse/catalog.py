@@ -19,7 +19,8 @@ from lakehouse.config import Config
 from lakehouse.errors import DataDirError, InvalidTableNameError, TableNotFoundError
 
 LAYERS = ("bronze", "silver", "gold", "audit", "publish")
-_PART = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+# A plain lower-case identifier: layer, table, raw folder, source and column names.
+IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ def parse_table_name(name: str) -> TableName:
     if not isinstance(name, str):
         raise InvalidTableNameError(f"table name must be a string, got {type(name).__name__}")
     parts = name.split(".")
-    if len(parts) != 2 or not all(_PART.match(p) for p in parts):
+    if len(parts) != 2 or not all(IDENTIFIER.match(p) for p in parts):
         raise InvalidTableNameError(
             f"invalid table name {name!r}: use layer.table with lower-case letters, digits "
             f"and underscores (e.g. silver.orders)"
@@ -65,7 +66,7 @@ class Catalog:
         return self._join("lake", tn.layer, tn.table)
 
     def raw_dir(self, source_dir: str) -> str:
-        if not _PART.match(source_dir):
+        if not IDENTIFIER.match(source_dir):
             raise InvalidTableNameError(f"invalid raw folder name {source_dir!r}")
         return self._join("raw", source_dir)
 

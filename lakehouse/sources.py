@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lakehouse.catalog import IDENTIFIER
 from lakehouse.config import Config, load_yaml_file
 from lakehouse.errors import ConfigError
 
 SOURCES_FILE = "sources.yaml"
 FORMATS = {"csv": "*.{csv,csv.gz}", "json": "*.{jsonl,json,jsonl.gz,json.gz}"}
 COLUMN_TYPES = ("string", "int", "long", "double", "boolean", "date", "timestamp")
-_IDENT = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _REQUIRED = ("format", "raw_dir", "natural_key", "event_time", "columns")
 
 
@@ -48,7 +47,7 @@ def load_sources(config: Config) -> dict[str, SourceSpec]:
 
 def _parse_source(name: str, spec: Any, path: Path) -> SourceSpec:
     where = f"source '{name}' in {path}"
-    if not isinstance(name, str) or not _IDENT.match(name):
+    if not isinstance(name, str) or not IDENTIFIER.match(name):
         raise ConfigError(f"{where}: name must be lower-case letters, digits and underscores")
     if not isinstance(spec, dict):
         raise ConfigError(f"{where} must be a mapping")
@@ -64,7 +63,7 @@ def _parse_source(name: str, spec: Any, path: Path) -> SourceSpec:
     if not isinstance(columns, dict) or not columns:
         raise ConfigError(f"{where}: columns must be a non-empty mapping of name: type")
     for column, col_type in columns.items():
-        if not isinstance(column, str) or not _IDENT.match(column):
+        if not isinstance(column, str) or not IDENTIFIER.match(column):
             raise ConfigError(f"{where}: column name {column!r} is not a plain identifier")
         if col_type not in COLUMN_TYPES:
             raise ConfigError(
@@ -80,6 +79,6 @@ def _parse_source(name: str, spec: Any, path: Path) -> SourceSpec:
     if not key:
         raise ConfigError(f"{where}: natural_key must name at least one column")
     raw_dir = spec["raw_dir"]
-    if not isinstance(raw_dir, str) or not _IDENT.match(raw_dir):
+    if not isinstance(raw_dir, str) or not IDENTIFIER.match(raw_dir):
         raise ConfigError(f"{where}: raw_dir must be a plain folder name")
     return SourceSpec(name, spec["format"], raw_dir, key, spec["event_time"], pii, dict(columns))

@@ -661,18 +661,7 @@ def choose_order(
             data.append((collapsed, float(conv), float(null)))
     total = math.fsum(c + n for _, c, n in data)
     if total == 0:
-        scores = pd.DataFrame(
-            {
-                "order": orders,
-                "log_loss": math.nan,
-                "auc": math.nan,
-                "unseen_share": math.nan,
-                "test_journeys": 0.0,
-            }
-        )
-        return OrderChoice(
-            orders[0], scores, f"order {orders[0]}: no journeys to score, lowest order kept"
-        )
+        return _no_journeys_choice(orders)
 
     fold_of = np.array([path_fold(p, folds) for p, _, _ in data])
     conv = np.array([c for _, c, _ in data])
@@ -691,6 +680,22 @@ def choose_order(
             }
         )
     return _order_verdict(records, folds, total, tolerance)
+
+
+def _no_journeys_choice(orders: Sequence[int]) -> OrderChoice:
+    """Nothing to score: keep the lowest order and say so."""
+    scores = pd.DataFrame(
+        {
+            "order": list(orders),
+            "log_loss": math.nan,
+            "auc": math.nan,
+            "unseen_share": math.nan,
+            "test_journeys": 0.0,
+        }
+    )
+    return OrderChoice(
+        orders[0], scores, f"order {orders[0]}: no journeys to score, lowest order kept"
+    )
 
 
 def _order_verdict(
@@ -759,18 +764,7 @@ def choose_order_from_sums(
             }
         )
     if total == 0:
-        scores = pd.DataFrame(
-            {
-                "order": orders,
-                "log_loss": math.nan,
-                "auc": math.nan,
-                "unseen_share": math.nan,
-                "test_journeys": 0.0,
-            }
-        )
-        return OrderChoice(
-            orders[0], scores, f"order {orders[0]}: no journeys to score, lowest order kept"
-        )
+        return _no_journeys_choice(orders)
     return _order_verdict(records, folds, total, tolerance)
 
 
