@@ -46,3 +46,21 @@ def test_unwritable_data_dir_is_one_clear_error():
     config = load_config("local", overrides={"data_dir": "/proc/lakehouse-data"})
     with pytest.raises(DataDirError, match="cannot be created|not writable"):
         ensure_data_dir_writable(config)
+
+
+def test_table_creation_survives_an_empty_log_left_by_a_killed_creator(spark, config):
+    # A process killed between mkdir(_delta_log) and the first commit leaves this behind.
+    from pathlib import Path
+
+    from pyspark.sql import types as T
+
+    from lakehouse.silver.io import ensure_table
+
+    catalog = Catalog(config)
+    (Path(catalog.path("silver.half_made")) / "_delta_log").mkdir(parents=True)
+    assert not catalog.exists(spark, "silver.half_made")
+    schema = T.StructType([T.StructField("id", T.LongType())])
+    ensure_table(spark, catalog, "silver.half_made", schema)
+    ensure_table(spark, catalog, "silver.half_made", schema)  # and again: a no-op
+    assert catalog.current_version(spark, "silver.half_made") == 0
+    assert catalog.read(spark, "silver.half_made").schema == schema

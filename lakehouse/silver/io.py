@@ -66,13 +66,18 @@ def _nullable(schema: T.StructType) -> T.StructType:
 
 
 def ensure_table(spark: SparkSession, catalog: Catalog, name: str, schema: T.StructType) -> None:
-    from delta.tables import DeltaTable
+    """Create an empty table with ``schema`` unless it exists.
 
+    Created by appending an empty frame rather than with ``DeltaTable.createIfNotExists``: a
+    process killed while creating a table can leave an empty ``_delta_log`` folder behind, and
+    the builder then fails forever with DELTA_TABLE_NOT_FOUND, while an append commits version 0
+    over it. Two creators racing both succeed (the second commit is an empty append).
+    """
     if catalog.exists(spark, name):
         return
-    DeltaTable.createIfNotExists(spark).location(catalog.path(name)).addColumns(
-        _nullable(schema)
-    ).execute()
+    spark.createDataFrame([], _nullable(schema)).write.format("delta").mode("append").save(
+        catalog.path(name)
+    )
 
 
 def align_to_table(df: DataFrame, existing: T.StructType | None, table: str) -> DataFrame:
