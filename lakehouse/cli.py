@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date
 
 from lakehouse.errors import LakehouseError
 from lakehouse.pipeline import STAGE_ORDER
 
 SCALES = ("xs", "s", "m", "l")
+# Modules that add their own sub-commands: each defines
+# ``add_commands(sub, common) -> dict[name, handler(args) -> exit code]``.
+COMMAND_MODULES = ("lakehouse.audit.commands", "lakehouse.privacy.commands")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -84,7 +89,19 @@ def build_parser() -> argparse.ArgumentParser:
                       help="Markov order 1-4 (default 1); 0 = choose automatically")
     attr.add_argument("--auto-order", action="store_true", help="choose the order by hold-out")
     attr.add_argument("--output", default=None, help="write the result as CSV here")
+
+    for module_name in COMMAND_MODULES:
+        if _module_exists(module_name):
+            module = importlib.import_module(module_name)
+            COMMANDS.update(module.add_commands(sub, common))
     return parser
+
+
+def _module_exists(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:  # its package is not there either
+        return False
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
@@ -144,7 +161,10 @@ def _is_spark_error(exc: BaseException) -> bool:
     return isinstance(exc, PySparkException | Py4JJavaError)
 
 
-COMMANDS = {"generate": _cmd_generate, "run": _cmd_run, "attribution": _cmd_attribution}
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+
+
+COMMANDS.update(generate=_cmd_generate, run=_cmd_run, attribution=_cmd_attribution)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

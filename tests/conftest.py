@@ -37,3 +37,34 @@ def spark():
 def config(tmp_path: Path) -> Config:
     """Local config whose data root is this test's tmp_path."""
     return load_config("local", overrides={"data_dir": str(tmp_path / "data")})
+
+
+XS_AS_OF = "2026-01-03"  # the last of the three days xs generates
+
+
+@pytest.fixture(scope="session")
+def xs_lake(spark, tmp_path_factory) -> Config:
+    """An xs lake built once per test run through bronze, silver and gold (seed 3).
+
+    Shared and read-only: a test that writes to it must work on ``copy_lake(xs_lake, dest)``.
+    """
+    from datetime import date
+
+    from lakehouse.generate import generate
+    from lakehouse.pipeline import RunContext, run_stages
+
+    root = tmp_path_factory.mktemp("xs_lake") / "data"
+    generate(root / "raw", "xs", seed=3, progress=False)
+    config = load_config("local", overrides={"data_dir": str(root)})
+    ctx = RunContext(run_id="xs-lake", as_of=date.fromisoformat(XS_AS_OF))
+    for stage in ("bronze", "silver", "gold"):
+        run_stages(spark, config, stage, ctx, echo=lambda line: None)
+    return config
+
+
+def copy_lake(source: Config, dest: Path) -> Config:
+    """A private copy of a lake (raw files, tables, checkpoints) with its own config."""
+    import shutil
+
+    shutil.copytree(source.data_dir, dest)
+    return load_config("local", overrides={"data_dir": str(dest)})
