@@ -12,13 +12,14 @@ INSTALLED := $(VENV)/.installed
 JARS := .jars/.fetched
 SCALE ?= s
 
-.PHONY: setup venv jars run test lint clean help
+.PHONY: setup venv jars run test lint clean help mlflow-ui
 
 help:
 	@echo "make run    - set up, generate scale $(SCALE) data and run the whole pipeline"
 	@echo "make test   - set up and run the test suite"
 	@echo "make jars   - fetch Delta's jars from Maven Central into .jars/"
 	@echo "make lint   - ruff"
+	@echo "make mlflow-ui [PORT=5000] - MLflow UI on the local store at http://127.0.0.1:PORT"
 
 setup: $(INSTALLED) $(JARS)
 
@@ -49,6 +50,9 @@ run: setup
 test: setup
 	$(BIN)/ruff check lakehouse ml jobs tests scripts
 	$(BIN)/pytest -q
+
+mlflow-ui: $(INSTALLED)
+	@$(BIN)/python scripts/mlflow_ui.py --port $(or $(PORT),5000)
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check lakehouse ml jobs tests scripts

@@ -82,6 +82,28 @@ class Catalog:
     def mlflow_dir(self) -> str:
         return self._join("mlflow")
 
+    def tables(self, layer: str, spark: SparkSession | None = None) -> list[str]:
+        """Logical names of the Delta tables that exist in one layer, sorted.
+
+        A local data root is listed directly; an object store needs ``spark`` (Hadoop FS).
+        """
+        if layer not in LAYERS:
+            raise InvalidTableNameError(f"unknown layer '{layer}' (known: {', '.join(LAYERS)})")
+        folder = self._join("lake", layer)
+        if self.config.is_local_data_dir:
+            base = Path(folder.removeprefix("file:"))
+            names = [p.name for p in base.iterdir() if (p / "_delta_log").is_dir()] \
+                if base.is_dir() else []
+        else:
+            if spark is None:
+                raise ValueError("listing tables on an object store needs a Spark session")
+            jvm = spark.sparkContext._jvm
+            hpath = jvm.org.apache.hadoop.fs.Path(folder)
+            fs = hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+            names = [s.getPath().getName() for s in fs.listStatus(hpath)] if fs.exists(hpath) \
+                else []
+        return sorted(f"{layer}.{n}" for n in names if IDENTIFIER.match(n))
+
     # -- access ------------------------------------------------------------------------------
     def exists(self, spark: SparkSession, name: str) -> bool:
         from delta.tables import DeltaTable

@@ -108,6 +108,9 @@ def align_to_table(df: DataFrame, existing: T.StructType | None, table: str) -> 
         new_type = incoming[name]
         if new_type == old_type:
             columns.append(F.col(name))
+        elif new_type.simpleString() == old_type.simpleString():
+            # Same type, different nullability inside (Delta stores nested fields as nullable).
+            columns.append(F.col(name).cast(old_type).alias(name))
         elif (new_type.simpleString(), old_type.simpleString()) in _SAFE_WIDENING:
             columns.append(F.col(name).cast(old_type).alias(name))
         else:
