@@ -68,3 +68,20 @@ def copy_lake(source: Config, dest: Path) -> Config:
 
     shutil.copytree(source.data_dir, dest)
     return load_config("local", overrides={"data_dir": str(dest)})
+
+
+@pytest.fixture(scope="session")
+def full_xs_lake(spark, xs_lake, tmp_path_factory) -> Config:
+    """A copy of the xs lake taken through every stage after gold (segment, attribute, audit,
+    whatever is registered). Read-only, like xs_lake."""
+    from datetime import date
+
+    from lakehouse.pipeline import STAGE_ORDER, RunContext, registered_stages, run_stages
+
+    config = copy_lake(xs_lake, tmp_path_factory.mktemp("full_xs_lake") / "data")
+    ctx = RunContext(run_id="full-xs-lake", as_of=date.fromisoformat(XS_AS_OF))
+    stages = registered_stages()
+    for stage in STAGE_ORDER[STAGE_ORDER.index("gold") + 1:]:
+        if stage in stages:
+            run_stages(spark, config, stage, ctx, echo=lambda line: None)
+    return config

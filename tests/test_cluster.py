@@ -4,19 +4,12 @@ attribution as a local run on the same raw data. The cluster is shut down whatev
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import time
-import urllib.request
 from datetime import date
 from pathlib import Path
 
-import pyspark
 import pytest
 from conftest import XS_AS_OF, copy_lake
 from pyspark.sql import functions as F
@@ -24,71 +17,21 @@ from pyspark.sql import functions as F
 from lakehouse.catalog import Catalog
 from lakehouse.config import REPO_ROOT, load_config
 from lakehouse.pipeline import RunContext, run_stages
+from lakehouse.standalone import standalone_cluster
 
 pytestmark = pytest.mark.slow
 
-SPARK_CLASS = REPO_ROOT / ".venv" / "bin" / "spark-class"
 COMPARED = ("gold.customer_360", "gold.journeys", "gold.kpi_daily", "gold.kpi_channel_daily",
             "gold.channel_attribution")
 # Bookkeeping that differs between any two runs by design.
 RUN_COLUMNS = {"run_id"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _alive_workers(ui_port: int) -> int:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{ui_port}/json/", timeout=2) as r:
-            return int(json.load(r).get("aliveworkers", 0))
-    except OSError:
-        return 0
-
-
 @pytest.fixture(scope="module")
 def standalone_master(tmp_path_factory):
     """spark://127.0.0.1:PORT with one 2-core worker; both processes killed on the way out."""
-    if not SPARK_CLASS.exists():
-        pytest.fail(f"{SPARK_CLASS} missing: run `make setup`")
-    work = tmp_path_factory.mktemp("standalone")
-    env = {
-        **os.environ,
-        "SPARK_HOME": str(Path(pyspark.__file__).parent),
-        "SPARK_LOG_DIR": str(work / "logs"),
-        "SPARK_LOCAL_IP": "127.0.0.1",
-    }
-    port, ui_port = _free_port(), _free_port()
-    url = f"spark://127.0.0.1:{port}"
-    commands = [
-        [str(SPARK_CLASS), "org.apache.spark.deploy.master.Master",
-         "--host", "127.0.0.1", "--port", str(port), "--webui-port", str(ui_port)],
-        [str(SPARK_CLASS), "org.apache.spark.deploy.worker.Worker", url,
-         "--host", "127.0.0.1", "--cores", "2", "--memory", "2g",
-         "--webui-port", str(_free_port()), "--work-dir", str(work / "worker")],
-    ]
-    procs: list[subprocess.Popen] = []
-    try:
-        for i, command in enumerate(commands):
-            log = open(work / f"daemon{i}.log", "wb")  # noqa: SIM115 - lives as long as the daemon
-            procs.append(subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                          start_new_session=True))
-            if i == 0:
-                time.sleep(2)
-        deadline = time.monotonic() + 120
-        while _alive_workers(ui_port) < 1:
-            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
-                logs = "\n".join((work / f"daemon{i}.log").read_text()[-2000:] for i in range(2))
-                pytest.fail(f"standalone cluster did not come up:\n{logs}")
-            time.sleep(1)
+    with standalone_cluster(tmp_path_factory.mktemp("standalone")) as url:
         yield url
-    finally:
-        for p in procs:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
 
 
 def _rows(spark, config, name: str) -> list:

@@ -3,28 +3,12 @@
 
 from __future__ import annotations
 
-from datetime import date
-
 import pytest
-from conftest import XS_AS_OF, copy_lake
 
 from lakehouse.config import REPO_ROOT
 from lakehouse.notebook import notebook_cells, notebook_params, run_notebook
-from lakehouse.pipeline import STAGE_ORDER, RunContext, registered_stages, run_stages
 
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.py"))
-
-
-@pytest.fixture(scope="module")
-def full_lake(spark, xs_lake, tmp_path_factory):
-    """The xs lake taken through every stage after gold (segment, attribute, audit, ...)."""
-    config = copy_lake(xs_lake, tmp_path_factory.mktemp("notebooks") / "data")
-    ctx = RunContext(run_id="notebooks", as_of=date.fromisoformat(XS_AS_OF))
-    stages = registered_stages()
-    for stage in STAGE_ORDER[STAGE_ORDER.index("gold") + 1:]:
-        if stage in stages:
-            run_stages(spark, config, stage, ctx, echo=lambda line: None)
-    return config
 
 
 def test_there_are_notebooks_in_databricks_source_format():
@@ -36,10 +20,10 @@ def test_there_are_notebooks_in_databricks_source_format():
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_runs_end_to_end(spark, full_lake, path, monkeypatch):
-    monkeypatch.setenv("LAKEHOUSE_NB_DATA_DIR", full_lake.data_dir)
+def test_notebook_runs_end_to_end(spark, full_xs_lake, path, monkeypatch):
+    monkeypatch.setenv("LAKEHOUSE_NB_DATA_DIR", full_xs_lake.data_dir)
     namespace = run_notebook(str(path))
-    assert namespace["nb"].config.data_dir == full_lake.data_dir
+    assert namespace["nb"].config.data_dir == full_xs_lake.data_dir
 
 
 def test_widgets_come_from_dbutils_on_databricks():
