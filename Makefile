@@ -12,13 +12,14 @@ INSTALLED := $(VENV)/.installed
 JARS := .jars/.fetched
 SCALE ?= s
 
-.PHONY: setup venv jars run test lint clean help mlflow-ui
+.PHONY: setup venv jars run test lint clean help mlflow-ui faults
 
 help:
 	@echo "make run    - set up, generate scale $(SCALE) data and run the whole pipeline"
 	@echo "make test   - set up and run the test suite"
 	@echo "make jars   - fetch Delta's jars from Maven Central into .jars/"
 	@echo "make lint   - ruff"
+	@echo "make faults - the whole fault-injection suite (crashes, concurrency, hostile input) and its summary"
 	@echo "make mlflow-ui [PORT=5000] - MLflow UI on the local store at http://127.0.0.1:PORT"
 
 setup: $(INSTALLED) $(JARS)
@@ -50,6 +51,12 @@ run: setup
 test: setup
 	$(BIN)/ruff check lakehouse ml jobs tests scripts
 	$(BIN)/pytest -q
+
+faults: setup
+	@mkdir -p data/faults && rm -f data/faults/report.jsonl
+	-LAKEHOUSE_FAULTS=full LAKEHOUSE_FAULTS_REPORT=$(CURDIR)/data/faults/report.jsonl \
+	  $(BIN)/pytest -q tests/faults
+	$(BIN)/python scripts/faults_summary.py data/faults/report.jsonl --markdown data/faults/summary.md
 
 mlflow-ui: $(INSTALLED)
 	@$(BIN)/python scripts/mlflow_ui.py --port $(or $(PORT),5000)

@@ -63,10 +63,24 @@ def xs_lake(spark, tmp_path_factory) -> Config:
 
 
 def copy_lake(source: Config, dest: Path) -> Config:
-    """A private copy of a lake (raw files, tables, checkpoints) with its own config."""
+    """A private copy of a lake (raw files, tables, checkpoints) with its own config.
+
+    Delta logs hold relative file paths, but the bronze stream checkpoints record the absolute
+    paths of the raw files they ingested: those are rewritten to the copy's root, so the copy's
+    streams carry on where the original's stopped.
+    """
     import shutil
 
     shutil.copytree(source.data_dir, dest)
+    old_root, new_root = str(Path(source.data_dir).resolve()), str(Path(dest).resolve())
+    for path in (Path(dest) / "checkpoints").rglob("*"):
+        if path.is_file() and not path.name.endswith(".crc"):
+            text = path.read_bytes()
+            if old_root.encode() in text:
+                path.write_bytes(text.replace(old_root.encode(), new_root.encode()))
+                # Hadoop's local checksum of the old content would fail the read; without
+                # the .crc file the content is read unchecked.
+                (path.parent / f".{path.name}.crc").unlink(missing_ok=True)
     return load_config("local", overrides={"data_dir": str(dest)})
 
 

@@ -10,6 +10,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from lakehouse.catalog import Catalog
+from lakehouse.commits import retry_on_conflict
 from lakehouse.errors import SchemaChangeError
 
 PROGRESS_TABLE = "audit.stage_progress"
@@ -164,7 +165,8 @@ def merge_newer(
             condition=f"t.`{fill_column}` IS NULL AND s.`{fill_column}` IS NOT NULL",
             set={fill_column: f"s.`{fill_column}`"},
         )
-    merge.whenNotMatchedInsertAll().execute()
+    merge = merge.whenNotMatchedInsertAll()
+    retry_on_conflict(merge.execute, f"MERGE into {path}")
 
 
 def merge_insert_only(
@@ -173,26 +175,26 @@ def merge_insert_only(
     """Insert rows whose (null-safe) key is not there yet: replaying a batch adds nothing."""
     from delta.tables import DeltaTable
 
-    (
+    merge = (
         DeltaTable.forPath(spark, path)
         .alias("t")
         .merge(df.alias("s"), _on(keys, null_safe=True))
         .whenNotMatchedInsertAll()
-        .execute()
     )
+    retry_on_conflict(merge.execute, f"MERGE into {path}")
 
 
 def merge_upsert(spark: SparkSession, path: str, df: DataFrame, keys: Iterable[str]) -> None:
     from delta.tables import DeltaTable
 
-    (
+    merge = (
         DeltaTable.forPath(spark, path)
         .alias("t")
         .merge(df.alias("s"), _on(keys))
         .whenMatchedUpdateAll()
         .whenNotMatchedInsertAll()
-        .execute()
     )
+    retry_on_conflict(merge.execute, f"MERGE into {path}")
 
 
 def append(spark: SparkSession, catalog: Catalog, name: str, df: DataFrame) -> None:
