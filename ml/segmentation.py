@@ -1,0 +1,217 @@
+"""K-means segmentation: a Spark ML pipeline (assembler, scaler, KMeans, naming) over the
+features of ml/features.py, k chosen by silhouette, clusters named from their centroids.
+
+Decisions:
+
+* **One scaling for every k.** The assembler and the StandardScaler (mean 0, sd 1; a constant
+  feature scales to 0) are fitted once; the scaled vectors are cached and each candidate k fits
+  only KMeans on them. The chosen model is then the PipelineModel
+  ``[assembler, scaler, kmeans, naming]``, so scoring applies exactly the training scaling.
+* **Speed without changing the answer.** ``solver`` ("block": GEMM-based distances, "row":
+  one point at a time, "auto": Spark's choice), ``init_steps`` of k-means|| and caching the
+  scaled vectors are config (``segment.kmeans``); scripts/bench_segmentation.py measures them.
+* **k by silhouette** (ClusteringEvaluator, squared Euclidean) over ``k_min..k_max``; a tie goes
+  to the smaller k. Candidates with k >= the number of customers are skipped.
+* **Stable names.** Cluster indices of K-means are arbitrary and change between retrains.
+  Clusters are ranked by their mean monetary value (EUR, descending, to the cent), then mean
+  recency (days, ascending), then mean sessions (descending); rank r becomes ``segment_id`` r
+  and ``segment_name`` = ``names[r]`` from config. Retraining on similar data reproduces the
+  same ranking, so "champions" stays the biggest spenders. The mapping is a SQLTransformer
+  stage inside the model, so the registered model itself outputs segment_id / segment_name.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+from pyspark.ml import Pipeline, PipelineModel
+from pyspark.ml.clustering import KMeans, KMeansModel
+from pyspark.ml.evaluation import ClusteringEvaluator
+from pyspark.ml.feature import SQLTransformer, StandardScaler, VectorAssembler
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from lakehouse.errors import ConfigError
+
+RAW_VECTOR = "features_raw"
+VECTOR = "features"
+PREDICTION = "prediction"
+SOLVERS = ("auto", "row", "block")
+NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_ -]{0,62}$")
+# Profile columns the ranking uses (raw units from ml/features.py).
+RANK_MONETARY, RANK_RECENCY, RANK_SESSIONS = "monetary", "recency_days_filled", "sessions"
+
+
+@dataclass(frozen=True)
+class KMeansOptions:
+    seed: int = 42
+    max_iter: int = 20
+    tol: float = 1e-4
+    init_steps: int = 2
+    solver: str = "auto"
+    cache: bool = True
+
+    def check(self) -> None:
+        if self.solver not in SOLVERS:
+            raise ConfigError(
+                f"segment.kmeans.solver must be one of {', '.join(SOLVERS)}, got {self.solver!r}"
+            )
+        if self.init_steps < 1 or self.max_iter < 1 or self.tol < 0:
+            raise ConfigError(
+                "segment.kmeans: init_steps and max_iter must be >= 1 and tol >= 0, got "
+                f"init_steps={self.init_steps}, max_iter={self.max_iter}, tol={self.tol}"
+            )
+
+
+@dataclass
+class Candidate:
+    """One fitted k: its KMeans model and quality figures (sizes by K-means cluster index)."""
+
+    k: int
+    model: KMeansModel
+    silhouette: float
+    inertia: float
+    sizes: list[int]
+    iterations: int
+    seconds: float = 0.0
+
+
+def check_names(names: Sequence[str], k_max: int) -> list[str]:
+    """Segment names from config: at least k_max of them, distinct, plain words."""
+    names = [str(n) for n in names]
+    bad = [n for n in names if not NAME_PATTERN.match(n)]
+    if bad:
+        raise ConfigError(
+            f"segment.names: {', '.join(map(repr, bad))} must start with a letter and hold only "
+            f"letters, digits, spaces, '_' or '-'"
+        )
+    if len(set(names)) != len(names):
+        raise ConfigError("segment.names must be distinct")
+    if len(names) < k_max:
+        raise ConfigError(
+            f"segment.names has {len(names)} names but segment.k_max is {k_max}: give at least "
+            f"k_max names (best segment first)"
+        )
+    return names
+
+
+def fit_scaling(features_df: DataFrame, feature_columns: Sequence[str]) -> PipelineModel:
+    """Assembler + StandardScaler fitted on the features (the model's first two stages)."""
+    assembler = VectorAssembler(
+        inputCols=list(feature_columns), outputCol=RAW_VECTOR, handleInvalid="error"
+    )
+    scaler = StandardScaler(inputCol=RAW_VECTOR, outputCol=VECTOR, withMean=True, withStd=True)
+    return Pipeline(stages=[assembler, scaler]).fit(features_df)
+
+
+def kmeans_estimator(k: int, options: KMeansOptions) -> KMeans:
+    return KMeans(
+        k=k,
+        seed=options.seed,
+        maxIter=options.max_iter,
+        tol=options.tol,
+        initMode="k-means||",
+        initSteps=options.init_steps,
+        solver=options.solver,
+        featuresCol=VECTOR,
+        predictionCol=PREDICTION,
+    )
+
+
+def fit_kmeans(scaled_df: DataFrame, k: int, options: KMeansOptions) -> KMeansModel:
+    return kmeans_estimator(k, options).fit(scaled_df)
+
+
+def silhouette(predictions_df: DataFrame) -> float:
+    evaluator = ClusteringEvaluator(
+        featuresCol=VECTOR, predictionCol=PREDICTION, metricName="silhouette",
+        distanceMeasure="squaredEuclidean",
+    )
+    return float(evaluator.evaluate(predictions_df))
+
+
+def fit_candidate(scaled_df: DataFrame, k: int, options: KMeansOptions) -> Candidate:
+    """Fit KMeans for one k on the (cached) scaled vectors; silhouette, inertia, sizes."""
+    started = time.monotonic()
+    model = fit_kmeans(scaled_df, k, options)
+    summary = model.summary
+    return Candidate(
+        k=k,
+        model=model,
+        silhouette=silhouette(model.transform(scaled_df)),
+        inertia=float(summary.trainingCost),
+        sizes=[int(s) for s in summary.clusterSizes],
+        iterations=int(summary.numIter),
+        seconds=time.monotonic() - started,
+    )
+
+
+def choose_k(candidates: Sequence[Candidate]) -> Candidate:
+    """Highest silhouette; ties (to 1e-9) go to the smaller k."""
+    if not candidates:
+        raise ValueError("no candidate models to choose from")
+    return max(candidates, key=lambda c: (round(c.silhouette, 9), -c.k))
+
+
+def cluster_profile(
+    features_df: DataFrame, predictions_df: DataFrame, profile_columns: Sequence[str]
+) -> pd.DataFrame:
+    """Per K-means cluster: customers and the mean of every profile column (k rows)."""
+    return (
+        predictions_df.select("customer_key", PREDICTION)
+        .join(features_df.select("customer_key", *profile_columns), "customer_key", how="inner")
+        .groupBy(PREDICTION)
+        .agg(
+            F.count(F.lit(1)).alias("customers"),
+            *[F.avg(c).alias(c) for c in profile_columns],
+        )
+        .toPandas()
+        .sort_values(PREDICTION)
+        .reset_index(drop=True)
+    )
+
+
+def rank_clusters(profile: pd.DataFrame) -> dict[int, int]:
+    """K-means cluster index -> segment_id (rank; see the module notes)."""
+    ordered = profile.assign(
+        _monetary=-profile[RANK_MONETARY].round(2),
+        _recency=profile[RANK_RECENCY].round(2),
+        _sessions=-profile[RANK_SESSIONS].round(4),
+    ).sort_values(["_monetary", "_recency", "_sessions", PREDICTION], kind="mergesort")
+    return {int(cluster): rank for rank, cluster in enumerate(ordered[PREDICTION])}
+
+
+def naming_stage(ranks: dict[int, int], names: Sequence[str]) -> SQLTransformer:
+    """SQL stage: prediction -> segment_id int, segment_name string (names checked upstream)."""
+    ids = " ".join(f"WHEN {c} THEN {r}" for c, r in sorted(ranks.items()))
+    labels = " ".join(f"WHEN {c} THEN '{names[r]}'" for c, r in sorted(ranks.items()))
+    return SQLTransformer(
+        statement=(
+            f"SELECT *, CAST(CASE {PREDICTION} {ids} END AS INT) AS segment_id, "
+            f"CASE {PREDICTION} {labels} END AS segment_name FROM __THIS__"
+        )
+    )
+
+
+def segmentation_model(
+    scaling: PipelineModel, kmeans: KMeansModel, naming: SQLTransformer
+) -> PipelineModel:
+    return PipelineModel(stages=[*scaling.stages, kmeans, naming])
+
+
+def segment_profile(profile: pd.DataFrame, ranks: dict[int, int], names: Sequence[str]
+                    ) -> pd.DataFrame:
+    """The cluster profile by segment (segment_id order) with names and shares."""
+    total = float(profile["customers"].sum())
+    out = profile.assign(
+        segment_id=profile[PREDICTION].map(ranks).astype(int),
+        segment_name=profile[PREDICTION].map(lambda c: names[ranks[int(c)]]),
+        share=profile["customers"] / total if total else 0.0,
+    ).rename(columns={PREDICTION: "kmeans_cluster"})
+    first = ["segment_id", "segment_name", "customers", "share", "kmeans_cluster"]
+    rest = [c for c in out.columns if c not in first]
+    return out.loc[:, first + rest].sort_values("segment_id").reset_index(drop=True)
