@@ -1,0 +1,127 @@
+"""Reconciliation checks after a pipeline run, recorded in audit.reconciliation.
+
+* ``bronze_balance`` per source: bronze rows = silver rows + quarantined + duplicates removed,
+  computed by lakehouse.silver.reconcile (one implementation of that count, reused here);
+* ``gold_customers``: gold.customer_360 has one row per resolved customer, i.e. per distinct
+  customer_key of silver.customers that had signed up by the snapshot's as_of (or whose
+  signup date is unknown);
+* ``order_value``: the EUR value of completed silver orders up to the end of as_of (latest
+  version of each order_id) equals gold.kpi_daily's revenue and gold.customer_360's monetary
+  total for the orders of known customers.
+
+Gold is compared with the silver versions it was built from (its latest lineage record), so a
+silver run after gold does not make the check fail; without lineage, silver's newest version.
+The expected figures are computed here from silver directly, not with gold's builders.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from lakehouse.audit import LINEAGE_TABLE
+from lakehouse.catalog import Catalog
+from lakehouse.config import Config
+
+CHECK_SCHEMA = (
+    "audit_run_id string, check string, subject string, expected double, actual double, "
+    "passed boolean, detail string, checked_at timestamp"
+)
+_TOLERANCE = 1e-6  # gold sums money as decimal(24,6): anything above that is a real difference
+
+
+def gold_input_versions(spark: SparkSession, catalog: Catalog) -> dict[str, int]:
+    """Silver versions read by the latest completed gold stage, from audit.lineage."""
+    if not catalog.exists(spark, LINEAGE_TABLE):
+        return {}
+    lineage = catalog.read(spark, LINEAGE_TABLE).where(
+        (F.col("stage") == "gold") & (F.col("status") == "COMPLETE")
+    )
+    latest = lineage.agg(F.max_by("run_id", "record_seq").alias("run_id")).first()["run_id"]
+    if latest is None:
+        return {}
+    rows = lineage.where((F.col("run_id") == latest) & (F.col("direction") == "input")).collect()
+    return {r["dataset"]: int(r["version"]) for r in rows if r["version"] is not None}
+
+
+def _latest_orders(orders_df: DataFrame) -> DataFrame:
+    window = Window.partitionBy("order_id").orderBy(
+        F.col("_bronze_version").desc_nulls_last(), F.col("order_ts").desc_nulls_last()
+    ).rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    return (
+        orders_df.where(F.col("order_id").isNotNull())
+        .withColumn("_n", F.row_number().over(window))
+        .where(F.col("_n") == 1)
+    )
+
+
+def _check(check: str, subject: str, expected: float, actual: float, detail: str) -> dict:
+    return {
+        "check": check, "subject": subject, "expected": float(expected),
+        "actual": float(actual), "passed": abs(expected - actual) <= _TOLERANCE, "detail": detail,
+    }
+
+
+def gold_checks(spark: SparkSession, catalog: Catalog) -> list[dict[str, Any]]:
+    if not all(catalog.exists(spark, t) for t in ("gold.customer_360", "gold.kpi_daily")):
+        return []
+    versions = gold_input_versions(spark, catalog)
+    silver = {
+        name: catalog.read(spark, name, version=versions.get(name))
+        for name in ("silver.customers", "silver.orders")
+    }
+    where = ", ".join(f"{n}@{versions[n]}" for n in sorted(silver) if n in versions) or "newest"
+    c360 = catalog.read(spark, "gold.customer_360")
+    as_of_row = c360.agg(F.max("as_of").alias("as_of"), F.count(F.lit(1)).alias("n")).first()
+    as_of: date | None = as_of_row["as_of"]
+    if as_of is None:
+        return []
+    cutoff = F.lit(f"{(as_of + timedelta(days=1)).isoformat()} 00:00:00+00:00").cast("timestamp")
+    customers = silver["silver.customers"].where(
+        F.col("signup_date").isNull() | (F.col("signup_date") <= F.lit(as_of))
+    )
+    expected_customers = customers.agg(F.count_distinct("customer_key")).first()[0]
+    orders = _latest_orders(silver["silver.orders"]).where(
+        (F.lower(F.col("status")) == "completed") & (F.col("order_ts") < cutoff)
+    )
+    known = customers.select("customer_key").distinct()
+    money = "decimal(24,6)"
+    order_sums = orders.agg(F.sum(F.col("amount_eur").cast(money)).alias("all")).first()
+    known_sum = (
+        orders.join(known, on="customer_key", how="inner")
+        .agg(F.sum(F.col("amount_eur").cast(money)))
+        .first()[0]
+    )
+    revenue = catalog.read(spark, "gold.kpi_daily").agg(
+        F.sum(F.col("revenue_eur").cast(money))
+    ).first()[0]
+    monetary = c360.agg(F.sum(F.col("monetary").cast(money))).first()[0]
+    detail = f"as_of {as_of}, silver {where}"
+    return [
+        _check("gold_customers", "gold.customer_360", expected_customers, as_of_row["n"], detail),
+        _check("order_value", "gold.kpi_daily", float(order_sums["all"] or 0),
+               float(revenue or 0), detail),
+        _check("order_value", "gold.customer_360", float(known_sum or 0),
+               float(monetary or 0), detail),
+    ]
+
+
+def bronze_checks(spark: SparkSession, config: Config) -> list[dict[str, Any]]:
+    from lakehouse.silver.reconcile import reconcile
+
+    return [
+        _check(
+            "bronze_balance", r["source"], r["bronze_rows"],
+            r["silver_rows"] + r["quarantined_rows"] + r["duplicates_removed"],
+            f"bronze@{r['bronze_version']}: {r['silver_rows']} silver + "
+            f"{r['quarantined_rows']} quarantined + {r['duplicates_removed']} duplicates",
+        )
+        for r in reconcile(spark, config)
+    ]
+
+
+def reconciliation_checks(spark: SparkSession, config: Config) -> list[dict[str, Any]]:
+    return [*bronze_checks(spark, config), *gold_checks(spark, Catalog(config))]

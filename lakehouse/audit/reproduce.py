@@ -1,0 +1,189 @@
+"""Rebuild a recorded pipeline run's output from the exact input versions it read.
+
+For each stage of the run in audit.lineage: the recorded input versions are read again (time
+travel), the stage's builder runs with the config the run used (saved per digest by lineage.py;
+the current one, with a note, if that snapshot is missing) and writes under
+``<data_dir>/<audit.scratch_dir>/<run_id>/``, never over the real tables. Each output is then
+compared with the version the run wrote: identical, or how many rows differ each way.
+
+Supported: gold (silver -> gold, a pure snapshot of its inputs) and attribute (gold.journeys
+-> gold.channel_attribution, without a new MLflow run). bronze and silver are not rebuilt:
+bronze ingests raw files with exactly-once checkpoints and silver MERGEs into its own previous
+state, so their output is not a function of the recorded input versions alone; their recorded
+inputs and outputs are listed instead.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from lakehouse.audit import LINEAGE_TABLE
+from lakehouse.audit.diff import comparable
+from lakehouse.audit.lineage import load_config_snapshot
+from lakehouse.audit.timetravel import check_version
+from lakehouse.catalog import Catalog
+from lakehouse.config import Config
+from lakehouse.errors import LakehouseError, TableNotFoundError
+
+REPRODUCIBLE_STAGES = ("gold", "attribute")
+
+
+@dataclass(frozen=True)
+class TableCheck:
+    stage: str
+    table: str
+    recorded_version: int
+    rows: int
+    only_recorded: int
+    only_rebuilt: int
+    note: str = ""
+
+    @property
+    def identical(self) -> bool:
+        return self.only_recorded == 0 and self.only_rebuilt == 0 and not self.note
+
+    def line(self) -> str:
+        if self.identical:
+            return f"  {self.table} (version {self.recorded_version}): identical, {self.rows:,} rows"
+        return (
+            f"  {self.table} (version {self.recorded_version}): DIFFERENT: "
+            f"{self.only_recorded:,} rows only in the recorded version, {self.only_rebuilt:,} "
+            f"only in the rebuild{f' ({self.note})' if self.note else ''}"
+        )
+
+
+def run_lineage(spark: SparkSession, catalog: Catalog, run_id: str) -> list[dict[str, Any]]:
+    """audit.lineage rows of one run (bounded: one row per dataset and stage)."""
+    if not catalog.exists(spark, LINEAGE_TABLE):
+        raise TableNotFoundError(
+            f"{LINEAGE_TABLE} does not exist: no pipeline run has been recorded in this lake yet"
+        )
+    lineage = catalog.read(spark, LINEAGE_TABLE)
+    rows = [r.asDict() for r in lineage.where(F.col("run_id") == run_id).collect()]
+    if not rows:
+        recent = [
+            r["run_id"]
+            for r in lineage.groupBy("run_id").agg(F.max("record_seq").alias("s"))
+            .orderBy(F.col("s").desc()).limit(5).collect()
+        ]
+        raise LakehouseError(
+            f"run {run_id} is not recorded in {LINEAGE_TABLE}; most recent runs: "
+            f"{', '.join(recent) or 'none'}"
+        )
+    return sorted(rows, key=lambda r: r["record_seq"])
+
+
+def run_config(config: Config, digest: str | None) -> tuple[Config, str]:
+    """The config a run used (its saved snapshot, on this data root), and a note if not."""
+    values = load_config_snapshot(config, digest) if digest else None
+    if values is None:
+        note = "" if digest == config.digest() else (
+            f"config snapshot {str(digest)[:12]} not found: rebuilt with the current config"
+        )
+        return config, note
+    merged = dict(values)
+    merged["data_dir"] = config.data_dir
+    return Config(config.env, merged, config.conf_dir, config.files), ""
+
+
+def compare_outputs(recorded_df: DataFrame, rebuilt_df: DataFrame) -> tuple[int, int, str]:
+    """(rows only in recorded, rows only in rebuilt, note) as multisets of whole rows."""
+    if sorted(recorded_df.columns) != sorted(rebuilt_df.columns):
+        return 0, 0, f"columns differ: {recorded_df.columns} vs {rebuilt_df.columns}"
+    columns = recorded_df.columns
+    recorded = comparable(recorded_df.select(columns))
+    rebuilt = comparable(rebuilt_df.select(columns))
+    return recorded.exceptAll(rebuilt).count(), rebuilt.exceptAll(recorded).count(), ""
+
+
+def _rebuild(
+    spark: SparkSession, stage: str, config: Config, scratch: Config, run_id: str,
+    as_of: Any, inputs: dict[str, int],
+) -> None:
+    if stage == "gold":
+        from lakehouse.gold import gold_options, run_gold
+
+        run_gold(
+            spark, config, run_id, as_of, input_versions=inputs, output_config=scratch,
+            **gold_options(config),
+        )
+    else:
+        from lakehouse.pipeline import STAGE_INPUTS, attribute_options
+        from ml.attribution.job import attribute_journeys
+
+        attribute_journeys(
+            spark, config, run_id, as_of, **attribute_options(config), log_to_mlflow=False,
+            input_versions={n: inputs.get(n) for n in STAGE_INPUTS["attribute"](config)},
+            output_config=scratch,
+        )
+
+
+def reproduce_run(
+    spark: SparkSession, config: Config, run_id: str, echo: Callable[[str], None] = print
+) -> list[TableCheck]:
+    """Rebuild the reproducible stages of `run_id`; one TableCheck per output table."""
+    catalog = Catalog(config)
+    rows = run_lineage(spark, catalog, run_id)
+    stages = list(dict.fromkeys(r["stage"] for r in rows))
+    scratch_root = "/".join(
+        [config.data_dir.rstrip("/"), config.get("audit.scratch_dir").strip("/"), run_id]
+    )
+    if config.is_local_data_dir:
+        shutil.rmtree(Path(scratch_root.removeprefix("file:")), ignore_errors=True)
+    scratch = config.with_overrides({"data_dir": scratch_root})
+    checks: list[TableCheck] = []
+    for stage in stages:
+        mine = [r for r in rows if r["stage"] == stage]
+        head = next(r for r in mine if r["direction"] == "run")
+        inputs = {
+            r["dataset"]: int(r["version"]) for r in mine
+            if r["direction"] == "input" and r["version"] is not None
+        }
+        outputs = {r["dataset"]: int(r["version"]) for r in mine if r["direction"] == "output"}
+        if head["status"] != "COMPLETE":
+            echo(f"stage {stage}: not reproduced, the run recorded it as {head['status']}")
+            continue
+        if stage not in REPRODUCIBLE_STAGES:
+            echo(
+                f"stage {stage}: not rebuilt (reproduce supports {', '.join(REPRODUCIBLE_STAGES)}"
+                f"; {stage} depends on state beyond its input versions). Recorded inputs: "
+                f"{_versions_text(inputs) or 'raw files'}; outputs: {_versions_text(outputs) or '-'}"
+            )
+            continue
+        for name, version in inputs.items():
+            check_version(spark, catalog, name, version)
+        stage_config, note = run_config(config, head["config_digest"])
+        echo(
+            f"stage {stage}: rebuilding from {_versions_text(inputs)} (as_of "
+            f"{head['as_of'] or 'from the data'}) into {scratch_root}"
+            + (f" [{note}]" if note else "")
+        )
+        _rebuild(spark, stage, stage_config, scratch, run_id, head["as_of"], inputs)
+        scratch_catalog = Catalog(scratch)
+        for name, version in outputs.items():
+            if not scratch_catalog.exists(spark, name):
+                continue  # written by the stage's bookkeeping, not by its builder
+            rebuilt = scratch_catalog.read(spark, name)
+            recorded = catalog.read(spark, name, version=check_version(spark, catalog, name, version))
+            if "as_of" in rebuilt.columns:
+                # channel_attribution keeps other dates' rows: compare the dates rebuilt.
+                dates = [r["as_of"] for r in rebuilt.select("as_of").distinct().collect()]
+                recorded = recorded.where(F.col("as_of").isin(dates))
+            only_recorded, only_rebuilt, diff_note = compare_outputs(recorded, rebuilt)
+            check = TableCheck(
+                stage, name, version, rebuilt.count(), only_recorded, only_rebuilt, diff_note
+            )
+            echo(check.line())
+            checks.append(check)
+    return checks
+
+
+def _versions_text(versions: dict[str, int]) -> str:
+    return ", ".join(f"{n}@{v}" for n, v in sorted(versions.items()))

@@ -1,0 +1,59 @@
+"""Restore a table to an earlier version, after showing what will change.
+
+The restore is Delta's own RESTORE (`DeltaTable.restoreToVersion`): a new version whose content
+equals the old one, so nothing is lost (the damaged version stays in the history) and the
+restore itself appears in `lakehouse history` with operation RESTORE and its userMetadata.
+"""
+
+from __future__ import annotations
+
+import getpass
+from collections.abc import Callable
+
+from pyspark.sql import SparkSession
+
+from lakehouse.audit.diff import TableDiff, diff_versions
+from lakehouse.audit.lineage import USER_METADATA_CONF
+from lakehouse.audit.timetravel import check_version, latest_version
+from lakehouse.catalog import Catalog
+
+
+def restore_plan(
+    spark: SparkSession, catalog: Catalog, name: str, version: int, sample: int = 5
+) -> TableDiff:
+    """What restoring `name` to `version` changes: the diff from the current version to it."""
+    check_version(spark, catalog, name, version)
+    current = latest_version(spark, catalog, name)
+    return diff_versions(spark, catalog, name, current, version, sample=sample)
+
+
+def restore_table(
+    spark: SparkSession, catalog: Catalog, name: str, version: int, reason: str = ""
+) -> int:
+    """Restore and return the new version. The commit says who restored and from where."""
+    check_version(spark, catalog, name, version)
+    previous = spark.conf.get(USER_METADATA_CONF, None)
+    who = _user()
+    spark.conf.set(
+        USER_METADATA_CONF,
+        f"restore to version {version} by {who} via lakehouse restore{(': ' + reason) if reason else ''}",
+    )
+    try:
+        catalog.delta_table(spark, name).restoreToVersion(version)
+    finally:
+        if previous is None:
+            spark.conf.unset(USER_METADATA_CONF)
+        else:
+            spark.conf.set(USER_METADATA_CONF, previous)
+    return latest_version(spark, catalog, name)
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def confirm(question: str, ask: Callable[[str], str] = input) -> bool:
+    return ask(f"{question} [y/N] ").strip().lower() in ("y", "yes")

@@ -1,0 +1,242 @@
+"""Reading the past: which versions a table has, and version / timestamp resolution.
+
+Every user-facing mistake (a table that is not there, a version that never existed or whose
+files VACUUM removed, a timestamp before the table's first commit) is one
+VersionNotAvailableError / TableNotFoundError line naming the table and the oldest and newest
+version available, so the user can pick a valid one.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from lakehouse.catalog import LAYERS, Catalog, parse_table_name
+from lakehouse.errors import TableNotFoundError, VersionNotAvailableError
+
+# Tables the contracts name (ARCHITECTURE.md); used to list tables where the data root cannot
+# be listed as a local folder (an object store), together with the configured extra tables.
+CONTRACT_TABLES = (
+    *(f"bronze.{t}" for t in (
+        "crm_customers", "clickstream", "orders", "payments", "social_posts", "iot_readings")),
+    *(f"silver.{t}" for t in (
+        "customers", "customer_pii", "events", "orders", "payments", "social_posts",
+        "iot_readings", "identity_map", "quarantine")),
+    *(f"gold.{t}" for t in (
+        "customer_360", "journeys", "kpi_daily", "kpi_channel_daily", "customer_segments",
+        "channel_attribution")),
+    *(f"audit.{t}" for t in (
+        "table_history", "lineage", "reconciliation", "dq_metrics", "stage_progress")),
+)
+_COMMIT_FILE = re.compile(r"^(\d{20})\.json$")
+
+
+@dataclass(frozen=True)
+class VersionRange:
+    """Versions of a table still in its log, and their commit times (UTC)."""
+
+    table: str
+    oldest: int
+    newest: int
+    oldest_ts: datetime
+    newest_ts: datetime
+
+    def describe(self) -> str:
+        return (
+            f"oldest available version {self.oldest} ({_iso(self.oldest_ts)}), newest "
+            f"{self.newest} ({_iso(self.newest_ts)})"
+        )
+
+
+def _iso(ts: datetime) -> str:
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _local_dir(catalog: Catalog, name: str) -> Path | None:
+    """The table's folder when the data root is a local file system, else None."""
+    if not catalog.config.is_local_data_dir:
+        return None
+    return Path(catalog.path(name).removeprefix("file:"))
+
+
+def list_tables(spark: SparkSession, catalog: Catalog, extra: Iterable[str] = ()) -> list[str]:
+    """Logical names of every Delta table under the data root, sorted."""
+    root = Path(catalog.root.removeprefix("file:")) / "lake"
+    if catalog.config.is_local_data_dir:
+        found = {
+            f"{layer.name}.{table.name}"
+            for layer in (root.iterdir() if root.is_dir() else [])
+            if layer.name in LAYERS and layer.is_dir()
+            for table in layer.iterdir()
+            if (table / "_delta_log").is_dir() and any((table / "_delta_log").glob("*.json"))
+        }
+        candidates = found | {n for n in extra if catalog.exists(spark, n)}
+    else:
+        candidates = {n for n in (*CONTRACT_TABLES, *extra) if catalog.exists(spark, n)}
+    return sorted(candidates)
+
+
+def latest_version(spark: SparkSession, catalog: Catalog, name: str) -> int | None:
+    """Newest committed version (None: no table). Locally the commit file names say it, which
+    is instant; the pipeline asks this for every table around every stage."""
+    folder = _local_dir(catalog, name)
+    if folder is None:
+        return catalog.current_version(spark, name)
+    log = folder / "_delta_log"
+    if not log.is_dir():
+        return None
+    versions = [int(m.group(1)) for p in log.iterdir() if (m := _COMMIT_FILE.match(p.name))]
+    return max(versions) if versions else None
+
+
+def table_versions(
+    spark: SparkSession, catalog: Catalog, names: Iterable[str]
+) -> dict[str, int]:
+    """Newest version of each existing table among `names`."""
+    versions = {name: latest_version(spark, catalog, name) for name in names}
+    return {name: v for name, v in versions.items() if v is not None}
+
+
+def require_table(spark: SparkSession, catalog: Catalog, name: str) -> None:
+    """TableNotFoundError (one line, listing what exists) unless `name` is a Delta table."""
+    parse_table_name(name)
+    if catalog.exists(spark, name):
+        return
+    layer = name.split(".")[0]
+    known = [t for t in list_tables(spark, catalog) if t.startswith(f"{layer}.")]
+    raise TableNotFoundError(
+        f"table {name} is not in the catalog (no Delta table at {catalog.path(name)}); "
+        f"tables of layer {layer}: {', '.join(known) or 'none'}"
+    )
+
+
+def version_range(spark: SparkSession, catalog: Catalog, name: str) -> VersionRange:
+    require_table(spark, catalog, name)
+    # unix_micros keeps the commit instant exact and zone-free on its way to the driver.
+    row = (
+        catalog.delta_table(spark, name)
+        .history()
+        .agg(
+            F.min("version").alias("oldest"),
+            F.max("version").alias("newest"),
+            F.min_by(F.unix_micros("timestamp"), "version").alias("oldest_us"),
+            F.max_by(F.unix_micros("timestamp"), "version").alias("newest_us"),
+        )
+        .first()
+    )
+    return VersionRange(
+        name, int(row["oldest"]), int(row["newest"]),
+        _from_micros(row["oldest_us"]), _from_micros(row["newest_us"]),
+    )
+
+
+def _from_micros(micros: int) -> datetime:
+    return datetime.fromtimestamp(micros / 1_000_000, tz=UTC)
+
+
+def check_version(spark: SparkSession, catalog: Catalog, name: str, version: int) -> int:
+    """`version` if it can be read; else one line with the table's available range."""
+    available = version_range(spark, catalog, name)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise TypeError(f"version must be an int, got {type(version).__name__} {version!r}")
+    if not available.oldest <= version <= available.newest:
+        raise VersionNotAvailableError(
+            f"table {name} has no version {version}: {available.describe()}"
+        )
+    missing = missing_files(spark, catalog, name, version)
+    if missing:
+        raise VersionNotAvailableError(
+            f"version {version} of table {name} can no longer be read: {missing} of its data "
+            f"files were removed (VACUUM); {available.describe()}"
+        )
+    return version
+
+
+def missing_files(spark: SparkSession, catalog: Catalog, name: str, version: int) -> int:
+    """Data files of `version` that are gone from a local data root (0 when not checkable)."""
+    if _local_dir(catalog, name) is None:
+        return 0
+    try:
+        files = (
+            spark.read.format("delta").option("versionAsOf", version)
+            .load(catalog.path(name)).inputFiles()
+        )
+    except Exception as exc:  # noqa: BLE001 - a log too old to replay is "not available" too
+        raise VersionNotAvailableError(
+            f"version {version} of table {name} cannot be reconstructed from its log "
+            f"({str(exc).splitlines()[0][:160]}); "
+            f"{version_range(spark, catalog, name).describe()}"
+        ) from None
+    return sum(not _file_path(f).exists() for f in files)
+
+
+def _file_path(uri: str) -> Path:
+    """A local file URI (file:///a%20b/x.parquet) or plain path as a Path."""
+    parsed = urlparse(uri)
+    return Path(unquote(parsed.path)) if parsed.scheme == "file" else Path(uri)
+
+
+def parse_timestamp(text: str) -> datetime:
+    """'2026-01-03', '2026-01-03T10:00:00', '...Z' or with an offset; no zone means UTC."""
+    cleaned = text.strip().replace("Z", "+00:00").replace(" ", "T", 1)
+    try:
+        parsed = datetime.fromisoformat(cleaned)
+    except ValueError:
+        raise ValueError(
+            f"'{text}' is not a timestamp: use YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS[Z]"
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def version_at(spark: SparkSession, catalog: Catalog, name: str, at: datetime) -> int:
+    """The newest version committed at or before `at` (what Delta's timestampAsOf reads)."""
+    available = version_range(spark, catalog, name)
+    at_utc = at if at.tzinfo else at.replace(tzinfo=UTC)
+    micros = int(at_utc.timestamp() * 1_000_000)
+    row = (
+        catalog.delta_table(spark, name)
+        .history()
+        .where(F.unix_micros("timestamp") <= F.lit(micros))
+        .agg(F.max("version").alias("v"))
+        .first()
+    )
+    if row["v"] is None:
+        raise VersionNotAvailableError(
+            f"table {name} did not exist yet at {_iso(at_utc)}: {available.describe()}"
+        )
+    return check_version(spark, catalog, name, int(row["v"]))
+
+
+def read_version(spark: SparkSession, catalog: Catalog, name: str, version: int) -> DataFrame:
+    """The table as of `version`, after checking that version can be read."""
+    return catalog.read(spark, name, version=check_version(spark, catalog, name, version))
+
+
+def pinned_versions(
+    spark: SparkSession,
+    catalog: Catalog,
+    names: Iterable[str],
+    versions: Mapping[str, int] | None = None,
+    timestamps: Mapping[str, datetime] | None = None,
+    run_timestamp: datetime | None = None,
+) -> dict[str, int]:
+    """Version to read for each of `names` the user pinned: TABLE=VERSION first, then
+    TABLE=TIMESTAMP, then the whole-run timestamp (for tables that exist). Unpinned tables are
+    left out: they are read at their newest version."""
+    versions, timestamps = dict(versions or {}), dict(timestamps or {})
+    pinned: dict[str, int] = {}
+    for name in names:
+        if name in versions:
+            pinned[name] = check_version(spark, catalog, name, versions[name])
+        elif name in timestamps:
+            pinned[name] = version_at(spark, catalog, name, timestamps[name])
+        elif run_timestamp is not None and catalog.exists(spark, name):
+            pinned[name] = version_at(spark, catalog, name, run_timestamp)
+    return pinned

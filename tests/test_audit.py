@@ -1,0 +1,212 @@
+"""Lineage, table history, OpenLineage events, reproduce, pinned reads and the hash chain.
+
+One module-scoped copy of the shared xs lake (built by run_stages bronze -> silver -> gold under
+run id ``xs-lake``, so its lineage was recorded on a fresh lake) plus one audit stage run. The
+expectations come from Delta's own logs (DESCRIBE HISTORY, the commit userMetadata), read here
+without the audit code.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import date, datetime
+from pathlib import Path
+
+import pytest
+from conftest import XS_AS_OF, copy_lake
+from pyspark.sql import functions as F
+
+from lakehouse.audit.lineage import stage_run_uuid
+from lakehouse.catalog import Catalog
+from lakehouse.cli import main
+from lakehouse.pipeline import RunContext, run_stages
+
+XS_RUN = "xs-lake"
+
+
+def lake_tables(root: str) -> list[str]:
+    lake = Path(root) / "lake"
+    return sorted(
+        f"{layer.name}.{t.name}" for layer in lake.iterdir() for t in layer.iterdir()
+        if (t / "_delta_log").is_dir()
+    )
+
+
+def delta_history(spark, catalog: Catalog, name: str) -> list[dict]:
+    rows = spark.sql(f"DESCRIBE HISTORY delta.`{catalog.path(name)}`").select(
+        "version", "operation", "userMetadata"
+    )
+    return [r.asDict() for r in rows.orderBy("version").collect()]
+
+
+@pytest.fixture(scope="module")
+def lake(spark, xs_lake, tmp_path_factory):
+    config = copy_lake(xs_lake, tmp_path_factory.mktemp("audit_lake") / "data")
+    run_stages(spark, config, "audit", RunContext(run_id="audit-1"), echo=lambda line: None)
+    return config
+
+
+def lineage_rows(spark, config, run_id: str) -> list[dict]:
+    df = Catalog(config).read(spark, "audit.lineage").where(F.col("run_id") == run_id)
+    return [r.asDict() for r in df.collect()]
+
+
+def test_lineage_names_every_table_read_and_written_with_existing_versions(spark, xs_lake, lake):
+    catalog = Catalog(lake)
+    rows = lineage_rows(spark, lake, XS_RUN)
+    assert {r["stage"] for r in rows} == {"bronze", "silver", "gold"}
+    assert {r["status"] for r in rows} == {"COMPLETE"}
+    assert {r["config_digest"] for r in rows} == {xs_lake.digest()}  # the lake was built there
+
+    # Written: exactly the versions whose commit carries the run id (Delta's own log).
+    written_by_run = {}
+    for name in lake_tables(lake.data_dir):
+        versions = [
+            h["version"] for h in delta_history(spark, catalog, name)
+            if f"run_id={XS_RUN}" in (h["userMetadata"] or "")
+        ]
+        if versions and name != "audit.lineage":
+            written_by_run[name] = (min(versions), max(versions))
+    outputs = {
+        r["dataset"]: (r["first_version"], r["version"]) for r in rows if r["direction"] == "output"
+    }
+    assert outputs == written_by_run
+    assert {n.split(".")[0] for n in outputs} >= {"bronze", "silver", "gold"}
+
+    # Read: gold names the five silver tables it builds from, at versions silver wrote.
+    gold_inputs = {
+        r["dataset"]: r["version"] for r in rows
+        if r["stage"] == "gold" and r["direction"] == "input"
+    }
+    assert set(gold_inputs) == {
+        "silver.customers", "silver.events", "silver.orders", "silver.social_posts",
+        "silver.iot_readings",
+    }
+    for name, version in gold_inputs.items():
+        assert version == outputs[name][1]
+    silver_inputs = {
+        r["dataset"] for r in rows if r["stage"] == "silver" and r["direction"] == "input"
+    }
+    assert {n for n in outputs if n.startswith("bronze.")} <= silver_inputs
+    raw = [r for r in rows if r["stage"] == "bronze" and r["direction"] == "input"]
+    raw_root = Path(lake.data_dir) / "raw"
+    assert sorted(Path(r["dataset"]).name for r in raw) == sorted(
+        p.name for p in raw_root.iterdir() if p.is_dir() and not p.name.startswith("_")
+    )
+    # Every version named exists in its table's history.
+    for r in rows:
+        if r["direction"] != "run" and r["version"] is not None:
+            versions = {h["version"] for h in delta_history(spark, catalog, r["dataset"])}
+            assert r["version"] in versions and (r["first_version"] in versions)
+
+
+def test_openlineage_events_follow_the_run_event_spec(lake):
+    folder = Path(lake.data_dir) / "lineage" / "openlineage"
+    events = [json.loads(p.read_text()) for p in sorted(folder.glob(f"*_{XS_RUN}_*.json"))]
+    by_stage = {}
+    for event in events:
+        by_stage.setdefault(event["job"]["name"], []).append(event)
+    assert set(by_stage) == {"pipeline.bronze", "pipeline.silver", "pipeline.gold"}
+    for name, stage_events in by_stage.items():
+        assert [e["eventType"] for e in stage_events] == ["START", "COMPLETE"]
+        run_ids = {e["run"]["runId"] for e in stage_events}
+        assert run_ids == {stage_run_uuid(XS_RUN, name.split(".")[1])}
+        uuid.UUID(run_ids.pop())
+        for e in stage_events:
+            datetime.fromisoformat(e["eventTime"].replace("Z", "+00:00"))
+            assert e["job"]["namespace"] == "lakehouse"
+            assert e["producer"].startswith("https://")
+            assert e["schemaURL"].startswith("https://openlineage.io/spec/")
+            assert e["run"]["facets"]["lakehouse_run"]["pipeline_run_id"] == XS_RUN
+    gold_done = by_stage["pipeline.gold"][1]
+    outputs = {
+        Path(d["name"]).name: d["facets"]["version"]["datasetVersion"] for d in gold_done["outputs"]
+    }
+    assert set(outputs) == {"customer_360", "journeys", "kpi_daily", "kpi_channel_daily"}
+    c360 = next(d for d in gold_done["outputs"] if d["name"].endswith("customer_360"))
+    assert {"name": "customer_key", "type": "string"} in c360["facets"]["schema"]["fields"]
+    assert all(d["namespace"] == "file" for d in gold_done["inputs"] + gold_done["outputs"])
+
+
+def test_history_is_complete_without_duplicates_after_rerunning_audit(spark, lake):
+    catalog = Catalog(lake)
+    run_stages(spark, lake, "audit", RunContext(run_id="audit-2"), echo=lambda line: None)
+    recorded = catalog.read(spark, "audit.table_history")
+    dupes = recorded.groupBy("table", "version").count().where(F.col("count") > 1).count()
+    assert dupes == 0
+    by_table: dict[str, set[int]] = {}
+    for r in recorded.select("table", "version").collect():
+        by_table.setdefault(r["table"], set()).add(r["version"])
+    for name in lake_tables(lake.data_dir):
+        versions = {h["version"] for h in delta_history(spark, catalog, name)}
+        if name in ("audit.table_history", "audit.lineage"):
+            # Written after the second audit collected the history: recorded next time.
+            versions -= {max(versions)}
+        assert by_table.get(name, set()) == versions, name
+    made_by = {
+        r["version"]: r["run_id"]
+        for r in recorded.where(F.col("table") == "gold.customer_360").collect()
+    }
+    assert made_by[0] == XS_RUN
+    checks = catalog.read(spark, "audit.reconciliation").where(F.col("audit_run_id") == "audit-2")
+    assert checks.count() >= 8 and checks.where(~F.col("passed")).count() == 0
+
+
+def test_reproduce_reports_identical_output(lake, capsys, monkeypatch):
+    monkeypatch.setenv("LAKEHOUSE_DATA_DIR", lake.data_dir)
+    assert main(["reproduce", XS_RUN]) == 0
+    out = capsys.readouterr().out
+    for table in ("customer_360", "journeys", "kpi_daily", "kpi_channel_daily"):
+        assert f"gold.{table} (version 0): identical" in out
+    assert "stage bronze: not rebuilt" in out and "stage silver: not rebuilt" in out
+    assert f"run {XS_RUN}: 4/4 output table(s) identical" in out
+    assert (Path(lake.data_dir) / "scratch" / "reproduce" / XS_RUN / "lake" / "gold").is_dir()
+
+
+def test_gold_reads_the_pinned_silver_version(spark, lake, capsys, monkeypatch):
+    catalog = Catalog(lake)
+    # silver.orders version 0 is its empty creation (silver creates tables by an empty append).
+    assert catalog.read(spark, "silver.orders", version=0).count() == 0
+    monkeypatch.setenv("LAKEHOUSE_DATA_DIR", lake.data_dir)
+    argv = ["run", "gold", "--as-of", XS_AS_OF, "--as-of-version", "silver.orders=0"]
+    assert main(argv) == 0
+    run_id = capsys.readouterr().out.split()[1].rstrip(":")
+    rows = lineage_rows(spark, lake, run_id)
+    inputs = {r["dataset"]: r["version"] for r in rows if r["direction"] == "input"}
+    assert inputs["silver.orders"] == 0
+    assert inputs["silver.customers"] == catalog.current_version(spark, "silver.customers")
+    kpis = catalog.read(spark, "gold.kpi_daily")
+    assert kpis.agg(F.sum("orders")).first()[0] == 0
+    assert kpis.select("as_of").distinct().first()[0] == date.fromisoformat(XS_AS_OF)
+
+
+def test_verify_finds_the_edited_and_the_removed_record(spark, lake, capsys, monkeypatch):
+    from delta.tables import DeltaTable
+
+    catalog = Catalog(lake)
+    monkeypatch.setenv("LAKEHOUSE_DATA_DIR", lake.data_dir)
+    assert main(["audit", "verify"]) == 0
+    assert "audit.table_history" in capsys.readouterr().out
+
+    history = catalog.read(spark, "audit.table_history")
+    target = history.where(
+        (F.col("table") == "gold.customer_360") & (F.col("version") == 0)
+    ).first()
+    DeltaTable.forPath(spark, catalog.path("audit.table_history")).update(
+        (F.col("table") == "gold.customer_360") & (F.col("version") == 0),
+        {"rows_written": F.lit(999)},
+    )
+    assert main(["audit", "verify"]) == 1
+    captured = capsys.readouterr()
+    assert (
+        f"audit.table_history: chain BROKEN at record {target['record_seq']} "
+        f"(table=gold.customer_360 version=0): its content does not match its hash"
+    ) in captured.out
+    assert f"audit.table_history record {target['record_seq']}" in captured.err
+
+    lineage = catalog.read(spark, "audit.lineage")
+    middle = lineage.agg(F.max("record_seq")).first()[0] // 2
+    DeltaTable.forPath(spark, catalog.path("audit.lineage")).delete(F.col("record_seq") == middle)
+    assert main(["audit", "verify"]) == 1
+    assert f"audit.lineage: chain BROKEN at record {middle}" in capsys.readouterr().out

@@ -1,0 +1,54 @@
+"""Restore drill on a private copy of the xs lake: damage gold.customer_360, restore, compare."""
+
+from __future__ import annotations
+
+from conftest import copy_lake
+from delta.tables import DeltaTable
+from pyspark.sql import functions as F
+from pyspark.testing import assertDataFrameEqual
+
+from lakehouse.audit.reconcile import gold_checks
+from lakehouse.catalog import Catalog
+from lakehouse.cli import main
+
+TABLE = "gold.customer_360"
+
+
+def test_restore_drill(spark, xs_lake, tmp_path, capsys, monkeypatch):
+    config = copy_lake(xs_lake, tmp_path / "lake")
+    catalog = Catalog(config)
+    monkeypatch.setenv("LAKEHOUSE_DATA_DIR", config.data_dir)
+    good = catalog.current_version(spark, TABLE)
+    good_df = catalog.read(spark, TABLE, version=good)
+    total = good_df.count()
+    # Damage: drop every customer of one country, zero everyone's monetary value.
+    country = good_df.where(F.col("country").isNotNull()).first()["country"]
+    dropped = good_df.where(F.col("country") == country).count()
+    table = DeltaTable.forPath(spark, catalog.path(TABLE))
+    table.delete(F.col("country") == country)
+    table.update(F.col("monetary") > 0, {"monetary": F.lit(0.0)})
+    damaged_at = catalog.current_version(spark, TABLE)
+    failed = {(c["check"], c["subject"]) for c in gold_checks(spark, catalog) if not c["passed"]}
+    assert failed == {("gold_customers", TABLE), ("order_value", TABLE)}
+    changed = good_df.where((F.col("country") != country) | F.col("country").isNull()).where(
+        F.col("monetary") > 0
+    ).count()
+
+    # Without a terminal and without --yes: refused, nothing changes.
+    assert main(["restore", TABLE, "--version", str(good)]) == 2
+    captured = capsys.readouterr()
+    assert "stdin is not a terminal; pass --yes" in captured.err
+    assert f"{dropped:,} added, 0 removed, {changed:,} changed" in captured.out
+    assert catalog.current_version(spark, TABLE) == damaged_at
+
+    assert main(["restore", TABLE, "--version", str(good), "--yes"]) == 0
+    assert f"new version {damaged_at + 1}" in capsys.readouterr().out
+    assertDataFrameEqual(catalog.read(spark, TABLE), good_df)
+    assert catalog.read(spark, TABLE).count() == total
+    assert all(c["passed"] for c in gold_checks(spark, catalog))
+    last = DeltaTable.forPath(spark, catalog.path(TABLE)).history(1).first()
+    assert last["operation"] == "RESTORE"
+    assert f"restore to version {good}" in last["userMetadata"]
+
+    assert main(["history", TABLE, "--limit", "2"]) == 0
+    assert "RESTORE" in capsys.readouterr().out
