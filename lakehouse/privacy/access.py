@@ -1,0 +1,130 @@
+"""Role-based access: a role's view of a table, from the matrix in conf/access.yaml.
+
+Deny by default: an unknown role, a table the role is not granted, and a column the matrix
+does not list are all refused or removed. A granted table gives its listed columns, ``clear``
+as stored, ``masked`` with strings cut to their first character plus ``***`` (other types
+null), ``hidden`` removed; rows are filtered by ``where`` (a condition over the table's own
+columns) and ``consent`` (only customers with marketing_consent in silver.customers).
+
+This is enforced by the job suite, not by the storage: see conf/access.yaml for how it maps
+onto Unity Catalog or Ranger grants in production.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from lakehouse.catalog import Catalog, parse_table_name
+from lakehouse.config import Config, load_yaml_file
+from lakehouse.errors import AccessDeniedError, ConfigError
+
+MODES = ("clear", "masked", "hidden")
+CONSENT_TABLE = "silver.customers"
+
+
+@dataclass(frozen=True)
+class TableGrant:
+    columns: dict[str, str]
+    where: str | None = None
+    consent: bool = False
+
+
+@dataclass(frozen=True)
+class AccessMatrix:
+    roles: dict[str, dict[str, TableGrant]] = field(default_factory=dict)
+
+    def grant(self, role: str, table: str) -> TableGrant:
+        if role not in self.roles:
+            raise AccessDeniedError(
+                f"unknown role '{role}' (roles: {', '.join(sorted(self.roles))}; see "
+                f"conf/access.yaml)"
+            )
+        tables = self.roles[role]
+        if table not in tables:
+            raise AccessDeniedError(
+                f"role '{role}' may not read {table} (conf/access.yaml grants it: "
+                f"{', '.join(sorted(tables)) or 'nothing'})"
+            )
+        return tables[table]
+
+
+def parse_matrix(raw: dict[str, Any], where: str = "access.yaml") -> AccessMatrix:
+    """Validate the YAML mapping (one clear line naming the entry on a mistake)."""
+    roles_raw = raw.get("roles")
+    if not isinstance(roles_raw, dict):
+        raise ConfigError(f"{where}: top-level 'roles' mapping is missing")
+    roles: dict[str, dict[str, TableGrant]] = {}
+    for role, tables in roles_raw.items():
+        grants: dict[str, TableGrant] = {}
+        for table, entry in (tables or {}).items():
+            parse_table_name(table)
+            if not isinstance(entry, dict) or not isinstance(entry.get("columns"), dict):
+                raise ConfigError(f"{where}: roles.{role}.{table} needs a 'columns' mapping")
+            columns = {str(c): str(m) for c, m in entry["columns"].items()}
+            bad = {c: m for c, m in columns.items() if m not in MODES}
+            if bad:
+                c, m = next(iter(bad.items()))
+                raise ConfigError(
+                    f"{where}: roles.{role}.{table}.columns.{c} is '{m}' (use one of "
+                    f"{', '.join(MODES)})"
+                )
+            grants[table] = TableGrant(columns, entry.get("where"), bool(entry.get("consent")))
+        roles[str(role)] = grants
+    return AccessMatrix(roles)
+
+
+def load_matrix(config: Config) -> AccessMatrix:
+    path = config.conf_dir / config.get("privacy.access_file")
+    return parse_matrix(load_yaml_file(path, "the access matrix"), str(path))
+
+
+def masked(column: str, data_type: T.DataType) -> Column:
+    """First character and '***' for strings (null stays null); null for any other type."""
+    if isinstance(data_type, T.StringType):
+        return F.when(
+            F.col(column).isNotNull(), F.concat(F.substring(F.col(column), 1, 1), F.lit("***"))
+        ).alias(column)
+    return F.lit(None).cast(data_type).alias(column)
+
+
+def apply_grant(df: DataFrame, grant: TableGrant, consenting_df: DataFrame | None) -> DataFrame:
+    """Rows filtered, then columns kept, masked or removed as the grant says (pure)."""
+    columns = df.columns
+    if grant.where:
+        df = df.where(F.expr(grant.where))
+    if grant.consent:
+        if consenting_df is None or "customer_key" not in df.columns:
+            # No way to prove consent: nothing is shown rather than everything.
+            df = df.where(F.lit(False))
+        else:
+            df = df.join(consenting_df.select("customer_key").distinct(), "customer_key",
+                         how="left_semi").select(*columns)
+    types = {f.name: f.dataType for f in df.schema.fields}
+    selected = []
+    for name in columns:
+        mode = grant.columns.get(name, "hidden")
+        if mode == "clear":
+            selected.append(F.col(name))
+        elif mode == "masked":
+            selected.append(masked(name, types[name]))
+    return df.select(*selected)
+
+
+def view(spark: SparkSession, config: Config, role: str, table: str) -> DataFrame:
+    """What ``role`` may see of ``table``; AccessDeniedError when the matrix does not allow it."""
+    grant = load_matrix(config).grant(role, table)
+    catalog = Catalog(config)
+    df = catalog.read(spark, table) if catalog.exists(spark, table) else None
+    if df is None:
+        from lakehouse.errors import TableNotFoundError
+
+        raise TableNotFoundError(f"table {table} does not exist yet at {catalog.path(table)}")
+    consenting = None
+    if grant.consent and catalog.exists(spark, CONSENT_TABLE):
+        consenting = catalog.read(spark, CONSENT_TABLE).where(F.col("marketing_consent"))
+    return apply_grant(df, grant, consenting)

@@ -1,0 +1,572 @@
+"""Erasure ("right to be forgotten"): remove one person from every layer, physically.
+
+What happens, in order (the order matters for a re-run after a crash, see below):
+
+1. The person is resolved to every identifier the lakehouse holds for them: customer_id(s),
+   customer_key(s), emails, handles, email/phone/handle pseudonyms, cookie and device ids
+   (silver.identity_map) and order ids (their payments carry no customer column).
+2. Every Delta table of bronze, silver, gold and audit that has an identifying column loses the
+   rows that match (generic over columns, so tables added later are covered): identifier
+   columns by value, raw-line columns (``_raw``, ``raw``, ``raw_record``, ``_rescued_data``)
+   by a token match. The delete is a MERGE against a one-row source holding the identifiers,
+   so the commit's recorded predicate names columns only: a ``DELETE ... WHERE email = '...'``
+   would copy the email into the ``_delta_log`` for good.
+3. Raw files under ``<data_dir>/raw`` that hold the person's lines are rewritten without them
+   (a hidden temp file, then an atomic rename). The bronze stream's checkpoint records file
+   names, so a rewritten file is not ingested again.
+4. Physical: deletion vectors are off in this project, so the MERGE already rewrote the data
+   files (with deletion vectors on, ``REORG TABLE ... APPLY (PURGE)`` would be needed first).
+   VACUUM with ``privacy.erasure_vacuum_retention_hours`` then removes the old data files and
+   the change-data-feed files (``_change_data``) that held the rows. With 0 hours, readers of
+   an older snapshot that are running at that moment fail and time travel before the erasure
+   is gone; that is the price of an erasure that is physical at once.
+5. audit.erasure_log records the request without the person's data: request id, a keyed hash
+   of the identifier asked for, each step (table or raw folder) with the rows it removed,
+   timestamps and status.
+
+Crash safety: each finished step is logged; a re-run resumes the open request and skips logged
+steps. Tables the person is resolved from (orders, identity map, customers, customer_pii, bronze
+CRM) are erased last, so a re-run can still resolve them. A repeated erase of an erased person
+finds nothing, commits nothing and says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import re
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from lakehouse.catalog import Catalog
+from lakehouse.config import Config
+from lakehouse.errors import DataDirError, SubjectNotFoundError
+from lakehouse.privacy.pseudonym import pseudonym_key
+
+ERASURE_LOG = "audit.erasure_log"
+ERASURE_LOG_SCHEMA = T.StructType(
+    [
+        T.StructField("request_id", T.StringType()),
+        T.StructField("subject_hash", T.StringType()),
+        T.StructField("step", T.StringType()),
+        T.StructField("rows_deleted", T.LongType()),
+        T.StructField("files_rewritten", T.LongType()),
+        T.StructField("status", T.StringType()),
+        T.StructField("recorded_at", T.TimestampType()),
+    ]
+)
+# Audit tables of the privacy features themselves never hold a person's data.
+SKIPPED_TABLES = frozenset({ERASURE_LOG, "audit.privacy_ledger"})
+# Erased last, in this order: the person is resolved from them, so a re-run after a crash can
+# still find every identifier while any of them holds the person.
+RESOLUTION_TABLES = (
+    "silver.orders", "bronze.orders", "silver.identity_map", "silver.customers",
+    "silver.customer_pii", "bronze.crm_customers",
+)
+ERASED_LAYERS = ("bronze", "silver", "gold", "audit")
+RAW_SUFFIXES = (".csv", ".jsonl", ".txt")
+
+# Identifier column -> field of the subject row it is compared with (by exact value).
+VALUE_COLUMNS = {
+    "customer_key": "customer_keys",
+    "customer_id": "customer_ids",
+    "cookie_id": "cookies",
+    "device_id": "devices",
+    "order_id": "order_ids",
+    "email_pseudonym": "email_pseudonyms",
+    "phone_pseudonym": "phone_pseudonyms",
+    "handle_pseudonym": "handle_pseudonyms",
+    "id_value": "id_values",
+    "natural_key": "natural_keys",
+}
+RAW_COLUMNS = ("_raw", "raw", "raw_record", "_rescued_data")
+
+
+@dataclass(frozen=True)
+class Subject:
+    """Every identifier of one person (raw values: kept in memory only, never written)."""
+
+    customer_ids: frozenset[str] = frozenset()
+    customer_keys: frozenset[str] = frozenset()
+    emails: frozenset[str] = frozenset()
+    handles: frozenset[str] = frozenset()  # normalised: lower-case, one leading '@'
+    cookies: frozenset[str] = frozenset()
+    devices: frozenset[str] = frozenset()
+    order_ids: frozenset[str] = frozenset()
+    email_pseudonyms: frozenset[str] = frozenset()
+    phone_pseudonyms: frozenset[str] = frozenset()
+    handle_pseudonyms: frozenset[str] = frozenset()
+
+    @property
+    def id_values(self) -> frozenset[str]:
+        return (self.customer_keys | self.email_pseudonyms | self.phone_pseudonyms
+                | self.handle_pseudonyms | self.cookies | self.devices)
+
+    @property
+    def raw_tokens(self) -> list[str]:
+        """Lower-case strings whose occurrence (as a whole token) marks a raw line as theirs."""
+        tokens = (self.customer_ids | self.customer_keys | self.emails | self.cookies
+                  | self.devices | self.order_ids | {h.lstrip("@") for h in self.handles})
+        return sorted(t.lower() for t in tokens if t and len(t) >= 4)
+
+    @property
+    def raw_pattern(self) -> str | None:
+        """One Java/Python regex matching any token not embedded in a longer word."""
+        tokens = self.raw_tokens
+        if not tokens:
+            return None
+        return r"(?<![a-z0-9_])(" + "|".join(re.escape(t) for t in tokens) + r")(?![a-z0-9_])"
+
+    def is_empty(self) -> bool:
+        return not (self.customer_ids or self.customer_keys or self.emails or self.handles)
+
+
+@dataclass
+class ErasureResult:
+    request_id: str
+    subject_hash: str
+    rows_deleted: dict[str, int] = field(default_factory=dict)
+    files_rewritten: dict[str, int] = field(default_factory=dict)
+    vacuumed: list[str] = field(default_factory=list)
+    already_erased: bool = False
+
+    @property
+    def total_rows(self) -> int:
+        return sum(self.rows_deleted.values())
+
+
+# -- identifiers -----------------------------------------------------------------------------
+
+
+def keyed_hash(key: bytes, kind: str, value: str) -> str:
+    """hex HMAC-SHA256 of ``kind:value``: equals ``pseudonym(kind, value)`` of Spark."""
+    return hmac.new(key, f"{kind}:{value}".encode(), hashlib.sha256).hexdigest()
+
+
+def normalise_email(value: str) -> str:
+    return value.strip().lower()
+
+
+def normalise_handle(value: str) -> str:
+    bare = value.strip().lower().lstrip("@")
+    return f"@{bare}" if bare else ""
+
+
+def subject_hash(key: bytes, customer_id: str | None, email: str | None) -> str:
+    """Keyed hash of what was asked for: the audit trail can match repeats, not read them."""
+    if customer_id:
+        return keyed_hash(key, "erasure", f"customer_id:{customer_id.strip()}")
+    return keyed_hash(key, "erasure", f"email:{normalise_email(email or '')}")
+
+
+def _strings(rows: Iterable, column: str) -> frozenset[str]:
+    return frozenset(str(r[column]).strip() for r in rows if r[column] is not None
+                     and str(r[column]).strip())
+
+
+def resolve_subject(
+    spark: SparkSession, catalog: Catalog, key: bytes,
+    customer_ids: Iterable[str] = (), emails_asked: Iterable[str] = (),
+) -> Subject:
+    """Every identifier of the people asked for, from bronze CRM and silver (small reads)."""
+    ids: set[str] = {i.strip() for i in customer_ids if i and i.strip()}
+    emails: set[str] = {normalise_email(e) for e in emails_asked if e and e.strip()}
+    handles: set[str] = set()
+    keys: set[str] = set()
+
+    def read(name: str) -> DataFrame | None:
+        return catalog.read(spark, name) if catalog.exists(spark, name) else None
+
+    crm = read("bronze.crm_customers")
+    if crm is not None:
+        match = F.trim("customer_id").isin(sorted(ids)) if ids else F.lit(False)
+        if emails:
+            match = match | F.lower(F.trim("email")).isin(sorted(emails))
+        rows = crm.where(match).select("customer_id", "email", "social_handle").collect()
+        ids |= _strings(rows, "customer_id")
+        emails |= {normalise_email(e) for e in _strings(rows, "email")}
+        handles |= {normalise_handle(h) for h in _strings(rows, "social_handle")}
+    keys |= {keyed_hash(key, "crm", i) for i in ids}
+
+    pii = read("silver.customer_pii")
+    if pii is not None:
+        match = F.col("customer_key").isin(sorted(keys)) if keys else F.lit(False)
+        if emails:
+            match = match | F.col("email").isin(sorted(emails))
+        rows = pii.where(match).select("customer_key", "email", "social_handle").collect()
+        keys |= _strings(rows, "customer_key")
+        emails |= {normalise_email(e) for e in _strings(rows, "email")}
+        handles |= {normalise_handle(h) for h in _strings(rows, "social_handle")}
+
+    by_type: dict[str, set[str]] = {}
+    identity = read("silver.identity_map")
+    if identity is not None and keys:
+        for r in identity.where(F.col("customer_key").isin(sorted(keys))).select(
+            "id_type", "id_value"
+        ).collect():
+            by_type.setdefault(r["id_type"], set()).add(r["id_value"])
+
+    order_ids: set[str] = set()
+    orders = read("silver.orders")
+    if orders is not None and keys:
+        order_ids |= _strings(
+            orders.where(F.col("customer_key").isin(sorted(keys))).select("order_id").collect(),
+            "order_id",
+        )
+    raw_orders = read("bronze.orders")
+    if raw_orders is not None and ids:
+        order_ids |= _strings(
+            raw_orders.where(F.trim("customer_id").isin(sorted(ids))).select("order_id")
+            .collect(), "order_id",
+        )
+    handles.discard("")
+    return Subject(
+        customer_ids=frozenset(ids),
+        customer_keys=frozenset(keys),
+        emails=frozenset(emails),
+        handles=frozenset(handles),
+        cookies=frozenset(by_type.get("cookie", set())),
+        devices=frozenset(by_type.get("device", set())),
+        order_ids=frozenset(order_ids),
+        email_pseudonyms=frozenset(by_type.get("email", set()))
+        | {keyed_hash(key, "email", e) for e in emails},
+        phone_pseudonyms=frozenset(by_type.get("phone", set())),
+        handle_pseudonyms=frozenset(by_type.get("handle", set()))
+        | {keyed_hash(key, "handle", h) for h in handles},
+    )
+
+
+# -- pure parts: the match condition and the raw-line filter ---------------------------------
+
+
+def erasure_condition(schema: T.StructType) -> str | None:
+    """SQL condition (target ``t``, one-row subject ``s``) that matches the person's rows.
+
+    None when the table has no identifying column (aggregates, metrics): nothing to erase.
+    Only column names appear in it, never a value.
+    """
+    names = {f.name for f in schema.fields}
+    parts = [
+        f"array_contains(s.{field_name}, trim(cast(t.`{column}` as string)))"
+        for column, field_name in VALUE_COLUMNS.items() if column in names
+    ]
+    if "email" in names:
+        parts.append("array_contains(s.emails, lower(trim(cast(t.`email` as string))))")
+    for column in ("social_handle", "handle"):
+        if column in names:
+            parts.append(
+                f"array_contains(s.handles, concat('@', regexp_replace(lower(trim("
+                f"cast(t.`{column}` as string))), '^@+', '')))"
+            )
+    parts += [
+        f"coalesce(lower(cast(t.`{c}` as string)) rlike s.pattern, false)"
+        for c in RAW_COLUMNS if c in names
+    ]
+    return " OR ".join(f"({p})" for p in parts) if parts else None
+
+
+def subject_frame(spark: SparkSession, subject: Subject) -> DataFrame:
+    """The person's identifiers as one row of arrays (the MERGE source)."""
+    arrays = {
+        "customer_keys": subject.customer_keys, "customer_ids": subject.customer_ids,
+        "cookies": subject.cookies, "devices": subject.devices, "order_ids": subject.order_ids,
+        "email_pseudonyms": subject.email_pseudonyms,
+        "phone_pseudonyms": subject.phone_pseudonyms,
+        "handle_pseudonyms": subject.handle_pseudonyms, "id_values": subject.id_values,
+        "natural_keys": subject.customer_ids | subject.order_ids,
+        "emails": subject.emails, "handles": subject.handles,
+    }
+    schema = T.StructType(
+        [T.StructField(k, T.ArrayType(T.StringType())) for k in arrays]
+        + [T.StructField("pattern", T.StringType())]
+    )
+    # A pattern that cannot match keeps `rlike` well-defined when there is no token.
+    pattern = subject.raw_pattern or r"(?!x)x"
+    return spark.createDataFrame([(*[sorted(v) for v in arrays.values()], pattern)], schema)
+
+
+def without_subject_lines(lines: list[str], pattern: re.Pattern[str]) -> tuple[list[str], int]:
+    """Lines that do not belong to the person, and how many did."""
+    kept = [line for line in lines if not pattern.search(line.lower())]
+    return kept, len(lines) - len(kept)
+
+
+# -- I/O edge --------------------------------------------------------------------------------
+
+
+def _local(path: str) -> Path:
+    return Path(path.removeprefix("file:"))
+
+
+def erasable_tables(catalog: Catalog) -> list[str]:
+    """Delta tables of the erased layers, resolution tables last (see module docstring)."""
+    found: list[str] = []
+    for layer in ERASED_LAYERS:
+        folder = _local(catalog.root) / "lake" / layer
+        if folder.is_dir():
+            found += sorted(
+                f"{layer}.{p.name}" for p in folder.iterdir() if (p / "_delta_log").is_dir()
+            )
+    found = [t for t in found if t not in SKIPPED_TABLES]
+    first = [t for t in found if t not in RESOLUTION_TABLES]
+    return first + [t for t in RESOLUTION_TABLES if t in found]
+
+
+def count_subject_rows(
+    spark: SparkSession, catalog: Catalog, name: str, source_df: DataFrame
+) -> int:
+    df = catalog.read(spark, name)
+    condition = erasure_condition(df.schema)
+    if condition is None:
+        return 0
+    return df.alias("t").crossJoin(F.broadcast(source_df.alias("s"))).where(condition).count()
+
+
+def delete_subject_rows(
+    spark: SparkSession, catalog: Catalog, name: str, source_df: DataFrame,
+    rows: int | None = None,
+) -> int:
+    """Delete the person's rows from one table; 0 (and no commit) when it holds none.
+
+    ``rows``: their number when the caller has just counted them.
+    """
+    if rows is None:
+        rows = count_subject_rows(spark, catalog, name, source_df)
+    if rows == 0:
+        return 0
+    condition = erasure_condition(catalog.read(spark, name).schema)
+    before = catalog.current_version(spark, name)
+    (
+        catalog.delta_table(spark, name).alias("t")
+        .merge(F.broadcast(source_df.alias("s")), condition)
+        .whenMatchedDelete()
+        .execute()
+    )
+    if name.startswith("bronze."):
+        _advance_stage_progress(spark, catalog, name, before, catalog.current_version(spark, name))
+    return rows
+
+
+def _advance_stage_progress(
+    spark: SparkSession, catalog: Catalog, bronze_table: str, before: int | None, after: int | None
+) -> None:
+    """A stage that had read bronze up to the erasure skips the erasure's own version.
+
+    That version adds no rows, and after VACUUM its change-feed files are gone, so reading it
+    as a change feed would fail.
+    """
+    progress = "audit.stage_progress"
+    if before is None or after is None or not catalog.exists(spark, progress):
+        return
+    behind = (F.col("bronze_table") == bronze_table) & (F.col("bronze_version") == before)
+    if catalog.read(spark, progress).where(behind).isEmpty():
+        return
+    catalog.delta_table(spark, progress).update(
+        condition=behind, set={"bronze_version": F.lit(after).cast("long")}
+    )
+
+
+def rewrite_raw_files(catalog: Catalog, subject: Subject) -> dict[str, tuple[int, int]]:
+    """Raw files without the person's lines: {folder: (lines removed, files rewritten)}."""
+    if not catalog.config.is_local_data_dir:
+        raise DataDirError("erasure of raw files needs a local data_dir (or a storage job)")
+    pattern_text = subject.raw_pattern
+    root = _local(catalog.raw_root)
+    if pattern_text is None or not root.is_dir():
+        return {}
+    pattern = re.compile(pattern_text)
+    out: dict[str, tuple[int, int]] = {}
+    for path in sorted(root.rglob("*")):
+        if not path.is_file() or path.suffix not in RAW_SUFFIXES or path.name.startswith((".", "_")):
+            continue
+        text = path.read_text(encoding="utf-8")
+        lines = text.splitlines(keepends=True)
+        kept, removed = without_subject_lines(lines, pattern)
+        if not removed:
+            continue
+        # Hidden name: the bronze file source ignores files starting with '.', so a stream
+        # running now never sees the half-written copy; rename is atomic on one file system.
+        tmp = path.with_name(f".{path.name}.erasure-{uuid.uuid4().hex[:8]}")
+        tmp.write_text("".join(kept), encoding="utf-8")
+        os.replace(tmp, path)
+        folder = path.parent.relative_to(root).as_posix()
+        lines_before, files_before = out.get(folder, (0, 0))
+        out[folder] = (lines_before + removed, files_before + 1)
+    return out
+
+
+def vacuum_now(spark: SparkSession, catalog: Catalog, name: str, retention_hours: float) -> None:
+    """VACUUM with the erasure retention; under the 7-day safety minimum only for this call."""
+    check = "spark.databricks.delta.retentionDurationCheck.enabled"
+    previous = spark.conf.get(check, "true")
+    spark.conf.set(check, "false")
+    try:
+        catalog.delta_table(spark, name).vacuum(float(retention_hours))
+    finally:
+        spark.conf.set(check, previous)
+
+
+def _log_rows(spark: SparkSession, catalog: Catalog) -> list:
+    if not catalog.exists(spark, ERASURE_LOG):
+        return []
+    return catalog.read(spark, ERASURE_LOG).collect()
+
+
+def _append_log(spark: SparkSession, catalog: Catalog, rows: list[tuple]) -> None:
+    """One commit to audit.erasure_log (rows without their timestamp, added here)."""
+    from lakehouse.silver.io import append
+
+    now = datetime.now(UTC).replace(tzinfo=None)
+    df = spark.createDataFrame([(*r[:4], int(r[4]), r[5], now) for r in rows], ERASURE_LOG_SCHEMA)
+    append(spark, catalog, ERASURE_LOG, df)
+
+
+def erase_subject(
+    spark: SparkSession, config: Config, *, customer_id: str | None = None,
+    email: str | None = None, echo: Callable[[str], None] = lambda _line: None,
+    stop_after: str | None = None,
+) -> ErasureResult:
+    """Erase one person (by customer id or email) from every layer; see the module docstring.
+
+    ``stop_after`` (tests only) stops right after that step, as a crash would.
+    """
+    if bool(customer_id) == bool(email):
+        raise ValueError("give exactly one of customer_id or email")
+    key = pseudonym_key(config)
+    who = "customer id" if customer_id else "email"
+    return erase_people(
+        spark, config, subject_hash(key, customer_id, email),
+        customer_ids=[customer_id] if customer_id else [], emails=[email] if email else [],
+        not_found=(f"no data held for the {who} given (checked bronze, silver, gold and raw "
+                   f"files): check the {who}; nothing was changed"),
+        echo=echo, stop_after=stop_after, key=key,
+    )
+
+
+def erase_people(
+    spark: SparkSession, config: Config, subject_id: str, *, customer_ids: Iterable[str] = (),
+    emails: Iterable[str] = (), not_found: str | None = None,
+    echo: Callable[[str], None] = lambda _line: None, stop_after: str | None = None,
+    key: bytes | None = None,
+) -> ErasureResult:
+    """Erase everyone named (one request, logged under ``subject_id``, a keyed hash).
+
+    The log gets one commit with the plan (status ``planned``: each table and the raw files
+    with the rows found) before anything is deleted, and one with the outcome (``done`` per
+    step, then ``complete``) after VACUUM. A re-run finds the open request, deletes what is
+    still there (a step already done finds nothing and commits nothing) and vacuums every
+    planned table, so a crash anywhere in between is completed by running the same command.
+
+    ``not_found``: message of the SubjectNotFoundError raised when nothing is held and no
+    earlier request for ``subject_id`` exists; None = return an empty result instead.
+    ``stop_after`` (tests only) stops right after that step, as a crash would.
+    """
+    catalog = Catalog(config)
+    key = key or pseudonym_key(config)
+    log = [r for r in _log_rows(spark, catalog) if r["subject_hash"] == subject_id]
+    completed = {r["request_id"] for r in log if r["status"] == "complete"}
+    open_requests = sorted(
+        {r["request_id"] for r in log if r["request_id"] not in completed},
+        key=lambda rid: min(r["recorded_at"] for r in log if r["request_id"] == rid),
+    )
+    request_id = open_requests[-1] if open_requests else uuid.uuid4().hex
+    planned_before = {r["step"] for r in log if r["request_id"] == request_id}
+    result = ErasureResult(request_id, subject_id)
+
+    subject = resolve_subject(spark, catalog, key, list(customer_ids), list(emails))
+    source_df = subject_frame(spark, subject).cache()
+    try:
+        tables = erasable_tables(catalog)
+        counts = {t: count_subject_rows(spark, catalog, t, source_df) for t in tables}
+        holds_raw = _raw_has_subject(catalog, subject)
+        plan = {t: n for t, n in counts.items() if n}
+        if holds_raw:
+            plan["raw"] = 0
+        if not plan and not open_requests:
+            if completed or not_found is None:
+                result.already_erased = bool(completed)
+                echo("erase: nothing held for this person any more (already erased); "
+                     "nothing changed" if completed else "erase: nothing to erase")
+                return result
+            raise SubjectNotFoundError(not_found)
+        new_steps = {step: n for step, n in plan.items() if step not in planned_before}
+        if new_steps:
+            _append_log(spark, catalog, [
+                (request_id, subject_id, step, n, 0, "planned") for step, n in new_steps.items()
+            ])
+
+        def crash_point(step: str) -> None:
+            if stop_after == step:
+                raise _SimulatedCrash(step)
+
+        early = [t for t in tables if t not in RESOLUTION_TABLES]
+        late = [t for t in tables if t in RESOLUTION_TABLES]
+        for name in early:
+            _erase_table(spark, catalog, name, source_df, counts[name], result, echo)
+            crash_point(name)
+        if holds_raw:
+            for folder, (lines, files) in rewrite_raw_files(catalog, subject).items():
+                result.files_rewritten[f"raw/{folder}"] = files
+                result.rows_deleted[f"raw/{folder}"] = lines
+                echo(f"  raw/{folder:<28} -{lines:>6} lines in {files} file(s) rewritten")
+            crash_point("raw")
+        for name in late:
+            _erase_table(spark, catalog, name, source_df, counts[name], result, echo)
+            crash_point(name)
+    finally:
+        source_df.unpersist()
+
+    # Physical: every table of the plan, including one planned by a run that crashed.
+    touched = sorted(({s for s in planned_before} | set(plan)) & set(tables))
+    hours = config.get("privacy.erasure_vacuum_retention_hours")
+    for name in touched:
+        vacuum_now(spark, catalog, name, hours)
+        result.vacuumed.append(name)
+    outcome = [
+        (request_id, subject_id, step, n, result.files_rewritten.get(step, 0), "done")
+        for step, n in result.rows_deleted.items()
+    ]
+    outcome.append((request_id, subject_id, "complete", result.total_rows,
+                    sum(result.files_rewritten.values()), "complete"))
+    _append_log(spark, catalog, outcome)
+    echo(f"erase: request {request_id}: {result.total_rows} rows removed from "
+         f"{len(result.rows_deleted)} places, {len(result.vacuumed)} tables vacuumed "
+         f"(retention {hours}h)")
+    return result
+
+
+class _SimulatedCrash(RuntimeError):
+    """Raised by ``stop_after`` to test resuming after a crash."""
+
+
+def _raw_has_subject(catalog: Catalog, subject: Subject) -> bool:
+    pattern_text = subject.raw_pattern
+    root = _local(catalog.raw_root)
+    if pattern_text is None or not root.is_dir():
+        return False
+    pattern = re.compile(pattern_text)
+    for path in root.rglob("*"):
+        if path.is_file() and path.suffix in RAW_SUFFIXES and not path.name.startswith((".", "_")):
+            with path.open(encoding="utf-8") as handle:
+                if any(pattern.search(line.lower()) for line in handle):
+                    return True
+    return False
+
+
+def _erase_table(
+    spark: SparkSession, catalog: Catalog, name: str, source_df: DataFrame, expected: int,
+    result: ErasureResult, echo: Callable[[str], None],
+) -> None:
+    if not expected:
+        return
+    rows = delete_subject_rows(spark, catalog, name, source_df, expected)
+    result.rows_deleted[name] = rows
+    echo(f"  {name:<32} -{rows:>6} rows")

@@ -1,0 +1,227 @@
+"""`lakehouse publish`: differentially private reports in the ``publish`` layer.
+
+Each report: (1) bound every customer's contribution in Spark (one row per customer for a
+head count; at most ``privacy.max_rows_per_customer`` conversions per customer), (2) count in
+Spark over a *public* grid of cells (countries of conf/reference.yaml, the known channels,
+the weeks before ``as_of``) so that which cells exist reveals nothing, (3) bring only that small
+grid to the driver and add OpenDP discrete Laplace noise, (4) write it with its epsilon,
+sensitivity and bounds as columns. The whole publish is checked against the budget first and
+writes nothing when it does not fit; the ledger is written before the reports, so a crash
+between the two can only over-count what was spent, never under-count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from lakehouse.catalog import Catalog
+from lakehouse.config import Config, load_yaml_file
+from lakehouse.errors import InputDataError, TableNotFoundError
+from lakehouse.privacy.dp import (
+    MECHANISM,
+    Release,
+    check_budget,
+    noisy_counts,
+    record_releases,
+    spent_epsilon,
+)
+
+SEGMENT_COUNTRY = "publish.customers_by_segment_country"
+CHANNEL_WEEK = "publish.conversions_by_channel_week"
+REPORTS = (SEGMENT_COUNTRY, CHANNEL_WEEK)
+# The public channel vocabulary (the generator's and the marketing plan's channel list).
+CHANNELS = (
+    "paid_search", "organic_search", "email", "display",
+    "paid_social", "affiliate", "referral", "direct",
+)
+PUBLISH_WEEKS = 8
+OTHER = "other"
+
+
+@dataclass(frozen=True)
+class Report:
+    name: str
+    cells: DataFrame  # dimension columns + true_count, one row per public cell
+    dimensions: tuple[str, ...]
+    l1_sensitivity: float
+    bounds: str
+
+
+# -- pure transforms -------------------------------------------------------------------------
+
+
+def with_public_country(df: DataFrame, countries: Sequence[str]) -> DataFrame:
+    """Country outside the public list (or missing) becomes 'other': the grid stays fixed."""
+    return df.withColumn(
+        "country", F.when(F.col("country").isin(list(countries)), F.col("country"))
+        .otherwise(F.lit(OTHER))
+    )
+
+
+def customers_by_segment_country_cells(
+    customers_df: DataFrame, segments_df: DataFrame | None, grid_df: DataFrame
+) -> DataFrame:
+    """One count per (segment, country) cell; each customer counted once (sensitivity 1)."""
+    one_per_customer = customers_df.select("customer_key", "country").dropDuplicates(
+        ["customer_key"]
+    )
+    if segments_df is not None:
+        seg = segments_df.select("customer_key", "segment_name").dropDuplicates(["customer_key"])
+        one_per_customer = one_per_customer.join(seg, on="customer_key", how="left")
+    else:
+        one_per_customer = one_per_customer.withColumn("segment_name", F.lit("all"))
+    counts = one_per_customer.withColumn(
+        "segment_name", F.coalesce("segment_name", F.lit("unassigned"))
+    ).groupBy("segment_name", "country").agg(F.count(F.lit(1)).alias("true_count"))
+    return grid_df.join(counts, on=["segment_name", "country"], how="left").select(
+        "segment_name", "country", F.coalesce("true_count", F.lit(0)).cast("long").alias("true_count")
+    )
+
+
+def conversions_by_channel_week_cells(
+    journeys_df: DataFrame, grid_df: DataFrame, max_rows_per_customer: int
+) -> DataFrame:
+    """Converted journeys per last-touch channel and ISO week, at most ``max_rows`` per customer.
+
+    The cap bounds one customer's total change to the grid (L1 sensitivity = the cap).
+    """
+    latest_first = Window.partitionBy("customer_key").orderBy(
+        F.col("journey_end_ts").desc(), F.col("journey_id")
+    ).rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    capped = (
+        journeys_df.where(F.col("converted") & F.col("customer_key").isNotNull())
+        .withColumn("_n", F.row_number().over(latest_first))
+        .where(F.col("_n") <= max_rows_per_customer)
+    )
+    counts = capped.select(
+        F.coalesce(F.try_element_at("channels", F.lit(-1)), F.lit(OTHER)).alias("channel"),
+        F.date_trunc("week", "journey_end_ts").cast("date").alias("week"),
+    ).withColumn(
+        "channel", F.when(F.col("channel").isin(list(CHANNELS)), F.col("channel"))
+        .otherwise(F.lit(OTHER))
+    ).groupBy("channel", "week").agg(F.count(F.lit(1)).alias("true_count"))
+    return grid_df.join(counts, on=["channel", "week"], how="left").select(
+        "channel", "week", F.coalesce("true_count", F.lit(0)).cast("long").alias("true_count")
+    )
+
+
+def public_weeks(as_of: date, weeks: int = PUBLISH_WEEKS) -> list[date]:
+    """Mondays of the ``weeks`` ISO weeks up to and including the one of ``as_of``."""
+    monday = as_of - timedelta(days=as_of.weekday())
+    return [monday - timedelta(weeks=i) for i in reversed(range(weeks))]
+
+
+# -- I/O edge --------------------------------------------------------------------------------
+
+
+def _countries(config: Config) -> list[str]:
+    reference = load_yaml_file(config.conf_dir / "reference.yaml", "the country list")
+    codes = reference.get("countries", {}).get("codes", [])
+    # YAML 1.1 reads a bare NO (Norway) as false.
+    return [*("NO" if c is False else str(c).upper() for c in codes), OTHER]
+
+
+def build_reports(
+    spark: SparkSession, config: Config, as_of: date | None
+) -> tuple[list[Report], date, list[str]]:
+    """True-count grids of every report (still inside Spark), the as_of used, and notes."""
+    catalog = Catalog(config)
+    notes: list[str] = []
+    for needed in ("gold.customer_360", "gold.journeys"):
+        if not catalog.exists(spark, needed):
+            raise TableNotFoundError(
+                f"{needed} does not exist at {catalog.path(needed)}: run `lakehouse run gold` "
+                f"before `lakehouse publish`"
+            )
+    customers = catalog.read(spark, "gold.customer_360")
+    if as_of is None:
+        as_of = customers.agg(F.max("as_of")).first()[0]
+        if as_of is None:
+            raise InputDataError("gold.customer_360 is empty: nothing to publish")
+    countries = _countries(config)
+    customers = with_public_country(customers, countries)
+    segments = None
+    segment_names: list[str] = ["all"]
+    if catalog.exists(spark, "gold.customer_segments"):
+        segments = catalog.read(spark, "gold.customer_segments")
+        # Segment names come from the model (a handful of clusters), not from any one person.
+        segment_names = sorted(
+            r[0] for r in segments.select("segment_name").distinct().collect() if r[0]
+        ) + ["unassigned"]
+    else:
+        notes.append("gold.customer_segments does not exist yet: customers are counted by "
+                     "country only (segment 'all')")
+    seg_grid = spark.createDataFrame(
+        [(s, c) for s in segment_names for c in countries], "segment_name string, country string"
+    )
+    cap = int(config.get("privacy.max_rows_per_customer"))
+    week_grid = spark.createDataFrame(
+        [(ch, w) for ch in (*CHANNELS, OTHER) for w in public_weeks(as_of)],
+        T.StructType([T.StructField("channel", T.StringType()),
+                      T.StructField("week", T.DateType())]),
+    )
+    reports = [
+        Report(SEGMENT_COUNTRY, customers_by_segment_country_cells(customers, segments, seg_grid),
+               ("segment_name", "country"), 1.0, "one row per customer"),
+        Report(CHANNEL_WEEK, conversions_by_channel_week_cells(
+            catalog.read(spark, "gold.journeys"), week_grid, cap),
+            ("channel", "week"), float(cap),
+            f"at most {cap} conversions per customer (latest kept)"),
+    ]
+    return reports, as_of, notes
+
+
+def publish(
+    spark: SparkSession, config: Config, *, as_of: date | None = None,
+    epsilon: float | None = None, reports: Sequence[str] | None = None,
+) -> list[str]:
+    """Release the chosen reports with DP noise; raises PrivacyBudgetError, writing nothing."""
+    catalog = Catalog(config)
+    eps = float(epsilon if epsilon is not None else config.get("privacy.epsilon_per_report"))
+    built, as_of, notes = build_reports(spark, config, as_of)
+    chosen = [r for r in built if not reports or r.name in reports]
+    releases = [Release(r.name, eps, r.l1_sensitivity) for r in chosen]
+    check_budget(
+        releases, spent_epsilon(spark, catalog),
+        float(config.get("privacy.epsilon_per_report")), float(config.get("privacy.epsilon_total")),
+    )
+    # Only the fixed, small grids reach the driver.
+    grids = [(r, r.cells.orderBy(*r.dimensions).collect()) for r in chosen]
+    release_id = record_releases(spark, catalog, releases)
+    lines = [f"publish: release {release_id}, as_of {as_of}, epsilon {eps:g} per report"]
+    lines += [f"  note: {n}" for n in notes]
+    for report, rows in grids:
+        noisy = noisy_counts([r["true_count"] for r in rows], eps, report.l1_sensitivity)
+        out_rows = [
+            (*[r[d] for d in report.dimensions], max(n, 0), eps, report.l1_sensitivity,
+             report.bounds, MECHANISM, release_id, as_of)
+            for r, n in zip(rows, noisy, strict=True)
+        ]
+        dims = report.cells.select(*report.dimensions).schema.fields
+        schema = T.StructType([
+            *dims,
+            T.StructField("noisy_count", T.LongType()),
+            T.StructField("epsilon", T.DoubleType()),
+            T.StructField("l1_sensitivity", T.DoubleType()),
+            T.StructField("contribution_bound", T.StringType()),
+            T.StructField("mechanism", T.StringType()),
+            T.StructField("release_id", T.StringType()),
+            T.StructField("as_of", T.DateType()),
+        ])
+        (
+            spark.createDataFrame(out_rows, schema).write.format("delta").mode("overwrite")
+            .option("overwriteSchema", "true")
+            .option("userMetadata", f"dp release {release_id} epsilon={eps:g}")
+            .save(catalog.path(report.name))
+        )
+        lines.append(f"  {report.name:<40} {len(out_rows):>5} cells  epsilon {eps:g}  "
+                     f"L1 sensitivity {report.l1_sensitivity:g}")
+    left = float(config.get("privacy.epsilon_total")) - spent_epsilon(spark, catalog)
+    lines.append(f"publish: privacy budget left {left:g} of {config.get('privacy.epsilon_total')}")
+    return lines

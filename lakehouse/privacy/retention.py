@@ -1,0 +1,88 @@
+"""`lakehouse run retention`: expire data past its date, keep marketing outputs to consent.
+
+1. Customers whose ``data_expiry_date`` (set by the customer in the CRM) lies before the run
+   date are erased exactly like ``lakehouse erase`` (every layer, raw files, VACUUM), as one
+   request in audit.erasure_log whose subject hash names the run, not the people.
+2. Customers without marketing consent (``marketing_consent`` false or unknown) are removed from
+   the marketing outputs: gold.journeys and gold.customer_segments (attribution is computed
+   from journeys, so it follows on its next run). The rest of their data stays: service and
+   bookkeeping do not need consent.
+
+The run date is ``ctx.as_of`` when given, else today's UTC date: expiry is about the real
+calendar, unlike the gold figures.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from lakehouse.catalog import Catalog
+from lakehouse.config import Config
+from lakehouse.privacy.erasure import erase_people, keyed_hash
+from lakehouse.privacy.pseudonym import pseudonym, pseudonym_key
+
+MARKETING_OUTPUTS = ("gold.journeys", "gold.customer_segments")
+
+
+def filter_expired(customers_df: DataFrame, run_date) -> DataFrame:
+    """Customers whose data-expiry date has passed (strictly before the run date)."""
+    return customers_df.where(
+        F.col("data_expiry_date").isNotNull() & (F.col("data_expiry_date") < F.lit(run_date))
+    ).select("customer_key")
+
+
+def filter_without_consent(customers_df: DataFrame) -> DataFrame:
+    """Customers who did not agree to marketing (false, or never asked: null)."""
+    return customers_df.where(~F.coalesce(F.col("marketing_consent"), F.lit(False))).select(
+        "customer_key"
+    )
+
+
+def run_retention(spark: SparkSession, config: Config, ctx) -> list[str]:
+    catalog = Catalog(config)
+    run_date = ctx.as_of or datetime.now(UTC).date()
+    if not catalog.exists(spark, "silver.customers"):
+        return ["retention: silver.customers does not exist yet; nothing to do"]
+    customers = catalog.read(spark, "silver.customers")
+    key = pseudonym_key(config)
+    lines: list[str] = []
+
+    expired_keys = filter_expired(customers, run_date)
+    customer_ids: list[str] = []
+    if catalog.exists(spark, "bronze.crm_customers"):
+        # customer_id is only in bronze: match the expired keys to it by recomputing the key.
+        crm = catalog.read(spark, "bronze.crm_customers").select(
+            F.trim("customer_id").alias("customer_id")
+        ).distinct().withColumn("customer_key", pseudonym("crm", F.col("customer_id"), key))
+        customer_ids = sorted(
+            r["customer_id"] for r in crm.join(expired_keys, "customer_key", how="left_semi")
+            .collect()
+        )
+    if customer_ids:
+        request = keyed_hash(key, "erasure", f"retention:{run_date.isoformat()}")
+        result = erase_people(spark, config, request, customer_ids=customer_ids,
+                              echo=lines.append, key=key)
+        lines.append(f"retention: {len(customer_ids)} customer(s) past their data-expiry date "
+                     f"erased ({result.total_rows} rows, request {result.request_id})")
+    else:
+        lines.append(f"retention: no customer past their data-expiry date on {run_date}")
+
+    # Read again: the erasure above may have removed customers.
+    without_consent = filter_without_consent(catalog.read(spark, "silver.customers"))
+    for name in MARKETING_OUTPUTS:
+        if not catalog.exists(spark, name):
+            continue
+        doomed = catalog.read(spark, name).join(without_consent, "customer_key", how="left_semi")
+        rows = doomed.count()
+        if rows:
+            (
+                catalog.delta_table(spark, name).alias("t")
+                .merge(F.broadcast(without_consent.alias("s")), "t.customer_key = s.customer_key")
+                .whenMatchedDelete()
+                .execute()
+            )
+        lines.append(f"  {name:<32} -{rows:>6} rows of customers without marketing consent")
+    return lines

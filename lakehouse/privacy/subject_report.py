@@ -1,0 +1,135 @@
+"""`lakehouse subject-report`: everything the lakehouse holds about one person.
+
+Which tables hold rows of theirs and which columns of those rows have a value, what each table
+is used for (conf/data_usage.yaml), their consent and data-expiry state, and where the data
+came from (bronze ``_source_file`` of their rows, and raw files holding their lines). Values
+are not printed: the report is what a customer-facing data dashboard would list, and it may be
+written where the person's own data should not be copied.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from lakehouse.catalog import Catalog
+from lakehouse.config import Config, load_yaml_file
+from lakehouse.errors import SubjectNotFoundError
+from lakehouse.privacy.erasure import (
+    RAW_SUFFIXES,
+    erasable_tables,
+    erasure_condition,
+    resolve_subject,
+    subject_frame,
+)
+from lakehouse.privacy.pseudonym import pseudonym_key
+
+UNREGISTERED = "purpose not registered"
+
+
+def _usage(config: Config) -> dict[str, Any]:
+    path = config.conf_dir / config.get("privacy.data_usage_file")
+    return load_yaml_file(path, "the data-usage register").get("tables", {}) or {}
+
+
+def subject_report(spark: SparkSession, config: Config, customer_id: str) -> dict[str, Any]:
+    """The report as a JSON-ready dict; SubjectNotFoundError when nothing is held."""
+    catalog = Catalog(config)
+    key = pseudonym_key(config)
+    subject = resolve_subject(spark, catalog, key, customer_ids=[customer_id])
+    source_df = subject_frame(spark, subject).cache()
+    usage = _usage(config)
+    tables: list[dict[str, Any]] = []
+    lineage: set[str] = set()
+    try:
+        for name in erasable_tables(catalog):
+            df = catalog.read(spark, name)
+            condition = erasure_condition(df.schema)
+            if condition is None:
+                continue
+            mine = df.alias("t").crossJoin(F.broadcast(source_df.alias("s"))).where(
+                condition).select("t.*")
+            figures = mine.agg(
+                F.count(F.lit(1)).alias("__rows"),
+                *[F.count(F.col(f"`{c}`")).alias(c) for c in df.columns],
+            ).first()
+            if not figures["__rows"]:
+                continue
+            entry = usage.get(name, {})
+            tables.append({
+                "table": name,
+                "rows": int(figures["__rows"]),
+                "columns": [c for c in df.columns if figures[c]],
+                "purposes": entry.get("purposes", [UNREGISTERED]),
+                "basis": entry.get("basis"),
+                "retention": entry.get("retention"),
+            })
+            if "_source_file" in df.columns:
+                lineage |= {r[0] for r in mine.select("_source_file").distinct().collect() if r[0]}
+    finally:
+        source_df.unpersist()
+    raw_files = _raw_files_holding(catalog, subject.raw_pattern)
+    if not tables and not raw_files:
+        raise SubjectNotFoundError(
+            f"no data held for customer id {customer_id!r}: check the id (the person may also "
+            f"have been erased)"
+        )
+    consent: dict[str, Any] = {"marketing_consent": None, "data_expiry_date": None}
+    if catalog.exists(spark, "silver.customers"):
+        row = (
+            catalog.read(spark, "silver.customers")
+            .where(F.col("customer_key").isin(sorted(subject.customer_keys)))
+            .orderBy(F.col("updated_at").desc_nulls_last())
+            .select("marketing_consent", "data_expiry_date").first()
+        )
+        if row is not None:
+            expiry = row["data_expiry_date"]
+            consent = {"marketing_consent": row["marketing_consent"],
+                       "data_expiry_date": expiry.isoformat() if expiry else None}
+    return {
+        "customer_id": customer_id,
+        "customer_key": sorted(subject.customer_keys),
+        "consent": consent,
+        "tables": tables,
+        "lineage": {"bronze_source_files": sorted(lineage), "raw_files": raw_files},
+    }
+
+
+def _raw_files_holding(catalog: Catalog, pattern_text: str | None) -> list[str]:
+    root = Path(catalog.raw_root.removeprefix("file:"))
+    if pattern_text is None or not root.is_dir():
+        return []
+    pattern = re.compile(pattern_text)
+    found = []
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and path.suffix in RAW_SUFFIXES and not path.name.startswith((".", "_")):
+            text = path.read_text(encoding="utf-8").lower()
+            if pattern.search(text):
+                found.append(path.relative_to(root).as_posix())
+    return found
+
+
+def format_report(report: dict[str, Any]) -> list[str]:
+    consent = report["consent"]
+    lines = [
+        f"subject report for customer {report['customer_id']}",
+        f"  marketing consent: {consent['marketing_consent']}; data expiry date: "
+        f"{consent['data_expiry_date'] or 'none set'}",
+        "  data held:",
+    ]
+    for t in report["tables"]:
+        lines.append(f"    {t['table']:<30} {t['rows']:>5} rows  columns: {', '.join(t['columns'])}")
+        lines.append(f"      used for: {'; '.join(t['purposes'])}"
+                     + (f" (basis: {t['basis']})" if t.get("basis") else ""))
+    lines.append("  came from (raw files):")
+    lines += [f"    {f}" for f in report["lineage"]["raw_files"]]
+    return lines
+
+
+def write_report_json(report: dict[str, Any], path: str) -> None:
+    Path(path).write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")

@@ -1,0 +1,105 @@
+"""Subject report (read-only on the xs lake) and retention (on a private copy)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from datetime import date
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import XS_AS_OF, copy_lake
+from pyspark.sql import functions as F
+
+from lakehouse.catalog import Catalog
+from lakehouse.errors import SubjectNotFoundError
+from lakehouse.pipeline import RunContext
+from lakehouse.privacy.pseudonym import DEV_KEY
+from lakehouse.privacy.retention import run_retention
+from lakehouse.privacy.subject_report import subject_report, write_report_json
+
+REPO = Path(__file__).resolve().parents[1]
+USAGE = yaml.safe_load((REPO / "conf" / "data_usage.yaml").read_text())["tables"]
+
+
+def _key_of(customer_id: str) -> str:
+    return hmac.new(DEV_KEY, f"crm:{customer_id}".encode(), hashlib.sha256).hexdigest()
+
+
+def _customer_with_orders(spark, cfg) -> str:
+    """A customer id (from the raw orders file) who has orders and a CRM record."""
+    raw = Path(cfg.data_dir) / "raw" / "orders"
+    ids = [line.split(",")[1] for p in sorted(raw.glob("*.csv"))
+           for line in p.read_text().splitlines()[1:] if line.count(",") >= 6]
+    keys = {r[0] for r in Catalog(cfg).read(spark, "silver.customers").select("customer_key").collect()}
+    return next(i for i in ids if _key_of(i) in keys)
+
+
+def test_subject_report_lists_tables_purposes_consent_and_lineage(spark, xs_lake, tmp_path):
+    customer_id = _customer_with_orders(spark, xs_lake)
+    report = subject_report(spark, xs_lake, customer_id)
+    catalog = Catalog(xs_lake)
+    key = _key_of(customer_id)
+    tables = {t["table"]: t for t in report["tables"]}
+    # Expected from the tables themselves, by the documented key.
+    for name in ("silver.customers", "silver.customer_pii", "silver.orders", "gold.customer_360"):
+        rows = catalog.read(spark, name).where(F.col("customer_key") == key).count()
+        assert tables[name]["rows"] == rows, name
+        assert tables[name]["purposes"] == USAGE[name]["purposes"]
+    assert "email" in tables["silver.customer_pii"]["columns"]
+    assert "bronze.crm_customers" in tables and "bronze.orders" in tables
+    customer = catalog.read(spark, "silver.customers").where(F.col("customer_key") == key).first()
+    assert report["consent"]["marketing_consent"] == customer["marketing_consent"]
+    raw_crm = [f for f in report["lineage"]["raw_files"] if f.startswith("crm_customers/")]
+    raw_with_id = sorted(
+        p.relative_to(Path(xs_lake.data_dir) / "raw").as_posix()
+        for p in (Path(xs_lake.data_dir) / "raw" / "crm_customers").glob("*.csv")
+        if customer_id in p.read_text()
+    )
+    assert raw_crm == raw_with_id
+    assert report["lineage"]["bronze_source_files"]
+    out = tmp_path / "report.json"
+    write_report_json(report, str(out))
+    assert json.loads(out.read_text())["customer_id"] == customer_id
+
+
+def test_subject_report_of_unknown_person_is_one_clear_error(spark, xs_lake):
+    with pytest.raises(SubjectNotFoundError, match="no data held"):
+        subject_report(spark, xs_lake, "C9999999")
+
+
+@pytest.fixture(scope="module")
+def retained(spark, xs_lake, tmp_path_factory):
+    cfg = copy_lake(xs_lake, tmp_path_factory.mktemp("retention") / "lake")
+    catalog = Catalog(cfg)
+    customers = catalog.read(spark, "silver.customers").toPandas()
+    journeys = catalog.read(spark, "gold.journeys").toPandas()
+    lines = run_retention(spark, cfg, RunContext(run_id="t", as_of=date.fromisoformat(XS_AS_OF)))
+    return cfg, customers, journeys, lines
+
+
+def test_retention_erases_customers_past_their_expiry(spark, retained):
+    cfg, customers, _, lines = retained
+    cutoff = date.fromisoformat(XS_AS_OF)
+    expired = set(customers.loc[customers["data_expiry_date"].map(
+        lambda d: d is not None and d == d and d < cutoff), "customer_key"])
+    catalog = Catalog(cfg)
+    for name in ("silver.customers", "silver.customer_pii", "gold.customer_360"):
+        left = {r[0] for r in catalog.read(spark, name).select("customer_key").collect()}
+        assert not (left & expired), name
+    kept = set(customers["customer_key"]) - expired
+    assert {r[0] for r in catalog.read(spark, "silver.customers").select("customer_key")
+            .collect()} == kept
+    assert any("retention" in line for line in lines)
+
+
+def test_retention_keeps_marketing_outputs_to_consenting_customers(spark, retained):
+    cfg, customers, journeys, _ = retained
+    consenting = set(customers.loc[customers["marketing_consent"] == True, "customer_key"])  # noqa: E712
+    expired = set(customers.loc[customers["data_expiry_date"].map(
+        lambda d: d is not None and d == d and d < date.fromisoformat(XS_AS_OF)), "customer_key"])
+    expected = journeys[journeys["customer_key"].isin(consenting - expired)]
+    after = Catalog(cfg).read(spark, "gold.journeys").toPandas()
+    assert sorted(after["journey_id"]) == sorted(expected["journey_id"])
