@@ -12,13 +12,14 @@ INSTALLED := $(VENV)/.installed
 JARS := .jars/.fetched
 SCALE ?= s
 
-.PHONY: setup venv jars run test lint clean help mlflow-ui faults
+.PHONY: setup venv jars run test lint clean help mlflow-ui faults bench
 
 help:
 	@echo "make run    - set up, generate scale $(SCALE) data and run the whole pipeline"
 	@echo "make test   - set up and run the test suite"
 	@echo "make jars   - fetch Delta's jars from Maven Central into .jars/"
 	@echo "make lint   - ruff"
+	@echo "make bench  - every benchmark, one summary table in data/bench/summary.md (long)"
 	@echo "make faults - the whole fault-injection suite (crashes, concurrency, hostile input) and its summary"
 	@echo "make mlflow-ui [PORT=5000] - MLflow UI on the local store at http://127.0.0.1:PORT"
 
@@ -51,6 +52,10 @@ run: setup
 test: setup
 	$(BIN)/ruff check lakehouse ml jobs tests scripts
 	$(BIN)/pytest -q
+
+bench: setup
+	$(BIN)/pip install --quiet -c requirements.lock -e '.[test,bench]'
+	$(BIN)/python scripts/bench_all.py
 
 faults: setup
 	@mkdir -p data/faults && rm -f data/faults/report.jsonl

@@ -32,6 +32,8 @@ from pyspark.sql import functions as F
 from lakehouse.catalog import Catalog
 from lakehouse.config import Config
 from lakehouse.errors import InputDataError
+from lakehouse.faults import crash_point
+from lakehouse.privacy.stats import table_creation_options
 from lakehouse.sources import SourceSpec
 
 META_COLUMNS = (
@@ -270,14 +272,18 @@ def ingest_source(
         batch_df.persist()
         try:
             rows = to_bronze_rows(batch_df.sparkSession, batch_df, source, batch_id, run_id)
+            crash_point("bronze.before_commit")
             (
                 rows.write.format("delta")
                 .mode("append")
+                # PII and raw lines never get min/max stats in the _delta_log (erasure).
+                .options(**table_creation_options(rows.schema, frozenset(source.pii)))
                 .option("txnAppId", txn_app_id)
                 .option("txnVersion", batch_id)
                 .option("userMetadata", f"run_id={run_id}")
                 .save(table_path)
             )
+            crash_point("bronze.after_commit")
         finally:
             batch_df.unpersist()
 

@@ -9,10 +9,11 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from datetime import date
+from datetime import datetime
 
+from lakehouse.argtypes import iso_date, positive_int
 from lakehouse.errors import LakehouseError
-from lakehouse.pipeline import STAGE_ORDER
+from lakehouse.pipeline import ON_DEMAND_STAGES, STAGE_ORDER
 
 SCALES = ("xs", "s", "m", "l")
 # Modules that add their own sub-commands: each defines
@@ -28,23 +29,6 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def _iso_date(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a date of the form YYYY-MM-DD") from None
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
-
-
 def _order(text: str) -> int:
     try:
         value = int(text)
@@ -53,6 +37,31 @@ def _order(text: str) -> int:
     if not 0 <= value <= 4:
         raise argparse.ArgumentTypeError(f"order {value} is not supported: use 1 to 4, or 0 (automatic)")
     return value
+
+
+def _table_version(text: str) -> tuple[str, int]:
+    table, sep, version = text.partition("=")
+    if not sep or not table.strip():
+        raise argparse.ArgumentTypeError(f"'{text}' is not TABLE=VERSION (e.g. silver.orders=3)")
+    try:
+        number = int(version)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{version}' in '{text}' is not a version number") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"version {number} in '{text}' must be 0 or more")
+    return table.strip(), number
+
+
+def _table_timestamp(text: str) -> tuple[str | None, datetime]:
+    from lakehouse.audit.timetravel import parse_timestamp
+
+    table, sep, when = text.partition("=")
+    if not sep:
+        table, when = "", text
+    try:
+        return (table.strip() or None), parse_timestamp(when)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,16 +79,24 @@ def build_parser() -> argparse.ArgumentParser:
     gen = sub.add_parser("generate", help="write synthetic raw data for all six sources")
     gen.add_argument("--scale", required=True, choices=SCALES, help="data size: xs s m l")
     gen.add_argument("--seed", type=int, default=None, help="random seed (default from config)")
-    gen.add_argument("--days", type=_positive_int, default=None,
+    gen.add_argument("--days", type=positive_int, default=None,
                      help="number of daily batches (default depends on the scale)")
     gen.add_argument("--no-progress", action="store_true", help="no progress bar")
     common(gen)
 
     run = sub.add_parser("run", help="run a pipeline stage, or all of them in order")
-    run.add_argument("stage", choices=(*STAGE_ORDER, "all"), metavar="STAGE",
-                     help=f"one of: {', '.join((*STAGE_ORDER, 'all'))}")
-    run.add_argument("--as-of", type=_iso_date, default=None,
+    run.add_argument("stage", choices=(*STAGE_ORDER, *ON_DEMAND_STAGES, "all"), metavar="STAGE",
+                     help=f"one of: {', '.join((*STAGE_ORDER, 'all'))}; on demand: "
+                          f"{', '.join(ON_DEMAND_STAGES)}")
+    run.add_argument("--as-of", type=iso_date, default=None,
                      help="date the figures are valid for (YYYY-MM-DD)")
+    run.add_argument("--as-of-version", type=_table_version, action="append", default=[],
+                     metavar="TABLE=VERSION",
+                     help="read input TABLE at VERSION (repeatable; stages gold and attribute)")
+    run.add_argument("--as-of-timestamp", type=_table_timestamp, action="append", default=[],
+                     metavar="[TABLE=]TIMESTAMP",
+                     help="read input TABLE (or, without TABLE=, every input) as it was at "
+                          "TIMESTAMP, e.g. 2026-01-03T12:00:00Z (stages gold and attribute)")
     common(run)
 
     attr = sub.add_parser("attribution", help="Markov attribution of a path file")
@@ -136,7 +153,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
     config = load_config(args.env, args.conf_dir)
     ensure_data_dir_writable(config)
     spark = get_spark(config)
-    ctx = RunContext(run_id=new_run_id(), as_of=args.as_of)
+    from lakehouse.catalog import parse_table_name
+
+    for table, _ in [*args.as_of_version, *args.as_of_timestamp]:
+        if table is not None:
+            parse_table_name(table)
+    run_wide = [when for table, when in args.as_of_timestamp if table is None]
+    if len(run_wide) > 1:
+        raise LakehouseError("--as-of-timestamp without TABLE= may be given once")
+    ctx = RunContext(
+        run_id=new_run_id(), as_of=args.as_of,
+        as_of_versions=dict(args.as_of_version),
+        as_of_timestamps={t: w for t, w in args.as_of_timestamp if t is not None},
+        as_of_timestamp=run_wide[0] if run_wide else None,
+    )
     run_stages(spark, config, args.stage, ctx, echo=print)
     return 0
 

@@ -39,3 +39,29 @@ class SchemaChangeError(LakehouseError):
 
 class QualityRuleError(LakehouseError):
     """A quality rule of severity 'fail' was violated."""
+
+
+class VersionNotAvailableError(LakehouseError):
+    """A table version or timestamp asked for does not exist, or its files were vacuumed."""
+
+
+class ReconciliationError(LakehouseError):
+    """A reconciliation check of the audit job failed; the message names the check."""
+
+    exit_code = 1
+
+
+class SubjectNotFoundError(LakehouseError):
+    """An erasure or subject report names a person the lakehouse holds nothing about."""
+
+
+class PrivacyBudgetError(LakehouseError):
+    """A differentially private release would exceed its privacy budget; nothing was written."""
+
+
+class AccessDeniedError(LakehouseError):
+    """A role asked for a table (or a column) the access matrix does not grant it."""
+
+
+class MlflowStoreError(LakehouseError):
+    """The MLflow tracking store or model registry cannot be reached or used."""

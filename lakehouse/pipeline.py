@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from typing import Any
 
 from pyspark.sql import SparkSession
 
@@ -14,15 +15,32 @@ from lakehouse.config import Config
 from lakehouse.errors import LakehouseError
 
 STAGE_ORDER = ("bronze", "silver", "gold", "segment", "attribute", "audit")
+# Stages run on their own, never as part of `all` (retention deletes data: a deliberate act).
+ON_DEMAND_STAGES = ("retention",)
 
 
 @dataclass
 class RunContext:
-    """What one pipeline run shares between its stages."""
+    """What one pipeline run shares between its stages.
+
+    ``as_of_versions`` / ``as_of_timestamps`` pin input tables (TABLE -> version / instant),
+    ``as_of_timestamp`` pins every input of the run to the instant given; stages that only read
+    their inputs (gold, attribute) then read those versions. ``input_versions`` is set by
+    run_stages before each stage: the exact version of each declared input the stage reads
+    (the same numbers go to audit.lineage).
+    """
 
     run_id: str
     as_of: date | None = None
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    as_of_versions: dict[str, int] = field(default_factory=dict)
+    as_of_timestamps: dict[str, datetime] = field(default_factory=dict)
+    as_of_timestamp: datetime | None = None
+    input_versions: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def has_pins(self) -> bool:
+        return bool(self.as_of_versions or self.as_of_timestamps or self.as_of_timestamp)
 
 
 def new_run_id() -> str:
@@ -58,28 +76,130 @@ def _silver(spark: SparkSession, config: Config, ctx: RunContext) -> list[str]:
 def _gold(spark: SparkSession, config: Config, ctx: RunContext) -> list[str]:
     from lakehouse.gold import gold_options, run_gold
 
-    return run_gold(spark, config, ctx.run_id, ctx.as_of, **gold_options(config))
+    return run_gold(
+        spark, config, ctx.run_id, ctx.as_of, input_versions=ctx.input_versions,
+        **gold_options(config),
+    )
+
+
+def attribute_options(config: Config) -> dict[str, Any]:
+    """run_attribute's keyword arguments from the `attribution.*` config keys."""
+    options = config.get("attribution")
+    return {
+        "order": options["order"] or None,
+        "bootstrap": options["bootstrap"],
+        "seed": options["seed"],
+        "ci_level": options["ci_level"],
+        "half_life_days": options["half_life_days"],
+        "half_life_touches": options["half_life_touches"],
+        "position_weights": tuple(options["position_weights"]),
+    }
 
 
 def _attribute(spark: SparkSession, config: Config, ctx: RunContext) -> list[str]:
     from ml.attribution.job import run_attribute
 
-    options = config.get("attribution")
     return run_attribute(
         spark, config, ctx.run_id, ctx.as_of,
-        order=options["order"] or None,
-        bootstrap=options["bootstrap"],
-        seed=options["seed"],
-        ci_level=options["ci_level"],
-        half_life_days=options["half_life_days"],
-        half_life_touches=options["half_life_touches"],
-        position_weights=tuple(options["position_weights"]),
+        **attribute_options(config),
+        # Explicit None for a table that did not exist: the stage must not read a newer one.
+        input_versions={
+            name: ctx.input_versions.get(name) for name in STAGE_INPUTS["attribute"](config)
+        },
     )
+
+
+def _segment(spark: SparkSession, config: Config, ctx: RunContext) -> list[str]:
+    from ml.segment_job import run_segment
+
+    return run_segment(
+        spark, config, ctx.run_id, ctx.as_of,
+        input_versions={
+            name: ctx.input_versions.get(name) for name in STAGE_INPUTS["segment"](config)
+        },
+    )
+
+
+def _retention(spark: SparkSession, config: Config, ctx: RunContext) -> list[str]:
+    from lakehouse.privacy.retention import run_retention
+
+    return run_retention(spark, config, ctx)
+
+
+def _audit(spark: SparkSession, config: Config, ctx: RunContext) -> list[str]:
+    from lakehouse.audit.job import run_audit
+
+    return run_audit(spark, config, ctx)
+
+
+def _silver_inputs(config: Config) -> list[str]:
+    from lakehouse.sources import load_sources
+
+    return [s.bronze_table for s in load_sources(config).values()] + ["audit.stage_progress"]
+
+
+def _gold_inputs(config: Config) -> list[str]:
+    from lakehouse.gold import SILVER_INPUTS
+
+    return [f"silver.{name}" for name in SILVER_INPUTS]
+
+
+def _audit_inputs(config: Config) -> list[str]:
+    from lakehouse.audit.job import audit_inputs
+
+    return audit_inputs(config)
+
+
+def _raw_folders(config: Config, stage: str) -> list[str]:
+    if stage != "bronze":
+        return []
+    from lakehouse.catalog import Catalog
+    from lakehouse.sources import load_sources
+
+    catalog = Catalog(config)
+    return [catalog.raw_dir(s.raw_dir) for s in load_sources(config).values()]
+
+
+# Tables each stage reads (for lineage and --as-of-version pins); a stage that is not listed
+# is recorded with its outputs only. Bronze reads raw folders (see _raw_folders).
+STAGE_INPUTS: dict[str, Callable[[Config], list[str]]] = {
+    "bronze": lambda config: [],
+    "silver": _silver_inputs,
+    "gold": _gold_inputs,
+    "segment": lambda config: ["gold.customer_360"],
+    "attribute": lambda config: ["gold.journeys", "gold.customer_segments"],
+    "audit": _audit_inputs,
+}
+# Stages that only read their inputs, so reading them at a pinned version makes sense.
+PINNABLE_STAGES = ("gold", "segment", "attribute")
 
 
 def registered_stages() -> dict[str, StageFn]:
     """Stages this version implements, by name (later stages register here as they land)."""
-    return {"bronze": _bronze, "silver": _silver, "gold": _gold, "attribute": _attribute}
+    return {
+        "bronze": _bronze, "silver": _silver, "gold": _gold, "segment": _segment,
+        "attribute": _attribute, "audit": _audit, "retention": _retention,
+    }
+
+
+def check_pins(config: Config, chosen: list[str], ctx: RunContext) -> None:
+    """Pins only for stages that just read; every pinned table must be read by one of them."""
+    if not ctx.has_pins:
+        return
+    unpinnable = [s for s in chosen if s not in PINNABLE_STAGES]
+    if unpinnable:
+        raise LakehouseError(
+            f"--as-of-version / --as-of-timestamp apply to stages that only read their inputs "
+            f"({', '.join(PINNABLE_STAGES)}), not to {', '.join(unpinnable)}: run those stages "
+            f"without pins"
+        )
+    readable = {t for s in chosen for t in STAGE_INPUTS.get(s, lambda c: [])(config)}
+    stray = sorted((set(ctx.as_of_versions) | set(ctx.as_of_timestamps)) - readable)
+    if stray:
+        raise LakehouseError(
+            f"pinned table(s) {', '.join(stray)} are not read by stage(s) {', '.join(chosen)} "
+            f"(they read: {', '.join(sorted(readable))})"
+        )
 
 
 def run_stages(
@@ -93,11 +213,43 @@ def run_stages(
     else:
         raise LakehouseError(
             f"stage '{stage}' is not implemented in this version yet "
-            f"(available: {', '.join([s for s in STAGE_ORDER if s in stages] + ['all'])})"
+            f"(available: {', '.join([s for s in (*STAGE_ORDER, *ON_DEMAND_STAGES) if s in stages] + ['all'])})"
         )
-    echo(f"run {ctx.run_id}: {' -> '.join(chosen)} (env {config.env}, data {config.data_dir})")
-    for name in chosen:
-        started = time.monotonic()
-        for line in stages[name](spark, config, ctx):
-            echo(line)
-        echo(f"[{name}] done in {time.monotonic() - started:.1f}s")
+    check_pins(config, chosen, ctx)
+    from lakehouse.locks import pipeline_lock
+
+    with pipeline_lock(config, ctx.run_id):
+        echo(f"run {ctx.run_id}: {' -> '.join(chosen)} (env {config.env}, "
+             f"data {config.data_dir})")
+        for name in chosen:
+            started = time.monotonic()
+            for line in _run_recorded(spark, config, name, stages[name], ctx):
+                echo(line)
+            echo(f"[{name}] done in {time.monotonic() - started:.1f}s")
+
+
+def _run_recorded(
+    spark: SparkSession, config: Config, name: str, stage: StageFn, ctx: RunContext
+) -> list[str]:
+    """Run one stage inside its lineage record (audit.lineage + OpenLineage events); every
+    Delta commit it makes carries the run id in its userMetadata."""
+    from lakehouse.audit.lineage import record_stage
+    from lakehouse.audit.timetravel import pinned_versions
+    from lakehouse.catalog import Catalog
+
+    declared = STAGE_INPUTS.get(name, lambda c: [])(config)
+    pins = {}
+    if name in PINNABLE_STAGES and ctx.has_pins:
+        pins = pinned_versions(
+            spark, Catalog(config), declared, ctx.as_of_versions, ctx.as_of_timestamps,
+            ctx.as_of_timestamp,
+        )
+    inputs = {table: pins.get(table) for table in declared}
+    with record_stage(
+        spark, config, ctx.run_id, name, inputs, _raw_folders(config, name), ctx.as_of
+    ) as record:
+        ctx.input_versions = dict(record.inputs)
+        try:
+            return stage(spark, config, ctx)
+        finally:
+            ctx.input_versions = {}

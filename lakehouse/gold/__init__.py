@@ -28,7 +28,7 @@ rather than an accumulating table partitioned by `as_of` with `replaceWhere`:
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -37,6 +37,8 @@ from pyspark.sql import functions as F
 
 from lakehouse.catalog import Catalog
 from lakehouse.errors import InputDataError
+from lakehouse.faults import crash_point
+from lakehouse.privacy.stats import table_creation_options
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -196,11 +198,15 @@ def run_gold(
     include_channels: Iterable[str] | None = None,
     exclude_channels: Iterable[str] | None = None,
     top_keywords: int = 5,
+    input_versions: Mapping[str, int | None] | None = None,
+    output_config: Config | None = None,
 ) -> list[str]:
     """Read silver, build every gold table for `as_of`, overwrite them; one line per table.
 
     `as_of` None: the latest day with an event or an order in silver (from the data, never the
     clock), stated in the first summary line. A missing silver table raises TableNotFoundError.
+    `input_versions` reads silver tables at those versions (time travel, `lakehouse
+    reproduce`); `output_config` writes the gold tables under another data root (a scratch copy).
     """
     # Imported here, not at the top: the builder modules import this module's helpers.
     from lakehouse.gold.customer_360 import build_customer_360
@@ -208,7 +214,12 @@ def run_gold(
     from lakehouse.gold.kpis import build_kpi_channel_daily, build_kpi_daily
 
     catalog = Catalog(config)
-    silver = {name: catalog.read(spark, f"silver.{name}") for name in SILVER_INPUTS}
+    pinned = input_versions or {}
+    silver = {
+        name: catalog.read(spark, f"silver.{name}", version=pinned.get(f"silver.{name}"))
+        for name in SILVER_INPUTS
+    }
+    output = Catalog(output_config) if output_config is not None else catalog
     if as_of is None:
         as_of = latest_activity_date(silver["events"], silver["orders"])
         if as_of is None:
@@ -240,11 +251,15 @@ def run_gold(
     lines = [header]
     for name in GOLD_TABLES:
         started = time.monotonic()
-        path = catalog.path(f"gold.{name}")
+        path = output.path(f"gold.{name}")
+        crash_point("gold.before_write")
+        table_df = builders[name]()
         (
-            builders[name]()
+            table_df
             .write.format("delta")
             .mode("overwrite")
+            # No min/max of customer keys in the _delta_log (erasure must reach them).
+            .options(**table_creation_options(table_df.schema))
             # Gold is rebuilt whole from silver: its schema is whatever the contract says now.
             .option("overwriteSchema", "true")
             # The run id goes into the Delta commit (history), not into the rows, so a re-run
@@ -252,7 +267,8 @@ def run_gold(
             .option("userMetadata", f"run_id={run_id} as_of={as_of}")
             .save(path)
         )
-        rows = _rows_written(spark, catalog, f"gold.{name}")
+        crash_point("gold.after_write")
+        rows = _rows_written(spark, output, f"gold.{name}")
         lines.append(
             f"  gold.{name:<18} {rows:>10,} rows  {time.monotonic() - started:6.1f}s"
         )

@@ -12,6 +12,8 @@ from pyspark.sql import types as T
 from lakehouse.catalog import Catalog
 from lakehouse.commits import retry_on_conflict
 from lakehouse.errors import SchemaChangeError
+from lakehouse.faults import crash_point
+from lakehouse.privacy.stats import table_creation_options
 
 PROGRESS_TABLE = "audit.stage_progress"
 PROGRESS_SCHEMA = T.StructType(
@@ -50,6 +52,7 @@ def write_progress(
     rows = [(stage, src, table, int(v), run_id, now) for src, (table, v) in done.items()]
     df = spark.createDataFrame(rows, PROGRESS_SCHEMA)
     ensure_table(spark, catalog, PROGRESS_TABLE, PROGRESS_SCHEMA)
+    crash_point("silver.before_progress")
     merge_upsert(spark, catalog.path(PROGRESS_TABLE), df, ("stage", "source"))
 
 
@@ -76,9 +79,10 @@ def ensure_table(spark: SparkSession, catalog: Catalog, name: str, schema: T.Str
     """
     if catalog.exists(spark, name):
         return
-    spark.createDataFrame([], _nullable(schema)).write.format("delta").mode("append").save(
-        catalog.path(name)
-    )
+    # PII and identifiers never get min/max stats in the _delta_log (erasure must reach them).
+    spark.createDataFrame([], _nullable(schema)).write.format("delta").mode("append").options(
+        **table_creation_options(schema)
+    ).save(catalog.path(name))
 
 
 def align_to_table(df: DataFrame, existing: T.StructType | None, table: str) -> DataFrame:
@@ -166,7 +170,9 @@ def merge_newer(
             set={fill_column: f"s.`{fill_column}`"},
         )
     merge = merge.whenNotMatchedInsertAll()
+    crash_point("silver.before_merge")
     retry_on_conflict(merge.execute, f"MERGE into {path}")
+    crash_point("silver.after_merge")
 
 
 def merge_insert_only(

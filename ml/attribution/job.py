@@ -33,9 +33,9 @@ from __future__ import annotations
 import math
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -43,9 +43,11 @@ import pandas as pd
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from lakehouse.asof import as_date, snapshot_dates
 from lakehouse.catalog import Catalog
 from lakehouse.config import Config
 from lakehouse.errors import InputDataError
+from lakehouse.faults import crash_point
 from ml.attribution.heuristics import (
     DEFAULT_HALF_LIFE_DAYS,
     DEFAULT_HALF_LIFE_TOUCHES,
@@ -423,24 +425,9 @@ class AttributionRun:
     output_version: int | None
 
 
-def _as_date(value: date | str | None) -> date | None:
-    if value is None or (isinstance(value, date) and not isinstance(value, datetime)):
-        return value
-    if isinstance(value, str):
-        try:
-            return date.fromisoformat(value)
-        except ValueError:
-            raise ValueError(f"as_of must be a date YYYY-MM-DD, got {value!r}") from None
-    raise TypeError(f"as_of must be a date, a YYYY-MM-DD string or None, got {value!r}")
-
-
 def resolve_as_of(journeys_df: DataFrame, as_of: date | None) -> date:
     """The snapshot date to attribute: the given one (it must be in the table) or the latest."""
-    present = sorted(
-        r["as_of"]
-        for r in journeys_df.select("as_of").distinct().collect()
-        if r["as_of"] is not None
-    )
+    present = snapshot_dates(journeys_df)
     if not present:
         raise InputDataError(f"{INPUT_TABLE} has no journeys: run the gold stage first")
     if as_of is None:
@@ -467,6 +454,7 @@ def run_attribute(
     half_life_touches: float = DEFAULT_HALF_LIFE_TOUCHES,
     position_weights: Sequence[float] = DEFAULT_POSITION_WEIGHTS,
     log_to_mlflow: bool = True,
+    input_versions: Mapping[str, int | None] | None = None,
 ) -> list[str]:
     """Attribute gold.journeys, write gold.channel_attribution, log an MLflow run.
 
@@ -488,6 +476,7 @@ def run_attribute(
                 half_life_touches=half_life_touches,
                 position_weights=position_weights,
                 log_to_mlflow=log_to_mlflow,
+                input_versions=input_versions,
             )
         )
     ]
@@ -507,18 +496,25 @@ def attribute_journeys(
     half_life_touches: float = DEFAULT_HALF_LIFE_TOUCHES,
     position_weights: Sequence[float] = DEFAULT_POSITION_WEIGHTS,
     log_to_mlflow: bool = True,
+    input_versions: Mapping[str, int | None] | None = None,
+    output_config: Config | None = None,
 ) -> AttributionRun:
-    """run_attribute's work, returning the full result instead of summary lines."""
+    """run_attribute's work, returning the full result instead of summary lines.
+
+    ``input_versions`` reads gold.journeys / gold.customer_segments at those versions (None for
+    a table: read as absent); ``output_config`` writes under another data root (a scratch copy).
+    """
     started = time.monotonic()
     if order is not None:
         check_order(order)
     if isinstance(bootstrap, bool) or not isinstance(bootstrap, int) or bootstrap < 0:
         raise ValueError(f"bootstrap must be a non-negative int, got {bootstrap!r}")
-    requested_as_of = _as_date(as_of)
+    requested_as_of = as_date(as_of)
     catalog = Catalog(config)
 
     # Pin the versions read, so the MLflow run names exactly the data behind the numbers.
     versions = delta_versions(spark, catalog, [INPUT_TABLE, SEGMENTS_TABLE])
+    versions.update({k: v for k, v in (input_versions or {}).items() if k in versions})
     journeys_all = catalog.read(spark, INPUT_TABLE, version=versions[INPUT_TABLE])
     run_as_of = resolve_as_of(journeys_all, requested_as_of)
     journeys_df = filter_as_of(journeys_all, run_as_of)
@@ -558,7 +554,8 @@ def attribute_journeys(
             table.drop(columns=["ci_low", "ci_high"]), replicates, bootstrap, ci_level
         ).loc[:, list(OUTPUT_COLUMNS)]
 
-    output_version = write_attribution(spark, catalog, table, run_as_of)
+    output_catalog = Catalog(output_config) if output_config is not None else catalog
+    output_version = write_attribution(spark, output_catalog, table, run_as_of)
     mlflow_run_id = ""
     if log_to_mlflow:
         mlflow_run_id = log_attribution_run(
@@ -622,12 +619,14 @@ def write_attribution(
     if missing:
         raise ValueError(f"attribution table is missing column(s): {', '.join(missing)}")
     df = spark.createDataFrame(_records(table.loc[:, list(OUTPUT_COLUMNS)]), OUTPUT_SCHEMA)
+    crash_point("attribute.before_write")
     (
         df.write.format("delta")
         .mode("overwrite")
         .option("replaceWhere", f"as_of = DATE'{as_of.isoformat()}'")
         .save(catalog.path(OUTPUT_TABLE))
     )
+    crash_point("attribute.after_write")
     return catalog.current_version(spark, OUTPUT_TABLE)
 
 

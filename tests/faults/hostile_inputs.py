@@ -140,4 +140,4 @@ CASES: dict[str, Callable[[Path], Path]] = {
     )
 }
 # The sample that runs in `make test`; `make faults` runs them all.
-SAMPLE = ("truncated_json", "csv_too_many_fields", "bad_amounts", "new_column")
+SAMPLE = ("csv_too_many_fields",)

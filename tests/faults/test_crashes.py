@@ -26,7 +26,7 @@ CRASH_POINTS = (
     "bronze.before_commit:1", "bronze.before_commit:3", "bronze.before_commit:6",
     "bronze.after_commit:1", "bronze.after_commit:4",
     "silver.before_merge:1", "silver.before_merge:3", "silver.before_merge:6",
-    "silver.before_merge:9", "silver.after_merge:2", "silver.after_merge:7",
+    "silver.before_merge:5", "silver.after_merge:2", "silver.after_merge:6",
     "silver.before_progress:1",
     "gold.before_write:1", "gold.before_write:2", "gold.before_write:4", "gold.after_write:3",
     "segment.before_register:1", "segment.before_scores:1", "segment.after_scores:1",

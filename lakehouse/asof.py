@@ -1,0 +1,28 @@
+"""The `as_of` date of a run: parsing it, and the snapshot dates a gold table holds."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from pyspark.sql import DataFrame
+
+from lakehouse.errors import InputDataError
+
+
+def as_date(value: date | str | None) -> date | None:
+    """A date from a date or a YYYY-MM-DD string (None stays None: "the latest")."""
+    if value is None or (isinstance(value, date) and not isinstance(value, datetime)):
+        return value
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            raise InputDataError(f"as_of must be a date YYYY-MM-DD, got {value!r}") from None
+    raise TypeError(f"as_of must be a date, a YYYY-MM-DD string or None, got {value!r}")
+
+
+def snapshot_dates(df: DataFrame) -> list[date]:
+    """The distinct non-null ``as_of`` values of a table, oldest first (a handful of rows)."""
+    return sorted(
+        r["as_of"] for r in df.select("as_of").distinct().collect() if r["as_of"] is not None
+    )
