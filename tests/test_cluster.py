@@ -7,16 +7,14 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from datetime import date
 from pathlib import Path
 
 import pytest
-from conftest import XS_AS_OF, copy_lake
+from conftest import XS_AS_OF
 from pyspark.sql import functions as F
 
 from lakehouse.catalog import Catalog
 from lakehouse.config import REPO_ROOT, load_config
-from lakehouse.pipeline import RunContext, run_stages
 from lakehouse.standalone import standalone_cluster
 
 pytestmark = pytest.mark.slow
@@ -36,6 +34,10 @@ def standalone_master(tmp_path_factory):
 
 def _rows(spark, config, name: str) -> list:
     df = Catalog(config).read(spark, name)
+    if name == "gold.channel_attribution":
+        # Per-segment rows depend on K-means, whose k-means|| start follows the data's
+        # partitioning (cluster and local differ); the overall answer must not.
+        df = df.where("segment = 'all'")
     columns = [
         F.round(c, 6).alias(c) if t in ("double", "float") else F.col(c)
         for c, t in df.dtypes if c not in RUN_COLUMNS
@@ -44,7 +46,7 @@ def _rows(spark, config, name: str) -> list:
 
 
 def test_pipeline_submitted_to_a_standalone_cluster_equals_a_local_run(
-    spark, xs_lake, standalone_master, tmp_path
+    spark, xs_lake, full_xs_lake, standalone_master, tmp_path
 ):
     data = tmp_path / "cluster"
     shutil.copytree(Path(xs_lake.data_dir) / "raw", data / "raw")
@@ -58,11 +60,8 @@ def test_pipeline_submitted_to_a_standalone_cluster_equals_a_local_run(
     assert submitted.returncode == 0, submitted.stderr[-3000:]
     assert "[attribute] done" in submitted.stdout
 
-    # The local reference: the shared xs lake (same raw data, same as_of) plus attribution.
-    local = copy_lake(xs_lake, tmp_path / "local")
-    ctx = RunContext(run_id="local-reference", as_of=date.fromisoformat(XS_AS_OF))
-    run_stages(spark, local, "attribute", ctx, echo=lambda line: None)
-
+    # The local reference: the same raw data through every stage in this process.
+    local = full_xs_lake
     cluster = load_config("standalone", overrides={"data_dir": str(data)})
     for name in COMPARED:
         assert _rows(spark, cluster, name) == _rows(spark, local, name), (

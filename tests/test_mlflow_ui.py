@@ -32,8 +32,8 @@ class Api:
     def __init__(self, port: int):
         self.base = f"http://127.0.0.1:{port}"
 
-    def raw(self, path: str, **params: str) -> bytes:
-        url = f"{self.base}{path}?{urllib.parse.urlencode(params)}"
+    def raw(self, route: str, **params: str) -> bytes:
+        url = f"{self.base}{route}?{urllib.parse.urlencode(params)}"
         with urllib.request.urlopen(url, timeout=30) as response:
             return response.read()
 
