@@ -27,9 +27,13 @@ def _cmd_erase(args: argparse.Namespace) -> int:
             "erase deletes the person from every table and raw file and cannot be undone: "
             "repeat the command with --yes"
         )
+    from lakehouse.locks import pipeline_lock
+
     spark, config = _session(args)
-    print("erase: removing the person from every layer (identifiers are not printed)")
-    erase_subject(spark, config, customer_id=args.customer_id, email=args.email, echo=print)
+    # Not while a pipeline run writes the same tables (it would re-land the person's rows).
+    with pipeline_lock(config, "erase"):
+        print("erase: removing the person from every layer (identifiers are not printed)")
+        erase_subject(spark, config, customer_id=args.customer_id, email=args.email, echo=print)
     return 0
 
 
