@@ -26,3 +26,21 @@ def snapshot_dates(df: DataFrame) -> list[date]:
     return sorted(
         r["as_of"] for r in df.select("as_of").distinct().collect() if r["as_of"] is not None
     )
+
+
+def choose_snapshot(df: DataFrame, as_of: date | None, table: str, when_empty: str) -> date:
+    """The snapshot a job reads: ``as_of`` (it must be in ``table``) or the latest one.
+
+    ``when_empty`` is the message when the table holds no snapshot at all.
+    """
+    present = snapshot_dates(df)
+    if not present:
+        raise InputDataError(when_empty)
+    if as_of is None:
+        return present[-1]
+    if as_of not in present:
+        raise InputDataError(
+            f"{table} holds as_of {', '.join(map(str, present))}, not {as_of}: "
+            f"run the gold stage with --as-of {as_of} first"
+        )
+    return as_of

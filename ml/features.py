@@ -35,7 +35,7 @@ from datetime import date
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from lakehouse.asof import snapshot_dates
+from lakehouse.asof import choose_snapshot
 from lakehouse.errors import InputDataError
 
 INPUT_TABLE = "gold.customer_360"
@@ -104,19 +104,10 @@ def filter_as_of(customer_360_df: DataFrame, as_of: date) -> DataFrame:
 
 def resolve_as_of(customer_360_df: DataFrame, as_of: date | None) -> date:
     """The snapshot to segment: the given one (it must be in the table) or the latest."""
-    present = snapshot_dates(customer_360_df)
-    if not present:
-        raise InputDataError(
-            f"{INPUT_TABLE} is empty: no customers to segment; run the gold stage first"
-        )
-    if as_of is None:
-        return present[-1]
-    if as_of not in present:
-        raise InputDataError(
-            f"{INPUT_TABLE} holds as_of {', '.join(map(str, present))}, not {as_of}: "
-            f"run the gold stage with --as-of {as_of} first"
-        )
-    return as_of
+    return choose_snapshot(
+        customer_360_df, as_of, INPUT_TABLE,
+        f"{INPUT_TABLE} is empty: no customers to segment; run the gold stage first",
+    )
 
 
 def null_profile(snapshot_df: DataFrame) -> tuple[int, dict[str, int], dict[str, float | None]]:

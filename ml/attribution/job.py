@@ -43,10 +43,9 @@ import pandas as pd
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from lakehouse.asof import as_date, snapshot_dates
+from lakehouse.asof import as_date, choose_snapshot
 from lakehouse.catalog import Catalog
 from lakehouse.config import Config
-from lakehouse.errors import InputDataError
 from lakehouse.faults import crash_point
 from ml.attribution.heuristics import (
     DEFAULT_HALF_LIFE_DAYS,
@@ -427,17 +426,9 @@ class AttributionRun:
 
 def resolve_as_of(journeys_df: DataFrame, as_of: date | None) -> date:
     """The snapshot date to attribute: the given one (it must be in the table) or the latest."""
-    present = snapshot_dates(journeys_df)
-    if not present:
-        raise InputDataError(f"{INPUT_TABLE} has no journeys: run the gold stage first")
-    if as_of is None:
-        return present[-1]
-    if as_of not in present:
-        raise InputDataError(
-            f"{INPUT_TABLE} holds as_of {', '.join(map(str, present))}, not {as_of}: "
-            f"run the gold stage with --as-of {as_of} first"
-        )
-    return as_of
+    return choose_snapshot(
+        journeys_df, as_of, INPUT_TABLE, f"{INPUT_TABLE} has no journeys: run the gold stage first"
+    )
 
 
 def run_attribute(
