@@ -149,7 +149,8 @@ class SegmentRun:
     profile: pd.DataFrame
     model_version: str
     decision: GateDecision
-    champion_version: str               # the version that scored the customers
+    champion_version: str | None        # the version that scored the customers (None: no
+                                        # champion yet, nothing scored)
     input_versions: dict[str, int | None]
     mlflow_run_id: str
     output_version: int | None
@@ -346,10 +347,15 @@ def segment_customers(
             tags={"lakehouse.run_id": run_id, "mlflow_run_id": trained["mlflow_run_id"],
                   "as_of": run_as_of.isoformat(), "k": str(trained["chosen_k"])},
         )
-        champion_version, scored_df = score_with_champion(
-            options.model_name, features_df, run_as_of
-        )
-        output_version = write_segments(spark, catalog, scored_df, run_as_of)
+        # A rejected first model leaves no champion: nothing may score the customers, and the
+        # previous segment table (if any) stays as it was; the run goes on (attribution then
+        # reports overall figures only) and says why.
+        champion_version, output_version = None, None
+        if current_champion(options.model_name) is not None:
+            champion_version, scored_df = score_with_champion(
+                options.model_name, features_df, run_as_of
+            )
+            output_version = write_segments(spark, catalog, scored_df, run_as_of)
     finally:
         features_df.unpersist()
     return SegmentRun(
@@ -427,7 +433,7 @@ def _train_and_log(
                 # One series in the parent, so the UI plots silhouette against k.
                 mlflow.log_metric("silhouette_by_k", candidate.silhouette, step=k)
                 mlflow.log_metric("inertia_by_k", candidate.inertia, step=k)
-            best = choose_k(candidates)
+            best = choose_k(candidates, options.gate.min_segment_share)
             predictions_df = best.model.transform(scaled_df)
             profile = cluster_profile(features_df, predictions_df, PROFILE_COLUMNS)
             ranks = rank_clusters(profile)
@@ -492,6 +498,14 @@ def _train_and_log(
             scaled_df.unpersist()
 
 
+def current_champion(model_name: str) -> str | None:
+    from mlflow import MlflowClient
+
+    from ml.registry import champion
+
+    return champion(MlflowClient(), model_name)[0]
+
+
 def score_with_champion(
     model_name: str, features_df: DataFrame, as_of: date
 ) -> tuple[str, DataFrame]:
@@ -518,12 +532,23 @@ def describe(run: SegmentRun) -> list[str]:
         f"{r.segment_name} {r.customers:,} ({r.share:.0%})" for r in run.profile.itertuples()
     )
     tried = ", ".join(f"k={k} {s:.3f}" for k, s in sorted(run.candidates.items()))
+    if run.champion_version is None:
+        outcome = (
+            f"segment: as_of {run.as_of}, {run.customers:,} customers NOT scored: no champion "
+            f"model yet (the first version was rejected by the gate); {OUTPUT_TABLE} left as it "
+            f"was. Lower segment.gate.min_segment_share or segment more data, then run segment "
+            f"again"
+        )
+    else:
+        outcome = (
+            f"segment: as_of {run.as_of}, {run.customers:,} customers scored with champion "
+            f"v{run.champion_version} -> {OUTPUT_TABLE} (version {run.output_version}), "
+            f"{INPUT_TABLE} version {run.input_versions[INPUT_TABLE]}, mlflow run "
+            f"{run.mlflow_run_id}, {run.seconds:.1f}s"
+        )
     return [
         f"  silhouette by k: {tried}",
         f"  segments (k={run.chosen_k}): {sizes}",
         f"  model version {run.model_version} {run.decision.label}: {run.decision.reason}",
-        f"segment: as_of {run.as_of}, {run.customers:,} customers scored with champion "
-        f"v{run.champion_version} -> {OUTPUT_TABLE} (version {run.output_version}), "
-        f"{INPUT_TABLE} version {run.input_versions[INPUT_TABLE]}, mlflow run "
-        f"{run.mlflow_run_id}, {run.seconds:.1f}s",
+        outcome,
     ]

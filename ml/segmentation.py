@@ -150,11 +150,24 @@ def fit_candidate(scaled_df: DataFrame, k: int, options: KMeansOptions) -> Candi
     )
 
 
-def choose_k(candidates: Sequence[Candidate]) -> Candidate:
-    """Highest silhouette; ties (to 1e-9) go to the smaller k."""
+def smallest_share(candidate: Candidate) -> float:
+    total = sum(candidate.sizes)
+    return min(candidate.sizes) / total if total else 0.0
+
+
+def choose_k(candidates: Sequence[Candidate], min_segment_share: float = 0.0) -> Candidate:
+    """Highest silhouette among the candidates whose smallest cluster holds at least
+    ``min_segment_share`` of the customers; ties (to 1e-9) go to the smaller k.
+
+    Why the share first: the registry gate rejects a model with a near-empty segment, so picking
+    such a k by silhouette alone would train a model that can never be promoted while an
+    acceptable k was at hand. When no candidate meets the share, all compete (and the gate says
+    why the winner is rejected).
+    """
     if not candidates:
         raise ValueError("no candidate models to choose from")
-    return max(candidates, key=lambda c: (round(c.silhouette, 9), -c.k))
+    eligible = [c for c in candidates if smallest_share(c) >= min_segment_share] or candidates
+    return max(eligible, key=lambda c: (round(c.silhouette, 9), -c.k))
 
 
 def cluster_profile(

@@ -22,7 +22,8 @@ from pyspark.sql import functions as F
 
 from lakehouse.catalog import Catalog
 from lakehouse.privacy.pseudonym import pseudonym_key
-from ml.segment_job import OUTPUT_TABLE, segment_customers, segment_options
+from ml.segment_job import OUTPUT_TABLE, describe, segment_customers, segment_options
+from ml.segmentation import Candidate, choose_k
 
 # Measured on the xs lake (3 days of behaviour: few orders, so tenure and browsing carry most of
 # the signal): ARI 0.15. The floor leaves room for another k being chosen.
@@ -165,6 +166,32 @@ def test_first_model_is_champion_with_gate_tags(segmented):
     assert champion.tags["gate.reason"].startswith("first model")
     assert float(champion.tags["silhouette"]) == pytest.approx(run.silhouette, abs=1e-6)
     assert run.champion_version == "1"
+
+
+def test_choose_k_prefers_a_k_whose_segments_all_meet_the_minimum_share():
+    def candidate(k, silhouette, sizes):
+        return Candidate(k=k, model=None, silhouette=silhouette, inertia=0.0, sizes=sizes,
+                         iterations=1)
+
+    tiny_best = candidate(5, 0.60, [1, 30, 30, 20, 19])        # smallest share 1%
+    balanced = candidate(4, 0.50, [25, 25, 25, 25])
+    assert choose_k([tiny_best, balanced]).k == 5              # silhouette alone
+    assert choose_k([tiny_best, balanced], min_segment_share=0.02).k == 4
+    # No candidate qualifies: all compete again (the gate then rejects and says why).
+    assert choose_k([tiny_best], min_segment_share=0.02).k == 5
+
+
+def test_rejected_first_model_scores_nobody_and_says_so(spark, xs_lake, tmp_path_factory):
+    config = copy_lake(xs_lake, tmp_path_factory.mktemp("segment-rejected") / "data")
+    config = config.with_overrides({**TEST_OVERRIDES, "segment.k_max": 4,
+                                    "segment.gate.min_segment_share": 0.9})
+    run = segment_customers(spark, config, "seg-rejected", None)
+    assert not run.decision.promote and run.champion_version is None
+    assert run.output_version is None
+    assert not Catalog(config).exists(spark, OUTPUT_TABLE)
+    version = _client(config).get_model_version(MODEL, run.model_version)
+    assert version.tags["gate.decision"] == "rejected"
+    assert "NOT scored" in describe(run)[-1]
 
 
 # --------------------------------------------------------------------------- retraining
