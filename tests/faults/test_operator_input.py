@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 from faultlib import record
@@ -52,3 +54,23 @@ def test_table_names_with_traversal_quotes_or_sql(capsys, xs_lake, monkeypatch, 
     monkeypatch.setenv("LAKEHOUSE_DATA_DIR", xs_lake.data_dir)
     _one_line_error(capsys, ["history", name], "invalid table name")
     record("operator input", f"table name {name!r}", True)
+
+
+def test_restore_to_a_vacuumed_version(capsys, spark, tmp_path, monkeypatch):
+    from lakehouse.catalog import Catalog
+    from lakehouse.config import load_config
+
+    data = tmp_path / "data"
+    catalog = Catalog(load_config("local", overrides={"data_dir": str(data)}))
+    path = catalog.path("gold.customer_360")
+    spark.range(5).write.format("delta").save(path)
+    old_files = set(spark.read.format("delta").load(path).inputFiles())
+    spark.range(5, 9).write.format("delta").mode("overwrite").save(path)
+    # What VACUUM does to version 0, without waiting out its retention: its files go.
+    for uri in old_files:
+        Path(urlparse(uri).path).unlink()
+    monkeypatch.setenv("LAKEHOUSE_DATA_DIR", str(data))
+    _one_line_error(capsys, ["restore", "gold.customer_360", "--version", "0", "--yes"],
+                    "VACUUM")
+    assert sorted(r.id for r in spark.read.format("delta").load(path).collect()) == [5, 6, 7, 8]
+    record("operator input", "restore to a vacuumed version", True)
