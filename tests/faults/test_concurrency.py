@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import XS_AS_OF
-from faultlib import record, reference_fixture  # noqa: F401 - fixture
+from faultlib import child_env, record, reference_fixture  # noqa: F401 - fixture
 from test_crashes import _rows, _tables
 
 from lakehouse.config import load_config
@@ -25,7 +25,7 @@ FULL = os.environ.get("LAKEHOUSE_FAULTS") == "full"
 def test_two_runs_at_once_end_as_one_run(spark, xs_lake, reference, tmp_path):
     root = tmp_path / "data"
     shutil.copytree(Path(xs_lake.data_dir) / "raw", root / "raw")
-    env = {**os.environ, "LAKEHOUSE_DATA_DIR": str(root)}
+    env = child_env(str(root))
     command = [sys.executable, "-m", "lakehouse", "run", "all", "--as-of", XS_AS_OF]
     procs = [subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True) for _ in range(2)]
