@@ -299,21 +299,15 @@ def run_segment(
     return describe(segment_customers(spark, config, run_id, as_of, input_versions=input_versions))
 
 
-def segment_customers(
+def segment_inputs(
     spark: SparkSession,
-    config: Config,
-    run_id: str,
-    as_of: date | str | None = None,
-    *,
-    input_versions: Mapping[str, int | None] | None = None,
-) -> SegmentRun:
-    """run_segment's work, returning the full result instead of summary lines."""
-    started = time.monotonic()
-    options = segment_options(config)
+    catalog: Catalog,
+    options: SegmentOptions,
+    as_of: date | str | None,
+    input_versions: Mapping[str, int | None] | None,
+) -> tuple[dict[str, int | None], FeatureSet, list[int]]:
+    """(input versions read, features of the as_of snapshot, candidate k) of one run."""
     requested_as_of = as_date(as_of)
-    check_mlflow_store(config, options.experiment)
-
-    catalog = Catalog(config)
     versions = delta_versions(spark, catalog, [INPUT_TABLE])
     versions.update({k: v for k, v in (input_versions or {}).items() if k in versions})
     if versions[INPUT_TABLE] is None:
@@ -332,6 +326,24 @@ def segment_customers(
             f"segment.k_min + 1 = {options.k_min + 1} needed to form {options.k_min} segments: "
             f"lower segment.k_min or segment a larger snapshot"
         )
+    return versions, feature_set, ks
+
+
+def segment_customers(
+    spark: SparkSession,
+    config: Config,
+    run_id: str,
+    as_of: date | str | None = None,
+    *,
+    input_versions: Mapping[str, int | None] | None = None,
+) -> SegmentRun:
+    """run_segment's work, returning the full result instead of summary lines."""
+    started = time.monotonic()
+    options = segment_options(config)
+    check_mlflow_store(config, options.experiment)
+    catalog = Catalog(config)
+    versions, feature_set, ks = segment_inputs(spark, catalog, options, as_of, input_versions)
+    run_as_of = feature_set.as_of
 
     features_df = feature_set.features_df.cache()
     try:
@@ -375,6 +387,43 @@ def segment_customers(
     )
 
 
+@dataclass(frozen=True)
+class TrainedSegmentation:
+    """Every candidate fitted, the chosen one, and the model that names segments."""
+
+    candidates: list[Candidate]
+    best: Candidate
+    ranks: dict[int, int]          # K-means cluster -> segment_id
+    profile: pd.DataFrame          # segment_profile of the chosen k
+    model: Any                     # PipelineModel: scaling, K-means, naming
+
+
+def train_segmentation(
+    features_df: DataFrame, ks: Sequence[int], options: SegmentOptions
+) -> TrainedSegmentation:
+    """Fit the scaler and a K-means per k, choose k, name the clusters. No MLflow, no I/O
+    beyond reading ``features_df``: the job logs the result, `lakehouse reproduce` compares it."""
+    scaling = fit_scaling(features_df, options.features)
+    scaled_df = scaling.transform(features_df).select(KEY, VECTOR)
+    if options.kmeans.cache:
+        scaled_df = scaled_df.cache()
+    try:
+        candidates = [fit_candidate(scaled_df, k, options.kmeans) for k in ks]
+        best = choose_k(candidates, options.gate.min_segment_share)
+        profile = cluster_profile(features_df, best.model.transform(scaled_df), PROFILE_COLUMNS)
+    finally:
+        if options.kmeans.cache:
+            scaled_df.unpersist()
+    ranks = rank_clusters(profile)
+    return TrainedSegmentation(
+        candidates=candidates,
+        best=best,
+        ranks=ranks,
+        profile=segment_profile(profile, ranks, options.names),
+        model=segmentation_model(scaling, best.model, naming_stage(ranks, options.names)),
+    )
+
+
 def _train_and_log(
     spark: SparkSession,
     config: Config,
@@ -389,113 +438,99 @@ def _train_and_log(
     import mlflow
     from mlflow.models import infer_signature
 
-    scaling = fit_scaling(features_df, options.features)
-    scaled_df = scaling.transform(features_df).select(KEY, VECTOR)
-    if options.kmeans.cache:
-        scaled_df = scaled_df.cache()
     started = time.monotonic()
-    try:
-        with mlflow.start_run(run_name=run_id) as parent, tempfile.TemporaryDirectory() as tmp:
-            mlflow.set_tag("lakehouse.run_id", run_id)
-            mlflow.log_params(
-                {
-                    "as_of": feature_set.as_of.isoformat(),
-                    "customers": feature_set.rows,
-                    "k_min": options.k_min,
-                    "k_max": options.k_max,
-                    "k_tried": ",".join(map(str, ks)),
-                    "features": ",".join(options.features),
-                    "seed": options.kmeans.seed,
-                    "max_iter": options.kmeans.max_iter,
-                    "tol": options.kmeans.tol,
-                    "init_mode": "k-means||",
-                    "init_steps": options.kmeans.init_steps,
-                    "solver": options.kmeans.solver,
-                    "cache_scaled": options.kmeans.cache,
-                    "recency_cap_days": options.recency_cap_days,
-                    "names": ",".join(options.names),
-                    "gate.silhouette_tolerance": options.gate.silhouette_tolerance,
-                    "gate.min_segment_share": options.gate.min_segment_share,
-                    **{f"median.{c}": v for c, v in feature_set.medians.items()},
-                    **version_params(dict(versions)),
-                }
-            )
-            mlflow.log_metrics(
-                {f"imputed.{c}": float(n) for c, n in feature_set.imputed.items()} or
-                {"imputed.total": 0.0}
-            )
-            candidates = []
-            for k in ks:
-                with mlflow.start_run(run_name=f"{run_id} k={k}", nested=True):
-                    candidate = fit_candidate(scaled_df, k, options.kmeans)
-                    _log_candidate(candidate)
-                    candidates.append(candidate)
-                # One series in the parent, so the UI plots silhouette against k.
-                mlflow.log_metric("silhouette_by_k", candidate.silhouette, step=k)
-                mlflow.log_metric("inertia_by_k", candidate.inertia, step=k)
-            best = choose_k(candidates, options.gate.min_segment_share)
-            predictions_df = best.model.transform(scaled_df)
-            profile = cluster_profile(features_df, predictions_df, PROFILE_COLUMNS)
-            ranks = rank_clusters(profile)
-            named = segment_profile(profile, ranks, options.names)
-            model = segmentation_model(scaling, best.model, naming_stage(ranks, options.names))
-
-            mlflow.log_params({"chosen_k": best.k})
-            mlflow.log_metrics(
-                {
-                    "silhouette": best.silhouette,
-                    "inertia": best.inertia,
-                    "chosen_k": float(best.k),
-                    "min_segment_share": float(named["share"].min()),
-                    "train_seconds": time.monotonic() - started,
-                    **{f"segment_size.{r.segment_name}": float(r.customers)
-                       for r in named.itertuples()},
-                }
-            )
-            mlflow.set_tag("segment_map", json.dumps(
-                {str(c): [r, options.names[r]] for c, r in sorted(ranks.items())}
-            ))
-            folder = Path(tmp)
-            csv = folder / "segment_profile.csv"
-            named.to_csv(csv, index=False, lineterminator="\n")
-            candidates_csv = folder / "silhouette_by_k.csv"
-            pd.DataFrame(
-                [{"k": c.k, "silhouette": c.silhouette, "inertia": c.inertia,
-                  "iterations": c.iterations, "seconds": c.seconds,
-                  "sizes": " ".join(map(str, c.sizes))} for c in candidates]
-            ).to_csv(candidates_csv, index=False, lineterminator="\n")
-            for artifact in (
-                csv,
-                candidates_csv,
-                _silhouette_plot(candidates, best.k, folder / "silhouette_vs_k.png"),
-                _profile_plot(named, folder / "segment_profile.png"),
-            ):
-                mlflow.log_artifact(str(artifact))
-
-            # Feature columns only: the example and signature hold no key and no PII.
-            example = (
-                features_df.select(*options.features).limit(options.input_example_rows).toPandas()
-            )
-            output = model.transform(
-                spark.createDataFrame(example)
-            ).select(PREDICTION).toPandas()
-            info = mlflow.spark.log_model(
-                model,
-                MODEL_ARTIFACT,
-                signature=infer_signature(example, output),
-                input_example=example,
-            )
-            return {
-                "model_uri": info.model_uri,
-                "mlflow_run_id": parent.info.run_id,
-                "candidates": {c.k: c.silhouette for c in candidates},
-                "chosen_k": best.k,
-                "silhouette": best.silhouette,
-                "profile": named,
+    with mlflow.start_run(run_name=run_id) as parent, tempfile.TemporaryDirectory() as tmp:
+        mlflow.set_tag("lakehouse.run_id", run_id)
+        mlflow.log_params(
+            {
+                "as_of": feature_set.as_of.isoformat(),
+                "customers": feature_set.rows,
+                "k_min": options.k_min,
+                "k_max": options.k_max,
+                "k_tried": ",".join(map(str, ks)),
+                "features": ",".join(options.features),
+                "seed": options.kmeans.seed,
+                "max_iter": options.kmeans.max_iter,
+                "tol": options.kmeans.tol,
+                "init_mode": "k-means||",
+                "init_steps": options.kmeans.init_steps,
+                "solver": options.kmeans.solver,
+                "cache_scaled": options.kmeans.cache,
+                "recency_cap_days": options.recency_cap_days,
+                "names": ",".join(options.names),
+                "gate.silhouette_tolerance": options.gate.silhouette_tolerance,
+                "gate.min_segment_share": options.gate.min_segment_share,
+                **{f"median.{c}": v for c, v in feature_set.medians.items()},
+                **version_params(dict(versions)),
             }
-    finally:
-        if options.kmeans.cache:
-            scaled_df.unpersist()
+        )
+        mlflow.log_metrics(
+            {f"imputed.{c}": float(n) for c, n in feature_set.imputed.items()} or
+            {"imputed.total": 0.0}
+        )
+        trained = train_segmentation(features_df, ks, options)
+        candidates, best = trained.candidates, trained.best
+        ranks, named, model = trained.ranks, trained.profile, trained.model
+        for candidate in candidates:
+            with mlflow.start_run(run_name=f"{run_id} k={candidate.k}", nested=True):
+                _log_candidate(candidate)
+            # One series in the parent, so the UI plots silhouette against k.
+            mlflow.log_metric("silhouette_by_k", candidate.silhouette, step=candidate.k)
+            mlflow.log_metric("inertia_by_k", candidate.inertia, step=candidate.k)
+
+        mlflow.log_params({"chosen_k": best.k})
+        mlflow.log_metrics(
+            {
+                "silhouette": best.silhouette,
+                "inertia": best.inertia,
+                "chosen_k": float(best.k),
+                "min_segment_share": float(named["share"].min()),
+                "train_seconds": time.monotonic() - started,
+                **{f"segment_size.{r.segment_name}": float(r.customers)
+                   for r in named.itertuples()},
+            }
+        )
+        mlflow.set_tag("segment_map", json.dumps(
+            {str(c): [r, options.names[r]] for c, r in sorted(ranks.items())}
+        ))
+        folder = Path(tmp)
+        csv = folder / "segment_profile.csv"
+        named.to_csv(csv, index=False, lineterminator="\n")
+        candidates_csv = folder / "silhouette_by_k.csv"
+        pd.DataFrame(
+            [{"k": c.k, "silhouette": c.silhouette, "inertia": c.inertia,
+              "iterations": c.iterations, "seconds": c.seconds,
+              "sizes": " ".join(map(str, c.sizes))} for c in candidates]
+        ).to_csv(candidates_csv, index=False, lineterminator="\n")
+        for artifact in (
+            csv,
+            candidates_csv,
+            _silhouette_plot(candidates, best.k, folder / "silhouette_vs_k.png"),
+            _profile_plot(named, folder / "segment_profile.png"),
+        ):
+            mlflow.log_artifact(str(artifact))
+
+        # Feature columns only: the example and signature hold no key and no PII.
+        example = (
+            features_df.select(*options.features).limit(options.input_example_rows).toPandas()
+        )
+        output = model.transform(
+            spark.createDataFrame(example)
+        ).select(PREDICTION).toPandas()
+        info = mlflow.spark.log_model(
+            model,
+            MODEL_ARTIFACT,
+            signature=infer_signature(example, output),
+            input_example=example,
+        )
+        return {
+            "model_uri": info.model_uri,
+            "mlflow_run_id": parent.info.run_id,
+            "candidates": {c.k: c.silhouette for c in candidates},
+            "chosen_k": best.k,
+            "silhouette": best.silhouette,
+            "profile": named,
+        }
 
 
 def current_champion(model_name: str) -> str | None:

@@ -210,3 +210,18 @@ def test_verify_finds_the_edited_and_the_removed_record(spark, lake, capsys, mon
     DeltaTable.forPath(spark, catalog.path("audit.lineage")).delete(F.col("record_seq") == middle)
     assert main(["audit", "verify"]) == 1
     assert f"audit.lineage: chain BROKEN at record {middle}" in capsys.readouterr().out
+
+
+def test_reproduce_retrains_a_segment_run_to_the_same_segments(spark, full_xs_lake):
+    from lakehouse.audit.reproduce import reproduce_run
+
+    lines: list[str] = []
+    checks = reproduce_run(spark, full_xs_lake, "full-xs-lake", echo=lines.append,
+                           stages=("segment",))
+    assert [c.stage for c in checks] == ["segment"], lines
+    # The run's model was the first, so the champion: its scores are in gold.customer_segments.
+    scored = Catalog(full_xs_lake).read(spark, "gold.customer_segments").where(
+        F.col("as_of") == XS_AS_OF).count()
+    assert checks[0].rows == scored > 0
+    assert checks[0].identical, checks[0].line()
+    assert "identical" in lines[-1] and "MLflow run" in lines[-1]

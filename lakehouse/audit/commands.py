@@ -143,7 +143,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     config, spark, _catalog = _context(args)
     checks = reproduce_run(spark, config, args.run_id, echo=print)
     if not checks:
-        print(f"run {args.run_id}: nothing rebuilt (no gold or attribute stage completed in it)")
+        print(f"run {args.run_id}: nothing rebuilt (no gold, attribute or segment stage completed in it)")
         return 0
     different = [c for c in checks if not c.identical]
     print(

@@ -6,8 +6,12 @@ the current one, with a note, if that snapshot is missing) and writes under
 ``<data_dir>/<audit.scratch_dir>/<run_id>/``, never over the real tables. Each output is then
 compared with the version the run wrote: identical, or how many rows differ each way.
 
-Supported: gold (silver -> gold, a pure snapshot of its inputs) and attribute (gold.journeys
--> gold.channel_attribution, without a new MLflow run). bronze and silver are not rebuilt:
+Supported: gold (silver -> gold, a pure snapshot of its inputs), attribute (gold.journeys
+-> gold.channel_attribution, without a new MLflow run) and segment, a model run: the K-means
+candidates are trained again from the recorded gold.customer_360 version with the run's config
+(nothing logged, nothing registered), and the rebuilt model's segment of every customer of the
+snapshot is compared with what the model the run logged in MLflow assigns. bronze and silver
+are not rebuilt:
 bronze ingests raw files with exactly-once checkpoints and silver MERGEs into its own previous
 state, so their output is not a function of the recorded input versions alone; their recorded
 inputs and outputs are listed instead.
@@ -32,14 +36,14 @@ from lakehouse.catalog import Catalog
 from lakehouse.config import Config
 from lakehouse.errors import LakehouseError, TableNotFoundError
 
-REPRODUCIBLE_STAGES = ("gold", "attribute")
+REPRODUCIBLE_STAGES = ("gold", "attribute", "segment")
 
 
 @dataclass(frozen=True)
 class TableCheck:
     stage: str
     table: str
-    recorded_version: int
+    recorded_version: int | str
     rows: int
     only_recorded: int
     only_rebuilt: int
@@ -50,10 +54,12 @@ class TableCheck:
         return self.only_recorded == 0 and self.only_rebuilt == 0 and not self.note
 
     def line(self) -> str:
+        v = self.recorded_version
+        where = f"version {v}" if isinstance(v, int) else v
         if self.identical:
-            return f"  {self.table} (version {self.recorded_version}): identical, {self.rows:,} rows"
+            return f"  {self.table} ({where}): identical, {self.rows:,} rows"
         return (
-            f"  {self.table} (version {self.recorded_version}): DIFFERENT: "
+            f"  {self.table} ({where}): DIFFERENT: "
             f"{self.only_recorded:,} rows only in the recorded version, {self.only_rebuilt:,} "
             f"only in the rebuild{f' ({self.note})' if self.note else ''}"
         )
@@ -125,13 +131,62 @@ def _rebuild(
         )
 
 
+def reproduce_segment(
+    spark: SparkSession, config: Config, run_id: str, as_of: Any, inputs: dict[str, int]
+) -> TableCheck:
+    """Train the run's segmentation again and compare its assignments with the logged model's."""
+    import mlflow
+
+    from ml.features import INPUT_TABLE, KEY
+    from ml.segment_job import MODEL_ARTIFACT, segment_inputs, segment_options, train_segmentation
+    from ml.tracking import use_experiment
+
+    options = segment_options(config)
+    use_experiment(config, options.experiment)
+    runs = [
+        r for r in mlflow.search_runs(
+            experiment_names=[options.experiment],
+            filter_string=f"tags.`lakehouse.run_id` = '{run_id}'", output_format="list",
+        )
+        if "chosen_k" in r.data.params
+    ]
+    if not runs:
+        raise LakehouseError(
+            f"run {run_id}: no segmentation run tagged lakehouse.run_id={run_id} in MLflow "
+            f"experiment {options.experiment}; check mlflow.tracking_uri"
+        )
+    recorded_run = runs[0]
+    _, feature_set, ks = segment_inputs(
+        spark, Catalog(config), options, as_of, {INPUT_TABLE: inputs.get(INPUT_TABLE)}
+    )
+    features_df = feature_set.features_df.cache()
+    try:
+        rebuilt = train_segmentation(features_df, ks, options)
+        recorded_model = mlflow.spark.load_model(f"runs:/{recorded_run.info.run_id}/{MODEL_ARTIFACT}")
+        columns = [KEY, "segment_id", "segment_name"]
+        recorded_df = recorded_model.transform(features_df).select(*columns)
+        rebuilt_df = rebuilt.model.transform(features_df).select(*columns)
+        only_recorded, only_rebuilt, note = compare_outputs(recorded_df, rebuilt_df)
+    finally:
+        features_df.unpersist()
+    chosen_k = int(recorded_run.data.params["chosen_k"])
+    if rebuilt.best.k != chosen_k:
+        note = f"k {rebuilt.best.k} chosen, the run chose {chosen_k}"
+    return TableCheck(
+        "segment", f"{options.model_name} model (MLflow run {recorded_run.info.run_id})",
+        f"k={chosen_k}", feature_set.rows, only_recorded, only_rebuilt, note,
+    )
+
+
 def reproduce_run(
-    spark: SparkSession, config: Config, run_id: str, echo: Callable[[str], None] = print
+    spark: SparkSession, config: Config, run_id: str, echo: Callable[[str], None] = print,
+    stages: tuple[str, ...] | None = None,
 ) -> list[TableCheck]:
-    """Rebuild the reproducible stages of `run_id`; one TableCheck per output table."""
+    """Rebuild the reproducible stages of `run_id` (``stages``: only those); one TableCheck per
+    output table (per model for segment)."""
     catalog = Catalog(config)
     rows = run_lineage(spark, catalog, run_id)
-    stages = list(dict.fromkeys(r["stage"] for r in rows))
+    stages = [s for s in dict.fromkeys(r["stage"] for r in rows) if stages is None or s in stages]
     scratch_root = "/".join(
         [config.data_dir.rstrip("/"), config.get("audit.scratch_dir").strip("/"), run_id]
     )
@@ -165,6 +220,11 @@ def reproduce_run(
             f"{head['as_of'] or 'from the data'}) into {scratch_root}"
             + (f" [{note}]" if note else "")
         )
+        if stage == "segment":
+            check = reproduce_segment(spark, stage_config, run_id, head["as_of"], inputs)
+            echo(check.line())
+            checks.append(check)
+            continue
         _rebuild(spark, stage, stage_config, scratch, run_id, head["as_of"], inputs)
         scratch_catalog = Catalog(scratch)
         for name, version in outputs.items():
