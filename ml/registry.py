@@ -5,11 +5,13 @@ passes. Aliases, not the deprecated stages.
 The gate (``segment.gate`` in config, logged as params of the training run and as tags of the
 version):
 
-* the first model of the registered model (no champion yet) is promoted;
+* the first model of the registered model (no champion yet) is promoted, whatever its figures
+  (without a champion nobody can be scored; a segment below the minimum share is named in the
+  reason);
 * otherwise the challenger's silhouette must not be lower than the champion's by more than
   ``silhouette_tolerance`` (silhouettes compared as recorded at each model's training);
-* and in either case no segment may hold less than ``min_segment_share`` of the customers
-  (a near-empty segment is a sign of outliers pulling a centroid, not a marketing group).
+* and no segment may hold less than ``min_segment_share`` of the customers (a near-empty
+  segment is a sign of outliers pulling a centroid, not a marketing group).
 
 The decision is written as version tags ``gate.decision`` (promoted / rejected) and
 ``gate.reason`` (one sentence naming the figures), plus the figures themselves, so a reviewer
@@ -53,19 +55,26 @@ def evaluate_gate(
 ) -> GateDecision:
     """Pure gate: promote or not, and why (see the module notes)."""
     smallest = min(segment_shares) if segment_shares else 0.0
+    if champion_version is None or champion_silhouette is None:
+        # The first model becomes champion whatever its figures: without one nobody can be
+        # scored. A small segment is said in the reason, and later challengers must pass.
+        small = (
+            f"; its smallest segment is below the minimum {policy.min_segment_share:.2%}, "
+            f"which every later challenger must meet"
+            if smallest < policy.min_segment_share else ""
+        )
+        return GateDecision(
+            True,
+            f"first model: no champion yet (silhouette {silhouette:.4f}, smallest segment "
+            f"{smallest:.2%}){small}",
+            None,
+        )
     if smallest < policy.min_segment_share:
         return GateDecision(
             False,
             f"smallest segment holds {smallest:.2%} of customers, below the minimum "
             f"{policy.min_segment_share:.2%}",
             champion_version,
-        )
-    if champion_version is None or champion_silhouette is None:
-        return GateDecision(
-            True,
-            f"first model: no champion yet (silhouette {silhouette:.4f}, smallest segment "
-            f"{smallest:.2%})",
-            None,
         )
     floor = champion_silhouette - policy.silhouette_tolerance
     if silhouette < floor:

@@ -359,9 +359,10 @@ def segment_customers(
             tags={"lakehouse.run_id": run_id, "mlflow_run_id": trained["mlflow_run_id"],
                   "as_of": run_as_of.isoformat(), "k": str(trained["chosen_k"])},
         )
-        # A rejected first model leaves no champion: nothing may score the customers, and the
-        # previous segment table (if any) stays as it was; the run goes on (attribution then
-        # reports overall figures only) and says why.
+        # The gate always promotes a first model, so a champion exists here unless its alias
+        # was removed by hand meanwhile: then nothing may score the customers, the segment
+        # table stays as it was, and the run goes on (attribution reports overall figures
+        # only) and says why.
         champion_version, output_version = None, None
         if current_champion(options.model_name) is not None:
             champion_version, scored_df = score_with_champion(
@@ -570,9 +571,8 @@ def describe(run: SegmentRun) -> list[str]:
     if run.champion_version is None:
         outcome = (
             f"segment: as_of {run.as_of}, {run.customers:,} customers NOT scored: no champion "
-            f"model yet (the first version was rejected by the gate); {OUTPUT_TABLE} left as it "
-            f"was. Lower segment.gate.min_segment_share or segment more data, then run segment "
-            f"again"
+            f"model (the champion alias is missing); {OUTPUT_TABLE} left as it was. Set the "
+            f"alias on a model version in the MLflow UI or run segment again"
         )
     else:
         outcome = (

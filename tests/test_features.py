@@ -129,4 +129,5 @@ def test_gate():
     assert not worse.promote and "below champion v3's 0.5000" in worse.reason
     tiny = evaluate_gate(0.9, [0.95, 0.05], 0.5, "3", policy)
     assert not tiny.promote and "5.00%" in tiny.reason
-    assert not evaluate_gate(0.9, [0.95, 0.05], None, None, policy).promote
+    first_small = evaluate_gate(0.9, [0.95, 0.05], None, None, policy)
+    assert first_small.promote and "below the minimum 10.00%" in first_small.reason

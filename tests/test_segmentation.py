@@ -22,7 +22,7 @@ from pyspark.sql import functions as F
 
 from lakehouse.catalog import Catalog
 from lakehouse.privacy.pseudonym import pseudonym_key
-from ml.segment_job import OUTPUT_TABLE, describe, segment_customers, segment_options
+from ml.segment_job import OUTPUT_TABLE, segment_customers, segment_options
 from ml.segmentation import Candidate, choose_k
 
 # Measured on the xs lake (3 days of behaviour: few orders, so tenure and browsing carry most of
@@ -181,17 +181,15 @@ def test_choose_k_prefers_a_k_whose_segments_all_meet_the_minimum_share():
     assert choose_k([tiny_best], min_segment_share=0.02).k == 5
 
 
-def test_rejected_first_model_scores_nobody_and_says_so(spark, xs_lake, tmp_path_factory):
-    config = copy_lake(xs_lake, tmp_path_factory.mktemp("segment-rejected") / "data")
+def test_first_model_is_champion_even_below_the_minimum_share(spark, xs_lake, tmp_path_factory):
+    config = copy_lake(xs_lake, tmp_path_factory.mktemp("segment-first-small") / "data")
     config = config.with_overrides({**TEST_OVERRIDES, "segment.k_max": 4,
                                     "segment.gate.min_segment_share": 0.9})
-    run = segment_customers(spark, config, "seg-rejected", None)
-    assert not run.decision.promote and run.champion_version is None
-    assert run.output_version is None
-    assert not Catalog(config).exists(spark, OUTPUT_TABLE)
-    version = _client(config).get_model_version(MODEL, run.model_version)
-    assert version.tags["gate.decision"] == "rejected"
-    assert "NOT scored" in describe(run)[-1]
+    run = segment_customers(spark, config, "seg-first-small", None)
+    assert run.decision.promote and run.champion_version == run.model_version == "1"
+    assert "below the minimum 90.00%" in run.decision.reason
+    scored = Catalog(config).read(spark, OUTPUT_TABLE).count()
+    assert scored == run.customers > 0
 
 
 # --------------------------------------------------------------------------- retraining
