@@ -149,8 +149,8 @@ class SegmentRun:
     profile: pd.DataFrame
     model_version: str
     decision: GateDecision
-    champion_version: str | None        # the version that scored the customers (None: no
-                                        # champion yet, nothing scored)
+    champion_version: str | None        # the version that scored the customers (None: the
+                                        # champion alias was missing, nothing scored)
     input_versions: dict[str, int | None]
     mlflow_run_id: str
     output_version: int | None
@@ -363,12 +363,12 @@ def segment_customers(
         # was removed by hand meanwhile: then nothing may score the customers, the segment
         # table stays as it was, and the run goes on (attribution reports overall figures
         # only) and says why.
-        champion_version, output_version = None, None
-        if current_champion(options.model_name) is not None:
-            champion_version, scored_df = score_with_champion(
-                options.model_name, features_df, run_as_of
-            )
-            output_version = write_segments(spark, catalog, scored_df, run_as_of)
+        champion_version, scored_df = score_with_champion(
+            options.model_name, features_df, run_as_of
+        )
+        output_version = (
+            write_segments(spark, catalog, scored_df, run_as_of) if scored_df is not None else None
+        )
     finally:
         features_df.unpersist()
     return SegmentRun(
@@ -534,25 +534,21 @@ def _train_and_log(
         }
 
 
-def current_champion(model_name: str) -> str | None:
+def score_with_champion(
+    model_name: str, features_df: DataFrame, as_of: date
+) -> tuple[str | None, DataFrame | None]:
+    """(champion version, assignments) of every customer in ``features_df``; (None, None) when
+    the registered model has no champion alias."""
+    import mlflow
     from mlflow import MlflowClient
 
     from ml.registry import champion
 
-    return champion(MlflowClient(), model_name)[0]
-
-
-def score_with_champion(
-    model_name: str, features_df: DataFrame, as_of: date
-) -> tuple[str, DataFrame]:
-    """(champion version, assignments) of every customer in ``features_df``."""
-    import mlflow
-    from mlflow import MlflowClient
-
-    from ml.registry import CHAMPION
-
-    version = str(MlflowClient().get_model_version_by_alias(model_name, CHAMPION).version)
-    model = mlflow.spark.load_model(f"models:/{model_name}@{CHAMPION}")
+    version = champion(MlflowClient(), model_name)[0]
+    if version is None:
+        return None, None
+    # By version, not by alias: the model scored is the one whose version the rows carry.
+    model = mlflow.spark.load_model(f"models:/{model_name}/{version}")
     scored_df = model.transform(features_df).select(
         F.col(KEY).alias("customer_key"),
         F.col("segment_id").cast("int").alias("segment_id"),
