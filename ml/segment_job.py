@@ -17,7 +17,10 @@ Order of work, and why:
 5. **Scoring** with ``models:/<model>@champion`` (which may be an older version when the gate
    rejected the new one) and a Delta MERGE into gold.customer_segments on
    (customer_key, as_of); rows of that as_of whose customer is no longer in the snapshot are
-   deleted, so each as_of holds exactly one assignment per customer of that day.
+   deleted, so each as_of holds exactly one assignment per customer of that day. Segments are
+   used for outreach, so only customers with marketing consent (gold.customer_360's
+   ``marketing_consent``) get a row; the model is trained on every customer of the snapshot
+   (the population's structure, see conf/data_usage.yaml) and scores them all in memory.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from lakehouse.catalog import Catalog
 from lakehouse.config import Config
 from lakehouse.errors import InputDataError, MlflowStoreError, TableNotFoundError
 from lakehouse.faults import crash_point
+from lakehouse.gold import has_marketing_consent
 from ml.features import (
     FEATURE_COLUMNS,
     INPUT_TABLE,
@@ -155,6 +159,7 @@ class SegmentRun:
     mlflow_run_id: str
     output_version: int | None
     seconds: float
+    scored: int = 0                     # rows written: the customers with marketing consent
 
 
 # --------------------------------------------------------------------------- MLflow edge
@@ -366,9 +371,16 @@ def segment_customers(
         champion_version, scored_df = score_with_champion(
             options.model_name, features_df, run_as_of
         )
-        output_version = (
-            write_segments(spark, catalog, scored_df, run_as_of) if scored_df is not None else None
+        consenting_df = consenting_in_snapshot(
+            catalog.read(spark, INPUT_TABLE, version=versions[INPUT_TABLE]), run_as_of
         )
+        output_version, scored = None, 0
+        if scored_df is not None:
+            output_version = write_segments(
+                spark, catalog, scored_df.join(consenting_df, "customer_key", "left_semi"),
+                run_as_of,
+            )
+            scored = features_df.join(consenting_df, KEY, "left_semi").count()
     finally:
         features_df.unpersist()
     return SegmentRun(
@@ -385,7 +397,20 @@ def segment_customers(
         mlflow_run_id=trained["mlflow_run_id"],
         output_version=output_version,
         seconds=time.monotonic() - started,
+        scored=scored,
     )
+
+
+def consenting_in_snapshot(customer_360_df: DataFrame, as_of: date) -> DataFrame:
+    """customer_key of the as_of snapshot's customers who consent to marketing."""
+    if "marketing_consent" not in customer_360_df.columns:
+        raise InputDataError(
+            f"{INPUT_TABLE} lacks column marketing_consent, needed to keep segments to customers "
+            f"who consent to marketing: rebuild it with `lakehouse run gold`"
+        )
+    return customer_360_df.where(
+        (F.col("as_of") == F.lit(as_of)) & has_marketing_consent(F.col("marketing_consent"))
+    ).select(F.col(KEY).alias("customer_key"))
 
 
 @dataclass(frozen=True)
@@ -573,7 +598,8 @@ def describe(run: SegmentRun) -> list[str]:
     else:
         outcome = (
             f"segment: as_of {run.as_of}, {run.customers:,} customers scored with champion "
-            f"v{run.champion_version} -> {OUTPUT_TABLE} (version {run.output_version}), "
+            f"v{run.champion_version}, the {run.scored:,} with marketing consent -> "
+            f"{OUTPUT_TABLE} (version {run.output_version}), "
             f"{INPUT_TABLE} version {run.input_versions[INPUT_TABLE]}, mlflow run "
             f"{run.mlflow_run_id}, {run.seconds:.1f}s"
         )

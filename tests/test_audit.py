@@ -219,9 +219,10 @@ def test_reproduce_retrains_a_segment_run_to_the_same_segments(spark, full_xs_la
     checks = reproduce_run(spark, full_xs_lake, "full-xs-lake", echo=lines.append,
                            stages=("segment",))
     assert [c.stage for c in checks] == ["segment"], lines
-    # The run's model was the first, so the champion: its scores are in gold.customer_segments.
-    scored = Catalog(full_xs_lake).read(spark, "gold.customer_segments").where(
+    # Every customer of the recorded snapshot was assigned again (the table holds only the
+    # consenting ones: segments are for outreach).
+    customers = Catalog(full_xs_lake).read(spark, "gold.customer_360").where(
         F.col("as_of") == XS_AS_OF).count()
-    assert checks[0].rows == scored > 0
+    assert checks[0].rows == customers > 0
     assert checks[0].identical, checks[0].line()
     assert "identical" in lines[-1] and "MLflow run" in lines[-1]

@@ -19,7 +19,13 @@ from lakehouse.privacy.dp import (
     discrete_laplace_cdf,
     noisy_counts,
 )
-from lakehouse.privacy.publish import CHANNEL_WEEK, SEGMENT_COUNTRY, publish
+from lakehouse.privacy.publish import (
+    CHANNEL_WEEK,
+    REVENUE_WEEK,
+    SEGMENT_COUNTRY,
+    publish,
+    revenue_by_channel_week_cells,
+)
 
 N = 20_000
 
@@ -102,7 +108,7 @@ def test_budget_check_per_report_and_total():
 @pytest.fixture(scope="module")
 def lake(spark, xs_lake, tmp_path_factory):
     cfg = copy_lake(xs_lake, tmp_path_factory.mktemp("dp") / "lake")
-    return cfg.with_overrides({"privacy.epsilon_per_report": 1.0, "privacy.epsilon_total": 3.0})
+    return cfg.with_overrides({"privacy.epsilon_per_report": 1.0, "privacy.epsilon_total": 4.0})
 
 
 def test_publish_writes_noisy_reports_with_their_epsilon_and_a_ledger(spark, lake):
@@ -135,9 +141,15 @@ def test_publish_writes_noisy_reports_with_their_epsilon_and_a_ledger(spark, lak
     for (channel, wk), true_count in expected_weeks.items():
         # Scale 10 (cap 10 / epsilon 1): P(|noise| > 150) is below 1e-6.
         assert abs(int(noisy_weeks.loc[(channel, wk)]) - true_count) <= 150
+    revenue = catalog.read(spark, REVENUE_WEEK).toPandas()
+    cap, max_value = (int(lake.get(k)) for k in ("privacy.max_rows_per_customer",
+                                                 "privacy.max_value_per_conversion_eur"))
+    assert len(revenue) == 9 * 8 and revenue["noisy_revenue_eur"].min() >= 0
+    assert set(revenue["l1_sensitivity"]) == {float(cap * max_value)}
+    assert revenue["contribution_bound"].str.contains(f"0..{max_value} whole EUR").all()
     ledger = catalog.read(spark, "audit.privacy_ledger").toPandas()
-    assert sorted(ledger["report"]) == sorted([SEGMENT_COUNTRY, CHANNEL_WEEK])
-    assert ledger["epsilon"].sum() == pytest.approx(2.0)
+    assert sorted(ledger["report"]) == sorted([SEGMENT_COUNTRY, CHANNEL_WEEK, REVENUE_WEEK])
+    assert ledger["epsilon"].sum() == pytest.approx(3.0)
 
 
 def test_budget_exhaustion_raises_and_writes_nothing(spark, lake):
@@ -147,8 +159,8 @@ def test_budget_exhaustion_raises_and_writes_nothing(spark, lake):
     if not catalog.exists(spark, "audit.privacy_ledger"):
         publish(spark, lake, as_of=date.fromisoformat(XS_AS_OF))
     versions = {n: catalog.current_version(spark, n)
-                for n in (SEGMENT_COUNTRY, CHANNEL_WEEK, "audit.privacy_ledger")}
-    # 2.0 of 3.0 spent: two more reports (2.0) do not fit.
+                for n in (SEGMENT_COUNTRY, CHANNEL_WEEK, REVENUE_WEEK, "audit.privacy_ledger")}
+    # 3.0 of 4.0 spent: three more reports (3.0) do not fit.
     with pytest.raises(PrivacyBudgetError, match="nothing was published"):
         publish(spark, lake, as_of=date.fromisoformat(XS_AS_OF))
     with pytest.raises(PrivacyBudgetError, match="per-report"):
@@ -160,3 +172,32 @@ def test_budget_exhaustion_raises_and_writes_nothing(spark, lake):
 def test_float_contrast_is_not_an_artifact_of_the_check():
     # Integers written as floats pass the same check: the leak is numpy's, not the test's.
     assert _distinguishing_share(np.arange(-50, 50, dtype=np.float64)) == 0.0
+
+
+def test_revenue_cells_clamp_each_value_and_cap_each_customer(spark):
+    """True (pre-noise) revenue cells on hand-built journeys, worked out by hand."""
+    from datetime import date, datetime
+
+    def journey(jid, customer, day, channels, value, converted=True):
+        return (jid, customer, datetime(2026, 1, day, 12), channels, converted, value)
+
+    journeys = spark.createDataFrame([
+        journey("a1", "A", 5, ["email"], 50.0),              # A's oldest of 3: over the cap
+        journey("a2", "A", 6, ["email"], 999.0),             # clamped to 100
+        journey("a3", "A", 7, ["email"], 70.4),              # rounded to 70
+        journey("b1", "B", 5, ["paid_search"], -20.0),       # negative: 0
+        journey("b2", "B", 6, ["email"], float("nan")),      # NaN: 0
+        journey("c1", "C", 5, ["tiktok"], 10.6),             # unknown channel: other, 11
+        journey("c2", "C", 5, ["email"], 30.0, False),       # not converted: not counted
+        journey("d1", None, 5, ["email"], 40.0),             # nobody's: not counted
+    ], "journey_id string, customer_key string, journey_end_ts timestamp, "
+       "channels array<string>, converted boolean, conversion_value double")
+    week = date(2026, 1, 5)  # the Monday of that ISO week
+    grid = spark.createDataFrame(
+        [(c, week) for c in ("email", "paid_search", "other", "display")],
+        "channel string, week date",
+    )
+    cells = revenue_by_channel_week_cells(journeys, grid, max_rows_per_customer=2, max_value=100)
+    got = {r["channel"]: r["true_count"] for r in cells.collect()}
+    # A keeps its latest two (a3 = 70 and a2 = 100); a1 is the one over the cap.
+    assert got == {"email": 100 + 70 + 0, "paid_search": 0, "other": 11, "display": 0}

@@ -162,4 +162,32 @@ def test_crash_in_the_middle_is_completed_by_a_rerun(spark, erased):
     assert {"planned", "done", "complete"} <= set(log["status"])
     planned = set(log.loc[log["status"] == "planned", "step"])
     assert {"silver.customer_pii", "bronze.crm_customers", "raw"} <= planned
-    assert set(result.vacuumed) == planned - {"raw"}
+    # Every planned table, and the KPI aggregates rebuilt without the person.
+    assert set(result.vacuumed) == (planned - {"raw"}) | {"gold.kpi_daily",
+                                                          "gold.kpi_channel_daily"}
+
+
+def test_daily_kpis_no_longer_count_the_person(spark, xs_lake, erased):
+    """kpi_daily has no key to delete by; erasure rebuilds it. Expected: the untouched lake's
+    figures minus the person's own completed orders, day by day."""
+    cfg, person, _, _, _ = erased
+    key = _key_of(person["customer_id"])
+    before = {r["day"]: r for r in Catalog(xs_lake).read(spark, "gold.kpi_daily").collect()}
+    after = {r["day"]: r for r in Catalog(cfg).read(spark, "gold.kpi_daily").collect()}
+    as_of = max(r["as_of"] for r in before.values())
+    own = (
+        Catalog(xs_lake).read(spark, "silver.orders")
+        .where((F.col("customer_key") == key) & (F.lower(F.trim("status")) == "completed"))
+        .where(F.to_date("order_ts") <= F.lit(as_of))
+        .groupBy(F.to_date("order_ts").alias("day"))
+        .agg(F.count(F.lit(1)).alias("n"), F.sum("amount_eur").alias("eur"))
+        .collect()
+    )
+    own = {r["day"]: r for r in own}
+    assert set(after) == set(before)
+    for day, row in before.items():
+        mine = own.get(day)
+        assert after[day]["orders"] == row["orders"] - (mine["n"] if mine else 0), day
+        assert after[day]["revenue_eur"] == pytest.approx(
+            row["revenue_eur"] - (mine["eur"] if mine else 0.0), abs=1e-6), day
+    print(f"the erased person had {sum(r['n'] for r in own.values())} completed order(s)")

@@ -95,3 +95,28 @@ def test_gold_options_fall_back_to_defaults(config):
     assert gold_options(config) == {
         "lookback_days": 30, "include_channels": None, "exclude_channels": None, "top_keywords": 5
     }
+
+
+def test_journeys_leave_out_customers_without_marketing_consent(spark, config):
+    """c2 has no marketing consent: a search touch then a completed order would be a journey,
+    but journeys are a marketing output. KPIs are not: c2's order still counts there."""
+    catalog = Catalog(config)
+    silver = dict(SILVER)
+    schema, rows = SILVER["events"]
+    silver["events"] = (schema, [*rows, ("e4", ts("2026-01-02 10:00"), "k2", "c2", "s4", "/",
+                                         "page_view", "search", None, 1, "r")])
+    schema, rows = SILVER["orders"]
+    silver["orders"] = (schema, [*rows, ("o3", "c2", ts("2026-01-02 11:00"), 7.0, "EUR", 7.0,
+                                         "completed", 1, 1, "r")])
+    for name, (schema, rows) in silver.items():
+        spark.createDataFrame(rows, schema).write.format("delta").save(
+            catalog.path(f"silver.{name}")
+        )
+
+    run_gold(spark, config, "run-1", date(2026, 1, 2))
+
+    journeys = catalog.read(spark, "gold.journeys").collect()
+    assert {r["customer_key"] for r in journeys} == {"c1"}
+    assert "o3" not in {r["order_id"] for r in journeys}
+    day2 = {str(r["day"]): r for r in catalog.read(spark, "gold.kpi_daily").collect()}["2026-01-02"]
+    assert day2["orders"] == 1 and float(day2["revenue_eur"]) == 7.0

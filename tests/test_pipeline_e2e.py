@@ -84,9 +84,15 @@ def test_gold_reconciles_with_silver(spark, lake):
     gold_revenue = c360.agg(F.sum("monetary")).first()[0] or 0.0
     assert silver_revenue > 0
     assert gold_revenue == pytest.approx(silver_revenue, rel=1e-9)
-    converted = catalog.read(spark, "gold.journeys").where("converted")
+    # journeys are a marketing output: only customers with marketing consent, all their orders
+    consenting = customers.where(F.col("marketing_consent")).select("customer_key")
+    assert 0 < consenting.count() < customers.count()
+    consenting_revenue = orders.join(consenting, "customer_key").agg(F.sum("amount_eur")).first()[0]
+    journeys = catalog.read(spark, "gold.journeys")
+    assert journeys.join(consenting, "customer_key", "left_anti").count() == 0
+    converted = journeys.where("converted")
     assert converted.agg(F.sum("conversion_value")).first()[0] == pytest.approx(
-        silver_revenue, rel=1e-9)
+        consenting_revenue, rel=1e-9)
 
 
 def test_no_gold_or_silver_table_holds_raw_crm_pii(spark, lake):

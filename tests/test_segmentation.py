@@ -74,23 +74,30 @@ def _client(config):
     return MlflowClient(tracking_uri=f"sqlite:///{db}", registry_uri=f"sqlite:///{db}")
 
 
-def test_every_customer_gets_one_named_segment(spark, segmented):
+def test_every_consenting_customer_gets_one_named_segment(spark, segmented):
     config, run, out = segmented
     c360 = Catalog(config).read(spark, "gold.customer_360").toPandas()
     assert str(run.as_of) == XS_AS_OF
     assert list(out.columns) == [
         "customer_key", "segment_id", "segment_name", "model_version", "as_of"
     ]
-    assert sorted(out["customer_key"]) == sorted(c360["customer_key"])
+    # Segments are for outreach: only customers with marketing consent get a row; the model
+    # still learned from (and profiles) every customer of the snapshot.
+    consenting = c360.loc[c360["marketing_consent"].fillna(False).astype(bool), "customer_key"]
+    assert 0 < len(consenting) < len(c360)      # the xs data has both kinds
+    assert sorted(out["customer_key"]) == sorted(consenting)
+    assert run.scored == len(out) and run.customers == len(c360)
     assert out["customer_key"].is_unique
     assert set(out["model_version"]) == {"1"} and set(map(str, out["as_of"])) == {XS_AS_OF}
     names = segment_options(config).names
     # segment_id r is the r-th configured name; ids are 0..k-1.
     assert set(out["segment_id"]) == set(range(run.chosen_k))
     assert all(names[i] == n for i, n in zip(out["segment_id"], out["segment_name"], strict=True))
-    # The logged profile counts the same customers per segment as the table holds.
+    # The logged profile counts every customer; the table holds the consenting part of each.
     counts = out.groupby("segment_name").size().to_dict()
-    assert counts == dict(zip(run.profile["segment_name"], run.profile["customers"], strict=True))
+    profile = dict(zip(run.profile["segment_name"], run.profile["customers"], strict=True))
+    assert sum(profile.values()) == run.customers
+    assert all(0 < n <= profile[name] for name, n in counts.items())
     assert run.chosen_k == max(run.candidates, key=run.candidates.get)
     # Names are ranked by mean monetary value: non-increasing along segment_id.
     monetary = list(run.profile.sort_values("segment_id")["monetary"])
@@ -98,7 +105,19 @@ def test_every_customer_gets_one_named_segment(spark, segmented):
 
 
 def test_segments_recover_planted_archetypes(spark, segmented):
-    config, run, out = segmented
+    """Measured on every customer of the snapshot, as the model assigns them: the table holds
+    only the consenting ones, and consent rates differ between archetypes."""
+    import mlflow
+
+    from ml.features import build_features
+    from ml.tracking import configure_mlflow
+
+    config, run, _ = segmented
+    configure_mlflow(config)
+    model = mlflow.spark.load_model(f"models:/{MODEL}/{run.model_version}")
+    features = build_features(Catalog(config).read(spark, "gold.customer_360"), run.as_of)
+    out = model.transform(features.features_df).select("customer_key", "segment_id").toPandas()
+    assert len(out) == run.customers
     key = pseudonym_key(config)
     with open(Path(config.data_dir) / "raw" / "_ground_truth" / "archetypes.csv") as f:
         truth = {
@@ -189,7 +208,7 @@ def test_first_model_is_champion_even_below_the_minimum_share(spark, xs_lake, tm
     assert run.decision.promote and run.champion_version == run.model_version == "1"
     assert "below the minimum 90.00%" in run.decision.reason
     scored = Catalog(config).read(spark, OUTPUT_TABLE).count()
-    assert scored == run.customers > 0
+    assert scored == run.scored > 0
 
 
 # --------------------------------------------------------------------------- retraining
@@ -235,7 +254,9 @@ def three_runs(spark, segmented):
 
 def test_retrain_keeps_names_with_customers(three_runs):
     first_map, second_map, _ = three_runs["assignments"]
-    assert len(second_map) == three_runs["kept"] < len(first_map)  # dropped rows deleted
+    first, second, _ = three_runs["runs"]
+    assert second.customers == three_runs["kept"] < first.customers
+    assert len(second_map) == second.scored < len(first_map)  # dropped customers' rows deleted
     both = set(first_map) & set(second_map)
     assert both == set(second_map)
     same = sum(first_map[k] == second_map[k] for k in both)

@@ -108,6 +108,24 @@ def latest_rows(
     return keep_latest_per_key(picked, key, newest_first).select(*dict.fromkeys([key, *columns]))
 
 
+def has_marketing_consent(consent: Column) -> Column:
+    """Consent to marketing: only an explicit true; false and never asked (null) are a no."""
+    return F.coalesce(consent, F.lit(False))
+
+
+def consenting_customers(customers_df: DataFrame) -> DataFrame:
+    """customer_key of every customer whose latest silver profile consents to marketing.
+
+    The latest profile, not the one valid on `as_of`: a withdrawal of consent applies to every
+    output built after it, whatever date the figures are for.
+    """
+    latest = latest_rows(customers_df, "customer_key", ["marketing_consent"],
+                         newest_first=["updated_at"])
+    return latest.where(
+        F.col("customer_key").isNotNull() & has_marketing_consent(F.col("marketing_consent"))
+    ).select("customer_key")
+
+
 def exact_sum(col: Column | str) -> Column:
     """Sum of a money column, order-independent (see _MONEY), returned as a double."""
     column = F.col(col) if isinstance(col, str) else col
@@ -200,6 +218,7 @@ def run_gold(
     top_keywords: int = 5,
     input_versions: Mapping[str, int | None] | None = None,
     output_config: Config | None = None,
+    tables: Sequence[str] = GOLD_TABLES,
 ) -> list[str]:
     """Read silver, build every gold table for `as_of`, overwrite them; one line per table.
 
@@ -207,6 +226,7 @@ def run_gold(
     clock), stated in the first summary line. A missing silver table raises TableNotFoundError.
     `input_versions` reads silver tables at those versions (time travel, `lakehouse
     reproduce`); `output_config` writes the gold tables under another data root (a scratch copy).
+    `tables` rebuilds only those (erasure rebuilds the aggregates, which have no key to delete by).
     """
     # Imported here, not at the top: the builder modules import this module's helpers.
     from lakehouse.gold.customer_360 import build_customer_360
@@ -240,16 +260,22 @@ def run_gold(
             silver["customers"], silver["orders"], silver["events"], silver["social_posts"],
             silver["iot_readings"], as_of, top_keywords=top_keywords,
         ),
+        # Journeys are a marketing output (the input of attribution): customers without
+        # marketing consent are left out here, so no run puts back what retention removed.
         "journeys": lambda: build_journeys(
-            silver["events"], silver["orders"], silver["customers"], as_of, **journey_args
+            silver["events"], silver["orders"], consenting_customers(silver["customers"]),
+            as_of, **journey_args
         ),
         "kpi_daily": lambda: build_kpi_daily(silver["events"], silver["orders"], as_of),
         "kpi_channel_daily": lambda: build_kpi_channel_daily(
             silver["events"], silver["orders"], silver["customers"], as_of, **journey_args
         ),
     }
+    unknown = [t for t in tables if t not in GOLD_TABLES]
+    if unknown:
+        raise ValueError(f"unknown gold table(s) {unknown}; known: {', '.join(GOLD_TABLES)}")
     lines = [header]
-    for name in GOLD_TABLES:
+    for name in (t for t in GOLD_TABLES if t in tables):
         started = time.monotonic()
         path = output.path(f"gold.{name}")
         crash_point("gold.before_write")

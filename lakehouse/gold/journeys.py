@@ -5,7 +5,8 @@ Semantics (chosen on purpose; the tests pin each rule):
 
 * **Touchpoint**: a silver event with a non-blank `channel`, a `customer_key` (anonymous events
   that identity resolution could not attribute belong to nobody's journey), an `event_ts` before
-  the end of `as_of` (UTC), of a customer in silver.customers, and a channel kept by
+  the end of `as_of` (UTC), of a customer in `customers_df` (run_gold passes only those with
+  marketing consent: journeys are a marketing output), and a channel kept by
   `include_channels` / `exclude_channels`. Excluded channels are removed before journeys are cut:
   they neither appear in a journey nor split one.
 * **Conversion**: a silver order with status 'completed' (case-insensitive), a customer_key and

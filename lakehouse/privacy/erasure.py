@@ -523,9 +523,12 @@ def erase_people(
             crash_point(name)
     finally:
         source_df.unpersist()
+    rebuilt = rebuild_gold_aggregates(spark, config, request_id, echo)
+    crash_point("aggregates")
 
-    # Physical: every table of the plan, including one planned by a run that crashed.
-    touched = sorted(({s for s in planned_before} | set(plan)) & set(tables))
+    # Physical: every table of the plan, including one planned by a run that crashed, and the
+    # aggregates whose older versions still count the person.
+    touched = sorted((({s for s in planned_before} | set(plan)) & set(tables)) | set(rebuilt))
     hours = config.get("privacy.erasure_vacuum_retention_hours")
     for name in touched:
         vacuum_now(spark, catalog, name, hours)
@@ -541,6 +544,34 @@ def erase_people(
          f"{len(result.rows_deleted)} places, {len(result.vacuumed)} tables vacuumed "
          f"(retention {hours}h)")
     return result
+
+
+AGGREGATE_TABLES = ("kpi_daily", "kpi_channel_daily")
+
+
+def rebuild_gold_aggregates(
+    spark: SparkSession, config: Config, request_id: str, echo: Callable[[str], None]
+) -> list[str]:
+    """Rebuild the gold KPI tables from the erased silver for the as_of they hold.
+
+    They carry no identifier to delete by, yet their daily orders, revenue and active
+    customers counted the person; the next gold run would fix that, an erasure must not wait
+    for it. Deterministic, so a re-run after a crash rebuilds the same figures.
+    """
+    from lakehouse.gold import gold_options, run_gold
+
+    catalog = Catalog(config)
+    names = [f"gold.{t}" for t in AGGREGATE_TABLES]
+    if not all(catalog.exists(spark, n) for n in names):
+        return []
+    as_of = catalog.read(spark, names[0]).agg(F.max("as_of")).first()[0]
+    if as_of is None:
+        return []
+    lines = run_gold(spark, config, f"erasure-{request_id}", as_of, tables=AGGREGATE_TABLES,
+                     **gold_options(config))
+    for line in lines[1:]:
+        echo(f"{line}  (rebuilt without the person)")
+    return names
 
 
 class _SimulatedCrash(RuntimeError):

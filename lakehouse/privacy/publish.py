@@ -1,8 +1,9 @@
 """`lakehouse publish`: differentially private reports in the ``publish`` layer.
 
 Each report: (1) bound every customer's contribution in Spark (one row per customer for a
-head count; at most ``privacy.max_rows_per_customer`` conversions per customer), (2) count in
-Spark over a *public* grid of cells (countries of conf/reference.yaml, the known channels,
+head count; at most ``privacy.max_rows_per_customer`` conversions per customer; each conversion's
+value clamped to 0..``privacy.max_value_per_conversion_eur`` whole EUR for the revenue report),
+(2) count or sum in Spark over a *public* grid of cells (countries of conf/reference.yaml, the known channels,
 the weeks before ``as_of``) so that which cells exist reveals nothing, (3) bring only that small
 grid to the driver and add OpenDP discrete Laplace noise, (4) write it with its epsilon,
 sensitivity and bounds as columns. The whole publish is checked against the budget first and
@@ -16,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -34,7 +35,8 @@ from lakehouse.privacy.dp import (
 
 SEGMENT_COUNTRY = "publish.customers_by_segment_country"
 CHANNEL_WEEK = "publish.conversions_by_channel_week"
-REPORTS = (SEGMENT_COUNTRY, CHANNEL_WEEK)
+REVENUE_WEEK = "publish.revenue_by_channel_week"
+REPORTS = (SEGMENT_COUNTRY, CHANNEL_WEEK, REVENUE_WEEK)
 # The public channel vocabulary (the generator's and the marketing plan's channel list).
 CHANNELS = (
     "paid_search", "organic_search", "email", "display",
@@ -47,10 +49,11 @@ OTHER = "other"
 @dataclass(frozen=True)
 class Report:
     name: str
-    cells: DataFrame  # dimension columns + true_count, one row per public cell
+    cells: DataFrame  # dimension columns + true_count (an integer), one row per public cell
     dimensions: tuple[str, ...]
     l1_sensitivity: float
     bounds: str
+    released_as: str = "noisy_count"  # name of the noisy column in the published table
 
 
 # -- pure transforms -------------------------------------------------------------------------
@@ -84,12 +87,12 @@ def customers_by_segment_country_cells(
     )
 
 
-def conversions_by_channel_week_cells(
-    journeys_df: DataFrame, grid_df: DataFrame, max_rows_per_customer: int
-) -> DataFrame:
-    """Converted journeys per last-touch channel and ISO week, at most ``max_rows`` per customer.
+def capped_conversions(journeys_df: DataFrame, max_rows_per_customer: int) -> DataFrame:
+    """Each customer's latest ``max_rows`` converted journeys as (channel, week, value).
 
-    The cap bounds one customer's total change to the grid (L1 sensitivity = the cap).
+    channel = the last touch (a channel outside the public list, or none, is 'other'); week =
+    the Monday of the conversion's ISO week. The cap bounds how many cells, and how often, one
+    customer can change.
     """
     latest_first = Window.partitionBy("customer_key").orderBy(
         F.col("journey_end_ts").desc(), F.col("journey_id")
@@ -99,16 +102,54 @@ def conversions_by_channel_week_cells(
         .withColumn("_n", F.row_number().over(latest_first))
         .where(F.col("_n") <= max_rows_per_customer)
     )
-    counts = capped.select(
+    return capped.select(
         F.coalesce(F.try_element_at("channels", F.lit(-1)), F.lit(OTHER)).alias("channel"),
         F.date_trunc("week", "journey_end_ts").cast("date").alias("week"),
+        F.col("conversion_value").alias("value"),
     ).withColumn(
         "channel", F.when(F.col("channel").isin(list(CHANNELS)), F.col("channel"))
         .otherwise(F.lit(OTHER))
-    ).groupBy("channel", "week").agg(F.count(F.lit(1)).alias("true_count"))
-    return grid_df.join(counts, on=["channel", "week"], how="left").select(
-        "channel", "week", F.coalesce("true_count", F.lit(0)).cast("long").alias("true_count")
     )
+
+
+def _on_grid(grid_df: DataFrame, totals_df: DataFrame, keys: Sequence[str]) -> DataFrame:
+    """Every public cell once, 0 where the data has nothing."""
+    return grid_df.join(totals_df, on=list(keys), how="left").select(
+        *keys, F.coalesce("true_count", F.lit(0)).cast("long").alias("true_count")
+    )
+
+
+def conversions_by_channel_week_cells(
+    journeys_df: DataFrame, grid_df: DataFrame, max_rows_per_customer: int
+) -> DataFrame:
+    """Converted journeys per last-touch channel and ISO week, at most ``max_rows`` per customer.
+
+    The cap bounds one customer's total change to the grid (L1 sensitivity = the cap).
+    """
+    counts = capped_conversions(journeys_df, max_rows_per_customer).groupBy("channel", "week").agg(
+        F.count(F.lit(1)).alias("true_count")
+    )
+    return _on_grid(grid_df, counts, ["channel", "week"])
+
+
+def clamped_whole_eur(value: Column, max_value: int) -> Column:
+    """A conversion value as whole EUR in 0..max_value (null, NaN and negatives give 0)."""
+    finite = F.when(F.isnan(value) | value.isNull(), F.lit(0.0)).otherwise(value)
+    return F.least(F.greatest(F.round(finite), F.lit(0.0)), F.lit(float(max_value))).cast("long")
+
+
+def revenue_by_channel_week_cells(
+    journeys_df: DataFrame, grid_df: DataFrame, max_rows_per_customer: int, max_value: int
+) -> DataFrame:
+    """Clamped conversion value (whole EUR) per last-touch channel and ISO week.
+
+    At most ``max_rows`` conversions per customer, each worth 0..``max_value``: one customer
+    changes the grid by at most their product in total (the L1 sensitivity).
+    """
+    sums = capped_conversions(journeys_df, max_rows_per_customer).groupBy("channel", "week").agg(
+        F.sum(clamped_whole_eur(F.col("value"), max_value)).alias("true_count")
+    )
+    return _on_grid(grid_df, sums, ["channel", "week"])
 
 
 def public_weeks(as_of: date, weeks: int = PUBLISH_WEEKS) -> list[date]:
@@ -161,6 +202,13 @@ def build_reports(
         [(s, c) for s in segment_names for c in countries], "segment_name string, country string"
     )
     cap = int(config.get("privacy.max_rows_per_customer"))
+    max_value = int(config.get("privacy.max_value_per_conversion_eur"))
+    if cap < 1 or max_value < 1:
+        raise InputDataError(
+            f"privacy.max_rows_per_customer ({cap}) and privacy.max_value_per_conversion_eur "
+            f"({max_value}) must be at least 1: they bound each customer's contribution"
+        )
+    journeys = catalog.read(spark, "gold.journeys")
     week_grid = spark.createDataFrame(
         [(ch, w) for ch in (*CHANNELS, OTHER) for w in public_weeks(as_of)],
         T.StructType([T.StructField("channel", T.StringType()),
@@ -169,10 +217,14 @@ def build_reports(
     reports = [
         Report(SEGMENT_COUNTRY, customers_by_segment_country_cells(customers, segments, seg_grid),
                ("segment_name", "country"), 1.0, "one row per customer"),
-        Report(CHANNEL_WEEK, conversions_by_channel_week_cells(
-            catalog.read(spark, "gold.journeys"), week_grid, cap),
-            ("channel", "week"), float(cap),
-            f"at most {cap} conversions per customer (latest kept)"),
+        Report(CHANNEL_WEEK, conversions_by_channel_week_cells(journeys, week_grid, cap),
+               ("channel", "week"), float(cap),
+               f"at most {cap} conversions per customer (latest kept)"),
+        Report(REVENUE_WEEK,
+               revenue_by_channel_week_cells(journeys, week_grid, cap, max_value),
+               ("channel", "week"), float(cap * max_value),
+               f"at most {cap} conversions per customer (latest kept), each clamped to "
+               f"0..{max_value} whole EUR", released_as="noisy_revenue_eur"),
     ]
     return reports, as_of, notes
 
@@ -206,7 +258,7 @@ def publish(
         dims = report.cells.select(*report.dimensions).schema.fields
         schema = T.StructType([
             *dims,
-            T.StructField("noisy_count", T.LongType()),
+            T.StructField(report.released_as, T.LongType()),
             T.StructField("epsilon", T.DoubleType()),
             T.StructField("l1_sensitivity", T.DoubleType()),
             T.StructField("contribution_bound", T.StringType()),

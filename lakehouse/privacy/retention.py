@@ -6,7 +6,8 @@
 2. Customers without marketing consent (``marketing_consent`` false or unknown) are removed from
    the marketing outputs: gold.journeys and gold.customer_segments (attribution is computed
    from journeys, so it follows on its next run). The rest of their data stays: service and
-   bookkeeping do not need consent.
+   bookkeeping do not need consent. Gold and segment runs leave them out of those outputs
+   too, so this step only catches consent withdrawn since the last of those runs.
 
 The run date is ``ctx.as_of`` when given, else today's UTC date: expiry is about the real
 calendar, unlike the gold figures.
@@ -21,6 +22,7 @@ from pyspark.sql import functions as F
 
 from lakehouse.catalog import Catalog
 from lakehouse.config import Config
+from lakehouse.gold import has_marketing_consent
 from lakehouse.privacy.erasure import erase_people, keyed_hash
 from lakehouse.privacy.pseudonym import pseudonym, pseudonym_key
 
@@ -36,7 +38,7 @@ def filter_expired(customers_df: DataFrame, run_date) -> DataFrame:
 
 def filter_without_consent(customers_df: DataFrame) -> DataFrame:
     """Customers who did not agree to marketing (false, or never asked: null)."""
-    return customers_df.where(~F.coalesce(F.col("marketing_consent"), F.lit(False))).select(
+    return customers_df.where(~has_marketing_consent(F.col("marketing_consent"))).select(
         "customer_key"
     )
 
