@@ -3,20 +3,19 @@ the results file `make faults` summarises."""
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
+from childconf import light_conf_env
 from pyspark.sql import functions as F
 
 from lakehouse.catalog import LAYERS, Catalog
-from lakehouse.config import CONF_DIR_ENV, DEFAULT_CONF_DIR, load_config
+from lakehouse.config import load_config
 
 XS_AS_OF = "2026-01-03"  # as tests/conftest.py (importing it here would be circular)
 
@@ -34,32 +33,10 @@ def record(category: str, case: str, ok: bool, detail: str = "") -> None:
                                   "detail": detail[:300]}) + "\n")
 
 
-# The child runs' config: the shipped one with a smaller model search (fewer K-means candidates,
-# one Markov order). What a crash or a hostile file does to the tables does not depend on how
-# many k are tried, and these runs are most of the fault suite's time.
-FAULTS_CONF = """
-segment:
-  k_max: 5
-  kmeans:
-    solver: row
-attribution:
-  order: 2
-"""
-
-
-@functools.cache
-def faults_conf_dir() -> str:
-    folder = Path(tempfile.mkdtemp(prefix="lakehouse-faults-conf-")) / "conf"
-    shutil.copytree(DEFAULT_CONF_DIR, folder)
-    with (folder / "local.yaml").open("a", encoding="utf-8") as local:
-        local.write(FAULTS_CONF)
-    return str(folder)
-
-
 def child_env(data_dir: str) -> dict[str, str]:
     """The environment of a child `lakehouse` process on ``data_dir`` with the faults config."""
     env = {k: v for k, v in os.environ.items() if k != "LAKEHOUSE_DEBUG"}
-    return {**env, "LAKEHOUSE_DATA_DIR": data_dir, CONF_DIR_ENV: faults_conf_dir()}
+    return {**env, "LAKEHOUSE_DATA_DIR": data_dir, **light_conf_env()}
 
 
 def run_cli(data_dir: str, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:

@@ -1,0 +1,39 @@
+"""The config of child `lakehouse` processes that tests start (fault suite, privacy canary).
+
+The shipped config with a smaller model search: fewer K-means candidates, the row solver (faster
+than block on a few hundred customers) and one Markov order. What a crash, a hostile file or a
+planted secret does does not depend on how many k are tried, and these runs are most of the
+time those tests take.
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import tempfile
+from pathlib import Path
+
+from lakehouse.config import CONF_DIR_ENV, DEFAULT_CONF_DIR
+
+LIGHT_MODEL_CONF = """
+segment:
+  k_max: 5
+  kmeans:
+    solver: row
+attribution:
+  order: 2
+"""
+
+
+@functools.cache
+def light_conf_dir() -> str:
+    folder = Path(tempfile.mkdtemp(prefix="lakehouse-child-conf-")) / "conf"
+    shutil.copytree(DEFAULT_CONF_DIR, folder)
+    with (folder / "local.yaml").open("a", encoding="utf-8") as local:
+        local.write(LIGHT_MODEL_CONF)
+    return str(folder)
+
+
+def light_conf_env() -> dict[str, str]:
+    """Environment entries that point a child process at light_conf_dir()."""
+    return {CONF_DIR_ENV: light_conf_dir()}
