@@ -126,6 +126,34 @@ def test_transform_on_a_small_frame_keeps_null_and_duplicate_lines(spark, config
     assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
 
 
+def test_csv_wider_than_the_limit_is_kept_flagged_not_parsed(spark, config):
+    """A header past MAX_CSV_COLUMNS (the CSV parser's own limit is 20,480 and failed the whole
+    stream): its file's lines land flagged with the reason, a normal file beside it parses."""
+    from lakehouse.bronze import MAX_CSV_COLUMNS
+
+    header = "order_id,customer_id," + ",".join(f"x{i}" for i in range(MAX_CSV_COLUMNS))
+    lines = spark.createDataFrame(
+        [
+            (header, "wide.csv"),
+            ("O9,C9," + ",".join("v" for _ in range(MAX_CSV_COLUMNS)), "wide.csv"),
+            ("order_id,customer_id", "narrow.csv"),
+            ("O1,C1", "narrow.csv"),
+        ],
+        "_raw string, _source_file string",
+    )
+    rows = to_bronze_rows(spark, lines, load_sources(config)["orders"], 1, "r").collect()
+    got = {r["_source_file"]: r for r in rows}
+    assert len(rows) == 2 and set(got) == {"wide.csv", "narrow.csv"}  # headers are not rows
+    wide, narrow = got["wide.csv"], got["narrow.csv"]
+    assert wide["_is_malformed"] and wide["order_id"] is None
+    assert wide["_malformed_reason"] == (
+        f"header has {MAX_CSV_COLUMNS + 2:,} columns, more than the {MAX_CSV_COLUMNS:,} a source "
+        f"file may have"
+    )
+    assert wide["_raw"].startswith("O9,C9,v,v")
+    assert not narrow["_is_malformed"] and narrow["order_id"] == "O1"
+
+
 def test_missing_raw_folder_is_a_clear_error(spark, config):
     from lakehouse.errors import InputDataError
 
