@@ -340,6 +340,60 @@ def summarize(
     return BronzeResult(source.name, added, bad, total, after, seconds)
 
 
+# A gzip file whose content would expand more than this many times, to more than the floor,
+# is refused before anything is read: a line in it can be bigger than the JVM's heap (a 1 MiB
+# file of zeros that inflates to one 1 GiB line killed the driver). Real exports of JSON and
+# CSV compress 3-20x.
+GZIP_MAX_RATIO = 100
+GZIP_RATIO_FLOOR_BYTES = 64 * 1024 * 1024
+
+
+def gzip_expansion_problem(name: str, compressed: int, isize: int) -> str | None:
+    """Why a gzip file must not be read, from its size and its trailer's ISIZE, or None.
+
+    ISIZE (RFC 1952: the last 4 bytes, little-endian) is the uncompressed size modulo 2^32 of
+    the last member: exact for the single-member files exporters write up to 4 GiB.
+    """
+    if compressed <= 0 or isize <= GZIP_RATIO_FLOOR_BYTES:
+        return None
+    ratio = isize / compressed
+    if ratio <= GZIP_MAX_RATIO:
+        return None
+    return (
+        f"raw file {name} would decompress to {isize / 2**20:,.0f} MiB from "
+        f"{compressed / 2**20:,.1f} MiB ({ratio:,.0f}:1, more than {GZIP_MAX_RATIO}:1): a gzip "
+        f"bomb or a damaged export; nothing was ingested. Move it out of the raw folder, then "
+        f"run bronze again"
+    )
+
+
+def check_compressed_files(spark: SparkSession, raw_path: str) -> None:
+    """Raises InputDataError naming the first gzip file of ``raw_path`` that may not be read.
+
+    Reads 4 bytes per .gz file through Hadoop's file system (local disk or object store).
+    """
+    jvm = spark.sparkContext._jvm
+    folder = jvm.org.apache.hadoop.fs.Path(raw_path)
+    fs = folder.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    if not fs.exists(folder):
+        return
+    for status in fs.listStatus(folder):
+        name = status.getPath().getName()
+        length = status.getLen()
+        if not name.endswith(".gz") or name.startswith((".", "_")) or length < 18:
+            continue
+        stream = fs.open(status.getPath())
+        try:
+            stream.seek(length - 4)
+            big_endian = stream.readInt() & 0xFFFFFFFF
+        finally:
+            stream.close()
+        isize = int.from_bytes(big_endian.to_bytes(4, "big"), "little")
+        problem = gzip_expansion_problem(str(status.getPath()), length, isize)
+        if problem:
+            raise InputDataError(problem)
+
+
 def raw_folder_exists(raw_path: str) -> bool:
     """Local folders are checked; on object stores a prefix exists once a file is there."""
     if "://" in raw_path and not raw_path.startswith("file:"):
@@ -360,6 +414,9 @@ def run_bronze(
             f"no raw files for {', '.join(s.name for s in chosen)} under {catalog.raw_root}: "
             f"run `lakehouse generate --scale xs` or deliver files there first"
         )
+    # Before any source lands: a refused file leaves every table as it was.
+    for s in present:
+        check_compressed_files(spark, catalog.raw_dir(s.raw_dir))
     # A source that has not delivered yet is reported, not an error: the others still land.
     return [
         ingest_source(spark, catalog, s, run_id)

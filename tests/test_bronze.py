@@ -167,3 +167,39 @@ def test_source_without_folder_is_skipped_while_others_land(spark, landed):
     assert [(r.source, r.skipped_reason) for r in results] == [
         ("orders", None), ("payments", "no raw folder yet")
     ]
+
+
+def test_gzip_bomb_is_refused_by_name_before_any_source_lands(spark, config):
+    """65 MiB of zeros in ~65 KiB of gzip (1000:1): a line bigger than the heap once inflated
+    at real bomb sizes. Refused from its 4-byte trailer, before orders (first in order) land."""
+    import gzip
+
+    from lakehouse.bronze import GZIP_MAX_RATIO, gzip_expansion_problem
+    from lakehouse.errors import InputDataError
+
+    raw = Path(config.data_dir) / "raw"
+    _write(raw / "orders" / "orders_2026-01-01.csv", ORDERS_DAY1)
+    bomb = raw / "clickstream" / "clickstream_2026-01-02_bomb.jsonl.gz"
+    bomb.parent.mkdir(parents=True)
+    with gzip.open(bomb, "wb", compresslevel=9) as out:
+        for _ in range(65):
+            out.write(b"0" * 2**20)
+    # An ordinary compressed day next to it is no problem on its own.
+    with gzip.open(raw / "clickstream" / "clickstream_2026-01-01.jsonl.gz", "wt") as out:
+        out.write("\n".join(CLICKS_DAY1) + "\n")
+
+    with pytest.raises(InputDataError, match=r"clickstream_2026-01-02_bomb\.jsonl\.gz would "
+                                             r"decompress to 65 MiB .*gzip bomb"):
+        run_bronze(spark, config, load_sources(config), "r", only=["orders", "clickstream"])
+    catalog = Catalog(config)
+    assert not catalog.exists(spark, "bronze.orders")
+    assert not catalog.exists(spark, "bronze.clickstream")
+
+    # The rule itself: over the ratio and over the floor, both needed.
+    assert gzip_expansion_problem("f", 2**20, 2**20 * (GZIP_MAX_RATIO + 1)) is not None
+    assert gzip_expansion_problem("f", 2**20, 2**20 * GZIP_MAX_RATIO) is None   # ratio 100
+    assert gzip_expansion_problem("f", 1000, 2**20) is None                       # small file
+    bomb.unlink()
+    results = run_bronze(spark, config, load_sources(config), "r", only=["orders", "clickstream"])
+    assert {r.source: r.rows_added for r in results} == {"orders": 4,
+                                                         "clickstream": len(CLICKS_DAY1)}
