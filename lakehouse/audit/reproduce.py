@@ -215,9 +215,12 @@ def reproduce_run(
         for name, version in inputs.items():
             check_version(spark, catalog, name, version)
         stage_config, note = run_config(config, head["config_digest"])
+        # A segment run is retrained in memory (nothing is logged or written); the others are
+        # rebuilt into the scratch root.
+        target = "in memory" if stage == "segment" else f"into {scratch_root}"
         echo(
             f"stage {stage}: rebuilding from {_versions_text(inputs)} (as_of "
-            f"{head['as_of'] or 'from the data'}) into {scratch_root}"
+            f"{head['as_of'] or 'from the data'}) {target}"
             + (f" [{note}]" if note else "")
         )
         if stage == "segment":
