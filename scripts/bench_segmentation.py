@@ -206,8 +206,9 @@ def main(argv: list[str] | None = None) -> int:
                 ]
             print(f"\nN={n:,} customers x {matrix.shape[1]} features")
             print(f"  scikit-learn : inertia {sk_inertia:,.1f}  time {sk_seconds:7.2f}s")
-            for label, options in runs:
-                inertia, seconds, iterations = fit_spark(spark, parquet, args.k, options)
+            # Not `options`: that is the segment options the next N's features come from.
+            for label, kmeans_options in runs:
+                inertia, seconds, iterations = fit_spark(spark, parquet, args.k, kmeans_options)
                 if label == "config":
                     results.append({
                         "customers": n, "k": args.k, "sklearn_inertia": sk_inertia,
