@@ -322,6 +322,7 @@ def segment_inputs(
         )
     customer_360_df = catalog.read(spark, INPUT_TABLE, version=versions[INPUT_TABLE])
     check_input_columns(customer_360_df)
+    check_consent_column(customer_360_df)
     run_as_of = resolve_as_of(customer_360_df, requested_as_of)
     feature_set = build_features(customer_360_df, run_as_of, options.recency_cap_days)
     ks = [k for k in range(options.k_min, options.k_max + 1) if k < feature_set.rows]
@@ -401,13 +402,17 @@ def segment_customers(
     )
 
 
-def consenting_in_snapshot(customer_360_df: DataFrame, as_of: date) -> DataFrame:
-    """customer_key of the as_of snapshot's customers who consent to marketing."""
+def check_consent_column(customer_360_df: DataFrame) -> None:
+    """Scoring writes only consenting customers: the column must be there before training."""
     if "marketing_consent" not in customer_360_df.columns:
         raise InputDataError(
             f"{INPUT_TABLE} lacks column marketing_consent, needed to keep segments to customers "
             f"who consent to marketing: rebuild it with `lakehouse run gold`"
         )
+
+
+def consenting_in_snapshot(customer_360_df: DataFrame, as_of: date) -> DataFrame:
+    """customer_key of the as_of snapshot's customers who consent to marketing."""
     return customer_360_df.where(
         (F.col("as_of") == F.lit(as_of)) & has_marketing_consent(F.col("marketing_consent"))
     ).select(F.col(KEY).alias("customer_key"))

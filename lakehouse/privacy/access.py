@@ -22,6 +22,7 @@ from pyspark.sql import types as T
 from lakehouse.catalog import Catalog, parse_table_name
 from lakehouse.config import Config, load_yaml_file
 from lakehouse.errors import AccessDeniedError, ConfigError
+from lakehouse.gold import consenting_customers
 
 MODES = ("clear", "masked", "hidden")
 CONSENT_TABLE = "silver.customers"
@@ -126,5 +127,5 @@ def view(spark: SparkSession, config: Config, role: str, table: str) -> DataFram
         raise TableNotFoundError(f"table {table} does not exist yet at {catalog.path(table)}")
     consenting = None
     if grant.consent and catalog.exists(spark, CONSENT_TABLE):
-        consenting = catalog.read(spark, CONSENT_TABLE).where(F.col("marketing_consent"))
+        consenting = consenting_customers(catalog.read(spark, CONSENT_TABLE))
     return apply_grant(df, grant, consenting)

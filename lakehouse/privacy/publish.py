@@ -82,9 +82,7 @@ def customers_by_segment_country_cells(
     counts = one_per_customer.withColumn(
         "segment_name", F.coalesce("segment_name", F.lit("unassigned"))
     ).groupBy("segment_name", "country").agg(F.count(F.lit(1)).alias("true_count"))
-    return grid_df.join(counts, on=["segment_name", "country"], how="left").select(
-        "segment_name", "country", F.coalesce("true_count", F.lit(0)).cast("long").alias("true_count")
-    )
+    return _on_grid(grid_df, counts, ["segment_name", "country"])
 
 
 def capped_conversions(journeys_df: DataFrame, max_rows_per_customer: int) -> DataFrame:
