@@ -63,6 +63,7 @@ from ml.segmentation import (
     VECTOR,
     Candidate,
     KMeansOptions,
+    best_start,
     check_names,
     choose_k,
     cluster_profile,
@@ -114,7 +115,8 @@ def segment_options(config: Config) -> SegmentOptions:
         raise ConfigError(f"segment.k_min / k_max must satisfy 2 <= k_min <= k_max, got "
                           f"{k_min} / {k_max}")
     kmeans = KMeansOptions(**{k: raw["kmeans"][k] for k in
-                              ("seed", "max_iter", "tol", "init_steps", "solver", "cache")})
+                              ("seed", "max_iter", "tol", "init_steps", "solver", "cache",
+                               "starts")})
     kmeans.check()
     features = [str(f) for f in raw["features"]]
     unknown = [f for f in features if f not in FEATURE_COLUMNS]
@@ -440,7 +442,12 @@ def train_segmentation(
         scaled_df = scaled_df.cache()
     try:
         candidates = [fit_candidate(scaled_df, k, options.kmeans) for k in ks]
-        best = choose_k(candidates, options.gate.min_segment_share)
+        best = best_start(
+            scaled_df,
+            choose_k(candidates, options.gate.min_segment_share),
+            options.kmeans,
+            options.gate.min_segment_share,
+        )
         profile = cluster_profile(features_df, best.model.transform(scaled_df), PROFILE_COLUMNS)
     finally:
         if options.kmeans.cache:
@@ -481,6 +488,7 @@ def _train_and_log(
                 "k_tried": ",".join(map(str, ks)),
                 "features": ",".join(options.features),
                 "seed": options.kmeans.seed,
+                "starts": options.kmeans.starts,
                 "max_iter": options.kmeans.max_iter,
                 "tol": options.kmeans.tol,
                 "init_mode": "k-means||",
@@ -509,7 +517,7 @@ def _train_and_log(
             mlflow.log_metric("silhouette_by_k", candidate.silhouette, step=candidate.k)
             mlflow.log_metric("inertia_by_k", candidate.inertia, step=candidate.k)
 
-        mlflow.log_params({"chosen_k": best.k})
+        mlflow.log_params({"chosen_k": best.k, "chosen_seed": best.seed})
         mlflow.log_metrics(
             {
                 "silhouette": best.silhouette,

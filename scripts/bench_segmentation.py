@@ -11,11 +11,15 @@ window, not by running the generator and the pipeline (which takes far longer th
 indicators, device medians) and are standardised (mean 0, sd 1). That matrix is written once to
 Parquet and both libraries fit it:
 
-* scikit-learn: KMeans(k, init="k-means++", n_init=1, random_state=seed, max_iter, tol=1e-4)
-  on the numpy array (its threads use both cores);
-* Spark: ml.segmentation.fit_kmeans (k-means||, seed) on vectors assembled from the Parquet
-  file, with the solver / init_steps / caching of each variant; a cached variant's time
+* scikit-learn: KMeans(k, init="k-means++", n_init=starts, random_state=seed, max_iter,
+  tol=1e-4) on the numpy array (its threads use both cores);
+* Spark: ml.segmentation.fit_kmeans (k-means||) from each of the start seeds (seed, seed + 1,
+  ...; ml.segmentation.start_seeds), keeping the lowest inertia, on vectors assembled from the
+  Parquet file, with the solver / init_steps / caching of each variant; a cached variant's time
   includes materialising the cache.
+
+Both use the same seed policy: ``starts`` starts (segment.kmeans.starts, or ``--starts``), the
+best inertia kept, as the segment job does for its chosen k.
 
 Printed per N: inertia of both and the relative difference, wall time of both and the ratio.
 ``--variants`` also times the solver x init_steps x cache grid (use it at 100k).
@@ -29,6 +33,7 @@ import itertools
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -120,11 +125,13 @@ def feature_matrix(frame: pd.DataFrame, features: list[str]) -> np.ndarray:
     return (matrix - matrix.mean(axis=0)) / np.where(std > 0, std, 1.0)
 
 
-def fit_sklearn(matrix: np.ndarray, k: int, seed: int, max_iter: int) -> tuple[float, float]:
+def fit_sklearn(
+    matrix: np.ndarray, k: int, seed: int, max_iter: int, starts: int
+) -> tuple[float, float]:
     from sklearn.cluster import KMeans as SkKMeans
 
     started = time.perf_counter()
-    model = SkKMeans(n_clusters=k, init="k-means++", n_init=1, random_state=seed,
+    model = SkKMeans(n_clusters=k, init="k-means++", n_init=starts, random_state=seed,
                      max_iter=max_iter, tol=1e-4, algorithm="lloyd").fit(matrix)
     return float(model.inertia_), time.perf_counter() - started
 
@@ -132,7 +139,7 @@ def fit_sklearn(matrix: np.ndarray, k: int, seed: int, max_iter: int) -> tuple[f
 def fit_spark(spark, parquet: str, k: int, options) -> tuple[float, float, int]:
     from pyspark.ml.feature import VectorAssembler
 
-    from ml.segmentation import VECTOR, fit_kmeans
+    from ml.segmentation import VECTOR, fit_kmeans, start_seeds
 
     started = time.perf_counter()
     raw_df = spark.read.parquet(parquet)
@@ -142,7 +149,9 @@ def fit_spark(spark, parquet: str, k: int, options) -> tuple[float, float, int]:
         vectors_df = vectors_df.cache()
         vectors_df.count()
     try:
-        model = fit_kmeans(vectors_df, k, options)
+        fits = [fit_kmeans(vectors_df, k, replace(options, seed=seed))
+                for seed in start_seeds(options)]
+        model = min(fits, key=lambda m: m.summary.trainingCost)
         cost = float(model.summary.trainingCost)
         iterations = int(model.summary.numIter)
     finally:
@@ -158,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--max-iter", type=int, default=None,
                         help="default: segment.kmeans.max_iter")
+    parser.add_argument("--starts", type=int, default=None,
+                        help="starts per fit, best inertia kept (default: segment.kmeans.starts)")
     parser.add_argument("--variants", action="store_true",
                         help="also time solver x init_steps x cache (slow at 1M)")
     parser.add_argument("--out", type=Path, default=None,
@@ -174,13 +185,15 @@ def main(argv: list[str] | None = None) -> int:
     options = segment_options(config)
     chosen = options.kmeans
     args.max_iter = args.max_iter or chosen.max_iter
+    args.starts = args.starts or chosen.starts
     chosen = KMeansOptions(seed=args.seed, max_iter=args.max_iter, tol=chosen.tol,
                            init_steps=chosen.init_steps, solver=chosen.solver,
-                           cache=chosen.cache)
+                           cache=chosen.cache, starts=args.starts)
     default = KMeansOptions(seed=args.seed, max_iter=args.max_iter, tol=chosen.tol,
-                            init_steps=2, solver="auto", cache=False)
+                            init_steps=2, solver="auto", cache=False, starts=args.starts)
     spark = get_spark(config, app_name="bench-segmentation")
-    print(f"k={args.k} seed={args.seed} max_iter={args.max_iter}; config KMeans: "
+    print(f"k={args.k} seed={args.seed} starts={args.starts} max_iter={args.max_iter}; "
+          f"config KMeans: "
           f"solver={chosen.solver} init_steps={chosen.init_steps} cache={chosen.cache}")
     with tempfile.TemporaryDirectory() as tmp:
         # Warm the JVM (class loading, first job) so it is not charged to the first variant.
@@ -195,13 +208,14 @@ def main(argv: list[str] | None = None) -> int:
             pd.DataFrame(matrix, columns=[f"f{i}" for i in range(matrix.shape[1])]).to_parquet(
                 parquet, index=False
             )
-            sk_inertia, sk_seconds = fit_sklearn(matrix, args.k, args.seed, args.max_iter)
+            sk_inertia, sk_seconds = fit_sklearn(matrix, args.k, args.seed, args.max_iter,
+                                                 args.starts)
             runs = [("config", chosen), ("spark default", default)]
             if args.variants:
                 runs += [
                     (f"solver={s} init_steps={i} cache={c}",
                      KMeansOptions(seed=args.seed, max_iter=args.max_iter, tol=chosen.tol,
-                                   init_steps=i, solver=s, cache=c))
+                                   init_steps=i, solver=s, cache=c, starts=args.starts))
                     for s, i, c in itertools.product(("row", "block"), (1, 2), (False, True))
                 ]
             print(f"\nN={n:,} customers x {matrix.shape[1]} features")
@@ -211,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
                 inertia, seconds, iterations = fit_spark(spark, parquet, args.k, kmeans_options)
                 if label == "config":
                     results.append({
-                        "customers": n, "k": args.k, "sklearn_inertia": sk_inertia,
+                        "customers": n, "k": args.k, "starts": args.starts,
+                        "sklearn_inertia": sk_inertia,
                         "spark_inertia": inertia,
                         "inertia_rel_diff": (inertia - sk_inertia) / sk_inertia,
                         "sklearn_seconds": sk_seconds, "spark_seconds": seconds,

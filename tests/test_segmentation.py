@@ -23,7 +23,7 @@ from pyspark.sql import functions as F
 from lakehouse.catalog import Catalog
 from lakehouse.privacy.pseudonym import pseudonym_key
 from ml.segment_job import OUTPUT_TABLE, segment_customers, segment_options
-from ml.segmentation import Candidate, choose_k
+from ml.segmentation import VECTOR, Candidate, KMeansOptions, best_start, choose_k, fit_candidate
 
 # Measured on the xs lake (3 days of behaviour: few orders, so tenure and browsing carry most of
 # the signal): ARI 0.15. The floor leaves room for another k being chosen.
@@ -198,6 +198,52 @@ def test_choose_k_prefers_a_k_whose_segments_all_meet_the_minimum_share():
     assert choose_k([tiny_best, balanced], min_segment_share=0.02).k == 4
     # No candidate qualifies: all compete again (the gate then rejects and says why).
     assert choose_k([tiny_best], min_segment_share=0.02).k == 5
+
+
+def _squared_distance_cost(points: list[tuple[float, float]], centers) -> float:
+    """K-means inertia computed here: each point's squared distance to its nearest center."""
+    return sum(min((x - cx) ** 2 + (y - cy) ** 2 for cx, cy in centers) for x, y in points)
+
+
+def test_best_start_keeps_the_lowest_inertia_of_its_seeds(spark):
+    import random
+
+    from pyspark.ml.linalg import Vectors
+
+    # Seven blobs of unequal size for k = 4: starts end in different optima.
+    rng = random.Random(7)
+    centres = [(0, 0), (6, 0), (0, 6), (6, 6), (3, 12), (12, 3), (14, 14)]
+    points = [(cx + rng.gauss(0, 1.2), cy + rng.gauss(0, 1.2))
+              for i, (cx, cy) in enumerate(centres) for _ in range(20 + 15 * i)]
+    df = spark.createDataFrame([(Vectors.dense(p),) for p in points], [VECTOR])
+    options = KMeansOptions(seed=3, max_iter=20, tol=1e-4, init_steps=1, solver="row",
+                            cache=False, starts=5)
+    # Each seed on its own, its inertia recomputed from the centers.
+    costs = {}
+    for seed in range(3, 8):
+        model = fit_candidate(df, 4, KMeansOptions(**{**options.__dict__, "seed": seed,
+                                                     "starts": 1}), with_silhouette=False).model
+        costs[seed] = _squared_distance_cost(points, [tuple(c) for c in model.clusterCenters()])
+    # The first seed is not the best one here, so the refits must matter.
+    assert costs[3] > min(costs.values()) * (1 + 1e-6), "pick data where seed 3 is not best"
+
+    first = fit_candidate(df, 4, options)
+    best = best_start(df, first, options)
+    lowest = min(costs.values())
+    assert best.inertia == pytest.approx(lowest, rel=1e-9)
+    assert costs[best.seed] == pytest.approx(lowest, rel=1e-9)
+    assert best.seed == min(s for s, c in costs.items() if c <= lowest * (1 + 1e-9))
+    assert 0 < best.silhouette <= 1                          # computed for the winner
+    # One start: the first fit is kept as it is.
+    single = KMeansOptions(**{**options.__dict__, "starts": 1})
+    assert best_start(df, first, single) is first
+
+
+def test_kmeans_starts_below_one_is_a_config_error():
+    from lakehouse.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="starts=0"):
+        KMeansOptions(starts=0).check()
 
 
 def test_first_model_is_champion_even_below_the_minimum_share(spark, xs_lake, tmp_path_factory):
