@@ -1,9 +1,9 @@
 """The config of child `lakehouse` processes that tests start (fault suite, privacy canary).
 
-The shipped config with a smaller model search: fewer K-means candidates, the row solver (faster
-than block on a few hundred customers) and one Markov order. What a crash, a hostile file or a
-planted secret does does not depend on how many k are tried, and these runs are most of the
-time those tests take.
+The shipped config with a smaller model search: fewer K-means candidates and one start each, the
+row solver (faster than block on a few hundred customers) and one Markov order. What a crash, a
+hostile file or a planted secret does does not depend on how many k are tried, and these runs
+are most of the time those tests take.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ segment:
   k_max: 5
   kmeans:
     solver: row
+    starts: 1
 attribution:
   order: 2
 """

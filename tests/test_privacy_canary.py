@@ -17,6 +17,7 @@ from pyspark.sql import functions as F
 
 from lakehouse.catalog import Catalog
 from lakehouse.config import load_config
+from lakehouse.pipeline import STAGE_ORDER
 from lakehouse.privacy.erasure import erase_subject
 from lakehouse.session import REDACTION_REGEX
 
@@ -55,6 +56,14 @@ def canary_lake(tmp_path_factory):
 def test_redaction_pattern_covers_the_key_variable():
     name = load_config("local").get("privacy.pseudonym_key_env")
     assert re.search(REDACTION_REGEX, name)
+
+
+def test_run_all_reports_every_stage(canary_lake):
+    *_, outputs = canary_lake
+    text = outputs[1].stdout
+    for stage in STAGE_ORDER:
+        assert f"[{stage}] done in" in text, f"run all printed no summary for {stage}"
+    assert "gold.customer_360" in text and "gold.journeys" in text
 
 
 def test_canary_key_is_in_no_log_and_no_file(canary_lake):
