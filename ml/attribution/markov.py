@@ -33,7 +33,8 @@ Conventions (each chosen on purpose; the reasons are next to the code that appli
   half-up), then turned back into floats.
   Decimal addition is associative, so the totals do not depend on the order of the rows; the
   Spark counter (spark_paths.py) does the same arithmetic, so both give bit-identical tables
-  whatever the partitioning.
+  whatever the partitioning. count_transitions_vectorised sums the same decimals as integers
+  (int64 parts of the 18-digit values) and matches count_transitions bit for bit.
 
 Solving: with ``Q`` the transition probabilities between transient states (``START`` and the
 channel states), ``r[s]`` the probability of ``s -> (conversion)``, ``x = (I - Q)^-1 r`` gives
@@ -51,6 +52,7 @@ as a check. The value removal effect is ``1 - V_c / V``.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import zlib
@@ -154,21 +156,38 @@ def iter_paths(paths: pd.DataFrame | Iterable[PathRow]) -> Iterator[PathRow]:
     any iterable of 4-tuples.
     """
     if isinstance(paths, pd.DataFrame):
-        missing = [c for c in PATH_COLUMNS if c not in paths.columns]
-        if missing:
-            raise ValueError(f"path table is missing column(s): {', '.join(missing)}")
+        check_path_columns(paths)
         rows: Iterable[PathRow] = zip(*(paths[c] for c in PATH_COLUMNS), strict=True)
     else:
         rows = paths
     for row in rows:
         channels = row[0]
-        # A string is a sequence too; taking "A > B" as the channels "A", " ", ">" ... would
-        # silently produce nonsense.
         if isinstance(channels, str | bytes):
-            raise TypeError(
-                f"channels must be a sequence of channel names, got the string {channels!r}"
-            )
+            raise _string_path_error(channels)
         yield row
+
+
+def check_path_columns(paths: pd.DataFrame) -> None:
+    """ValueError naming the PATH_COLUMNS a path table lacks."""
+    missing = [c for c in PATH_COLUMNS if c not in paths.columns]
+    if missing:
+        raise ValueError(f"path table is missing column(s): {', '.join(missing)}")
+
+
+def check_path_frame(paths: pd.DataFrame) -> None:
+    """iter_paths' checks on a whole DataFrame at once: the columns, then no path as a string."""
+    check_path_columns(paths)
+    # The types first (a C loop); the rows only when a string is there to be named.
+    if any(issubclass(t, str | bytes) for t in set(map(type, paths["channels"]))):
+        for channels in paths["channels"]:
+            if isinstance(channels, str | bytes):
+                raise _string_path_error(channels)
+
+
+def _string_path_error(channels: str | bytes) -> TypeError:
+    # A string is a sequence too; taking "A > B" as the channels "A", " ", ">" ... would
+    # silently produce nonsense.
+    return TypeError(f"channels must be a sequence of channel names, got the string {channels!r}")
 
 
 def row_weights(
@@ -262,6 +281,271 @@ def count_transitions(paths: pd.DataFrame | Iterable[PathRow], order: int) -> Tr
         c0, v0, n0 = terminal.get(previous, (_ZERO, _ZERO, _ZERO))
         terminal[previous] = (_DECIMAL.add(c0, conv), _DECIMAL.add(v0, val), _DECIMAL.add(n0, null))
     return counts_from_sums(order, inner, terminal)
+
+
+# --------------------------------------------------------------------------- vectorised counting
+
+# An exact count (a decimal with SUM_SCALE = 18 fractional digits) is held as three int64
+# parts, units and the two 9-digit halves of the fraction, so numpy adds them without rounding.
+_HALF_SCALE = 10**9
+_SCALE = _HALF_SCALE * _HALF_SCALE
+# Every int64 sum stays below this (half of int64's range), so none can overflow.
+_SUM_LIMIT = 2.0**62
+# The type of a None inside a path (dropped, like collapse_repeats drops it).
+_NONE_TYPE = type(None)
+# Weight element types whose float() numpy reproduces exactly (it calls float() on them).
+_NUMBER_TYPES = (float, int, np.floating, np.integer, _NONE_TYPE)
+
+
+def count_transitions_vectorised(
+    paths: pd.DataFrame | Iterable[PathRow], order: int
+) -> TransitionCounts:
+    """count_transitions with numpy: the same table, bit for bit, in a fraction of the time.
+
+    The exact decimal sums become integer sums: each distinct weight goes through exact_count
+    once and is split into int64 parts (units and the two 9-digit halves of the 18 fractional
+    digits) that numpy adds without rounding; each total is put back together as a Python int
+    and divided by 10**18 once, which rounds exactly as ``float(Decimal)`` does (both are
+    correctly rounded). States are integer keys that sort as the state tuples do, so the
+    dicts come out in count_transitions' order. Any table outside the plain case (a path given
+    as a string, a negative or infinite weight, channel names that are not strings, weights
+    too large for the int64 parts) is left to count_transitions, which counts it or raises its
+    own error for the same row.
+    """
+    check_order(order)
+    rows = paths if isinstance(paths, pd.DataFrame) else list(paths)
+    counts = _count_plain_paths(rows, order)
+    return counts if counts is not None else count_transitions(rows, order)
+
+
+def _count_plain_paths(rows: pd.DataFrame | list[PathRow], order: int) -> TransitionCounts | None:
+    """The vectorised count of a plain path table; None for anything count_transitions must see."""
+    columns = _path_columns(rows)
+    if columns is None:
+        return None
+    channels, weights = columns
+    encoded = _encode_channels(channels)
+    if encoded is None:
+        return None
+    ranks, lengths, names = encoded
+    base = len(names) + 1
+    if base**order >= _SUM_LIMIT or not _sums_fit_int64(weights, lengths):
+        return None
+    parts = [_exact_parts(w) for w in weights]
+    if any(p is None for p in parts):
+        return None
+    conversions, value, nulls = parts
+    journeys = conversions + nulls
+    steps, lasts = _state_steps(ranks, lengths, journeys.any(axis=1), order, base)
+    from_keys, to_keys, step_rows = steps
+    last_keys, last_rows = lasts
+    (from_keys, to_keys), inner = _sum_by_key((from_keys, to_keys), journeys[step_rows])
+    (last_keys,), terminal = _sum_by_key(
+        (last_keys,), np.hstack([conversions, value, nulls])[last_rows]
+    )
+
+    state_keys = np.unique(np.concatenate([from_keys, to_keys, last_keys]))
+    states = _key_states(state_keys, names, base, order)
+    from_states = [states[i] for i in np.searchsorted(state_keys, from_keys).tolist()]
+    to_states = [states[i] for i in np.searchsorted(state_keys, to_keys).tolist()]
+    last_states = [states[i] for i in np.searchsorted(state_keys, last_keys).tolist()]
+    step_states = zip(from_states, to_states, strict=True)
+    return TransitionCounts(
+        order=order,
+        transitions=dict(zip(step_states, _part_floats(inner), strict=True)),
+        conversions=dict(zip(last_states, _part_floats(terminal[:, 0:3]), strict=True)),
+        conversion_value=dict(zip(last_states, _part_floats(terminal[:, 3:6]), strict=True)),
+        nulls=dict(zip(last_states, _part_floats(terminal[:, 6:9]), strict=True)),
+    )
+
+
+def _path_columns(
+    rows: pd.DataFrame | list[PathRow],
+) -> tuple[list, list[np.ndarray]] | None:
+    """The channel sequences and the three weight columns as floats (NaN for None), or None."""
+    if isinstance(rows, pd.DataFrame):
+        if not rows.columns.is_unique or any(c not in rows.columns for c in PATH_COLUMNS):
+            return None
+        channels = rows["channels"].tolist()
+        raw: list = [rows[c] for c in PATH_COLUMNS[1:]]
+    else:
+        try:
+            if set(map(len, rows)) - {len(PATH_COLUMNS)}:
+                return None
+        except TypeError:
+            return None
+        columns = list(zip(*rows, strict=True)) or [()] * len(PATH_COLUMNS)
+        channels, raw = list(columns[0]), list(columns[1:])
+    weights = [_float_weights(column) for column in raw]
+    if any(w is None for w in weights):
+        return None
+    return channels, weights
+
+
+def _float_weights(column: pd.Series | Sequence) -> np.ndarray | None:
+    """A weight column as exact_count reads it, float(value) with None as NaN; None if unsure."""
+    if isinstance(column, pd.Series):
+        # numpy dtypes only: a nullable column's NA is not None, and float(NA) is an error.
+        if isinstance(column.dtype, np.dtype) and column.dtype.kind in "biuf":
+            return column.to_numpy(dtype=float)
+        if column.dtype != object:
+            return None
+        column = column.tolist()
+    # Strings and Decimals would go through numpy's own parsing, not float(); leave them out.
+    if not all(issubclass(t, _NUMBER_TYPES) for t in set(map(type, column))):
+        return None
+    try:
+        return np.array(column, dtype=float).reshape(len(column))
+    except (OverflowError, TypeError, ValueError):
+        return None
+
+
+def _encode_channels(channels: list) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
+    """Paths as flat channel ranks in sorted name order (-1 for None), path lengths, the names.
+
+    None unless every path is a sequence (not a string) of str or None.
+    """
+    if any(issubclass(t, str | bytes) for t in set(map(type, channels))):
+        return None
+    try:
+        lengths = np.fromiter(map(len, channels), dtype=np.int64, count=len(channels))
+        flat = np.fromiter(itertools.chain.from_iterable(channels), dtype=object)
+        codes, uniques = pd.factorize(flat)
+    except TypeError:  # a path without len(), or an unhashable name
+        return None
+    if len(flat) != lengths.sum():  # a path whose len() disagrees with its items
+        return None
+    names = uniques.tolist()
+    # factorize codes every NA (NaN, pd.NA, ...) -1 as it does None; only None is dropped.
+    if not all(isinstance(name, str) for name in names) or any(
+        flat[i] is not None for i in np.flatnonzero(codes < 0).tolist()
+    ):
+        return None
+    sorted_names = sorted(names)
+    rank = {name: i for i, name in enumerate(sorted_names)}
+    rank_of_code = np.array([rank[name] for name in names], dtype=np.int64)
+    ranks = np.full(len(codes), -1, dtype=np.int64)
+    named = codes >= 0
+    ranks[named] = rank_of_code[codes[named]]
+    return ranks, lengths, sorted_names
+
+
+def _sums_fit_int64(weights: list[np.ndarray], lengths: np.ndarray) -> bool:
+    """Whether every int64 sum of parts stays below _SUM_LIMIT (False for infinite weights).
+
+    A row adds its weights at most once per channel and once more at its last state, so no
+    key's sum exceeds what all rows add together: their units (at most weight + 1 after
+    rounding) and their 9-digit halves (below 10**9 each).
+    """
+    steps = lengths + 1.0
+    units = sum(np.where(np.isnan(w), 0.0, np.abs(w)) + 1.0 for w in weights)
+    return bool(np.sum(units * steps) < _SUM_LIMIT) and (
+        np.sum(steps) * len(weights) * _HALF_SCALE < _SUM_LIMIT
+    )
+
+
+def _exact_parts(values: np.ndarray) -> np.ndarray | None:
+    """exact_count of every weight as int64 (units, high, low 9 fractional digits) per row.
+
+    None when a weight is negative: count_transitions raises the error.
+    """
+    # NaN gets code -1, which picks the zero row appended below: a missing weight counts 0.
+    codes, distinct = pd.factorize(values)
+    scaled = [int(exact_count(v).scaleb(SUM_SCALE, context=_DECIMAL)) for v in distinct.tolist()]
+    if any(s < 0 for s in scaled):
+        return None
+    parts = np.array(
+        [(s // _SCALE, s // _HALF_SCALE % _HALF_SCALE, s % _HALF_SCALE) for s in [*scaled, 0]],
+        dtype=np.int64,
+    )
+    return parts[codes]
+
+
+def _state_steps(
+    ranks: np.ndarray, lengths: np.ndarray, has_journeys: np.ndarray, order: int, base: int
+) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Each step ``(from key, to key, row)`` of the counted paths, and each last ``(key, row)``.
+
+    A state's key is its channels' ranks + 1 as base-``base`` digits, left-aligned in ``order``
+    digits (zeros after a state shorter than the order), so keys sort as the state tuples do
+    (a prefix first); START, the empty tuple, is 0. The semantics are order_states': null
+    channels dropped, consecutive repeats collapsed, sliding windows, a path shorter than the
+    order one state; rows without journeys or without channels are skipped.
+    """
+    row_of = np.repeat(np.arange(len(lengths)), lengths)
+    kept = (ranks >= 0) & has_journeys[row_of]
+    ranks, row_of = ranks[kept], row_of[kept]
+    starts_path = np.ones(len(ranks), dtype=bool)
+    starts_path[1:] = row_of[1:] != row_of[:-1]
+    # The first channel of a path always survives the collapse, so starts_path stays aligned.
+    survives = starts_path.copy()
+    survives[1:] |= ranks[1:] != ranks[:-1]
+    ranks, row_of, starts_path = ranks[survives], row_of[survives], starts_path[survives]
+
+    n = len(ranks)
+    first = np.flatnonzero(starts_path)
+    path_length = np.diff(np.append(first, n))
+    position = np.arange(n) - np.repeat(first, path_length)
+    remaining = np.repeat(path_length, path_length) - position  # channels from here to the end
+    keys = np.zeros(n, dtype=np.int64)
+    for offset in range(order):
+        digit = np.zeros(n, dtype=np.int64)
+        inside = np.flatnonzero(remaining > offset)
+        digit[inside] = ranks[inside + offset] + 1
+        keys = keys * base + digit
+
+    # A window starts wherever `order` channels remain; a shorter path is one state.
+    is_state = (remaining >= order) | (position == 0)
+    state_keys, state_rows, first_state = keys[is_state], row_of[is_state], starts_path[is_state]
+    from_keys = np.roll(state_keys, 1)
+    from_keys[first_state] = 0
+    last_state = np.ones(len(state_keys), dtype=bool)
+    last_state[:-1] = first_state[1:]
+    return (from_keys, state_keys, state_rows), (state_keys[last_state], state_rows[last_state])
+
+
+def _sum_by_key(
+    keys: tuple[np.ndarray, ...], parts: np.ndarray
+) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
+    """The distinct key combinations in sorted (lexicographic) order and the column sums of each.
+
+    Hashing the rows into groups and sorting only the groups is about ten times faster than
+    sorting the rows (measured on the 200k-path benchmark: 12 vs 125 ms for 0.8M steps).
+    """
+    if len(parts) == 0:
+        return keys, parts
+    factorized = [pd.factorize(key) for key in keys]
+    # Mixed-radix group codes: below the product of the distinct counts, at most rows**2 for
+    # the two keys used here, far inside int64.
+    combined = np.zeros(len(parts), dtype=np.int64)
+    for codes, distinct in factorized:
+        combined = combined * len(distinct) + codes
+    group, combinations = pd.factorize(combined)
+    sums = np.zeros((len(combinations), parts.shape[1]), dtype=np.int64)
+    for column in range(parts.shape[1]):
+        np.add.at(sums[:, column], group, parts[:, column])
+    group_keys = []
+    for _, distinct in reversed(factorized):
+        group_keys.append(distinct[combinations % len(distinct)])
+        combinations = combinations // len(distinct)
+    group_keys.reverse()
+    by_key = np.lexsort(group_keys[::-1])
+    return tuple(k[by_key] for k in group_keys), sums[by_key]
+
+
+def _part_floats(parts: np.ndarray) -> list[float]:
+    """Summed (units, high, low) parts as floats, rounded once as float(Decimal) rounds."""
+    units, high, low = (parts[:, i].astype(object) for i in range(3))
+    # Python's int / int is correctly rounded, like float(Decimal) of the same exact value.
+    return (((units * _HALF_SCALE + high) * _HALF_SCALE + low) / _SCALE).tolist()
+
+
+def _key_states(keys: np.ndarray, names: list[str], base: int, order: int) -> list[State]:
+    """The state tuple of each state key (digit d is channel names[d - 1]; 0 is no channel)."""
+    digits = np.stack(
+        [keys // base ** (order - 1 - i) % base for i in range(order)], axis=1
+    ).tolist()
+    return [tuple(names[d - 1] for d in row if d) for row in digits]
 
 
 # --------------------------------------------------------------------------- the chain
@@ -591,12 +875,20 @@ def attribute_paths(
     max_workers: int | None = None,
 ) -> AttributionResult:
     """Count, solve, attribute; ``order=None`` first picks the order by hold-out log-loss."""
-    rows = list(iter_paths(paths))
+    # iter_paths' checks (columns, then paths given as strings) still come first; a DataFrame
+    # is checked by column and counted as it is, not copied into row tuples.
+    rows: pd.DataFrame | list[PathRow]
+    if isinstance(paths, pd.DataFrame):
+        check_path_frame(paths)
+        rows = paths
+    else:
+        rows = list(iter_paths(paths))
     choice = None
     if order is None:
         choice = choose_order(rows)
         order = choice.order
-    result = attribute(count_transitions(rows, order), method=method, max_workers=max_workers)
+    counts = count_transitions_vectorised(rows, order)
+    result = attribute(counts, method=method, max_workers=max_workers)
     if choice is None:
         return result
     return replace(result, order_choice=choice)

