@@ -15,26 +15,30 @@ from pathlib import Path
 
 from lakehouse.config import CONF_DIR_ENV, DEFAULT_CONF_DIR
 
-LIGHT_MODEL_CONF = """
+LIGHT_SEGMENT_CONF = """
 segment:
   k_max: 5
   kmeans:
     solver: row
     starts: 1
+"""
+LIGHT_ATTRIBUTION_CONF = """
 attribution:
   order: 2
 """
 
 
 @functools.cache
-def light_conf_dir() -> str:
+def light_conf_dir(env: str = "local", attribution: bool = True) -> str:
+    """A copy of conf/ whose ``env``.yaml lightens segmentation and, with ``attribution``, the
+    Markov order choice (keep it off when the attribution is compared with a default run)."""
     folder = Path(tempfile.mkdtemp(prefix="lakehouse-child-conf-")) / "conf"
     shutil.copytree(DEFAULT_CONF_DIR, folder)
-    with (folder / "local.yaml").open("a", encoding="utf-8") as local:
-        local.write(LIGHT_MODEL_CONF)
+    with (folder / f"{env}.yaml").open("a", encoding="utf-8") as env_file:
+        env_file.write(LIGHT_SEGMENT_CONF + (LIGHT_ATTRIBUTION_CONF if attribution else ""))
     return str(folder)
 
 
-def light_conf_env() -> dict[str, str]:
-    """Environment entries that point a child process at light_conf_dir()."""
-    return {CONF_DIR_ENV: light_conf_dir()}
+def light_conf_env(env: str = "local", attribution: bool = True) -> dict[str, str]:
+    """Environment entries that point a child process at light_conf_dir(env, attribution)."""
+    return {CONF_DIR_ENV: light_conf_dir(env, attribution)}

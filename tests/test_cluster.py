@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from childconf import light_conf_env
 from conftest import XS_AS_OF
 from pyspark.sql import functions as F
 
@@ -50,8 +51,10 @@ def test_pipeline_submitted_to_a_standalone_cluster_equals_a_local_run(
 ):
     data = tmp_path / "cluster"
     shutil.copytree(Path(xs_lake.data_dir) / "raw", data / "raw")
+    # A lighter K-means search (segments are not compared); attribution as in the local run.
     env = {**os.environ, "LAKEHOUSE_DATA_DIR": str(data),
-           "SPARK_SUBMIT_OPTS_EXTRA": "--executor-memory 1g --driver-memory 1g"}
+           "SPARK_SUBMIT_OPTS_EXTRA": "--executor-memory 1g --driver-memory 1g",
+           **light_conf_env("standalone", attribution=False)}
     submitted = subprocess.run(
         [str(REPO_ROOT / "scripts" / "submit.sh"), "--master", standalone_master,
          "--env", "standalone", "all", "--as-of", XS_AS_OF],
