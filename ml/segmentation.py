@@ -187,8 +187,7 @@ def best_start(
         fit_candidate(scaled_df, first.k, replace(options, seed=seed), with_silhouette=False)
         for seed in start_seeds(options)[1:]
     ]
-    eligible = [c for c in starts if smallest_share(c) >= min_segment_share] or starts
-    best = min(eligible, key=lambda c: c.inertia)
+    best = min(meeting_share(starts, min_segment_share), key=lambda c: c.inertia)
     if math.isnan(best.silhouette):
         best = replace(best, silhouette=silhouette(best.model.transform(scaled_df)))
     return best
@@ -197,6 +196,12 @@ def best_start(
 def smallest_share(candidate: Candidate) -> float:
     total = sum(candidate.sizes)
     return min(candidate.sizes) / total if total else 0.0
+
+
+def meeting_share(candidates: Sequence[Candidate], min_segment_share: float) -> list[Candidate]:
+    """The candidates whose smallest cluster holds at least ``min_segment_share`` of the
+    customers; all of them when none does (the gate then says why the winner is rejected)."""
+    return [c for c in candidates if smallest_share(c) >= min_segment_share] or list(candidates)
 
 
 def choose_k(candidates: Sequence[Candidate], min_segment_share: float = 0.0) -> Candidate:
@@ -210,8 +215,8 @@ def choose_k(candidates: Sequence[Candidate], min_segment_share: float = 0.0) ->
     """
     if not candidates:
         raise ValueError("no candidate models to choose from")
-    eligible = [c for c in candidates if smallest_share(c) >= min_segment_share] or candidates
-    return max(eligible, key=lambda c: (round(c.silhouette, 9), -c.k))
+    return max(meeting_share(candidates, min_segment_share),
+               key=lambda c: (round(c.silhouette, 9), -c.k))
 
 
 def cluster_profile(

@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import json
 from collections import Counter
+from dataclasses import replace
 from math import comb
 from pathlib import Path
 
@@ -221,8 +222,8 @@ def test_best_start_keeps_the_lowest_inertia_of_its_seeds(spark):
     # Each seed on its own, its inertia recomputed from the centers.
     costs = {}
     for seed in range(3, 8):
-        model = fit_candidate(df, 4, KMeansOptions(**{**options.__dict__, "seed": seed,
-                                                     "starts": 1}), with_silhouette=False).model
+        model = fit_candidate(df, 4, replace(options, seed=seed, starts=1),
+                              with_silhouette=False).model
         costs[seed] = _squared_distance_cost(points, [tuple(c) for c in model.clusterCenters()])
     # The first seed is not the best one here, so the refits must matter.
     assert costs[3] > min(costs.values()) * (1 + 1e-6), "pick data where seed 3 is not best"
@@ -235,7 +236,7 @@ def test_best_start_keeps_the_lowest_inertia_of_its_seeds(spark):
     assert best.seed == min(s for s, c in costs.items() if c <= lowest * (1 + 1e-9))
     assert 0 < best.silhouette <= 1                          # computed for the winner
     # One start: the first fit is kept as it is.
-    single = KMeansOptions(**{**options.__dict__, "starts": 1})
+    single = replace(options, starts=1)
     assert best_start(df, first, single) is first
 
 
