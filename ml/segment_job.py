@@ -561,6 +561,10 @@ def _train_and_log(
             MODEL_ARTIFACT,
             signature=infer_signature(example, output),
             input_example=example,
+            # Stated rather than inferred: MLflow infers them by loading the model again in a
+            # child Python process, which starts a second Spark JVM (15-25 s per run on 2
+            # cores) only to find that a Spark ML pipeline needs pyspark.
+            pip_requirements=mlflow.spark.get_default_pip_requirements(),
         )
         return {
             "model_uri": info.model_uri,

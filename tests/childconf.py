@@ -1,4 +1,5 @@
-"""The config of child `lakehouse` processes that tests start (fault suite, privacy canary).
+"""The lighter model search of the runs that tests start: child `lakehouse` processes (fault
+suite, privacy canary, cluster submission) and the shared full xs lake.
 
 The shipped config with a smaller model search: fewer K-means candidates and one start each, the
 row solver (faster than block on a few hundred customers) and one Markov order. What a crash, a
@@ -13,19 +14,25 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import yaml
+
 from lakehouse.config import CONF_DIR_ENV, DEFAULT_CONF_DIR
 
-LIGHT_SEGMENT_CONF = """
-segment:
-  k_max: 5
-  kmeans:
-    solver: row
-    starts: 1
-"""
-LIGHT_ATTRIBUTION_CONF = """
-attribution:
-  order: 2
-"""
+# Dotted config keys, as Config.with_overrides takes them (in-process runs use them directly).
+LIGHT_SEGMENT = {"segment.k_max": 5, "segment.kmeans.solver": "row", "segment.kmeans.starts": 1}
+LIGHT_ATTRIBUTION = {"attribution.order": 2}
+
+
+def _as_yaml(overrides: dict[str, object]) -> str:
+    """Dotted keys as the nested YAML mapping an env file holds."""
+    nested: dict = {}
+    for dotted, value in overrides.items():
+        *parents, leaf = dotted.split(".")
+        node = nested
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return "\n" + yaml.safe_dump(nested, sort_keys=False)
 
 
 @functools.cache
@@ -35,7 +42,7 @@ def light_conf_dir(env: str = "local", attribution: bool = True) -> str:
     folder = Path(tempfile.mkdtemp(prefix="lakehouse-child-conf-")) / "conf"
     shutil.copytree(DEFAULT_CONF_DIR, folder)
     with (folder / f"{env}.yaml").open("a", encoding="utf-8") as env_file:
-        env_file.write(LIGHT_SEGMENT_CONF + (LIGHT_ATTRIBUTION_CONF if attribution else ""))
+        env_file.write(_as_yaml({**LIGHT_SEGMENT, **(LIGHT_ATTRIBUTION if attribution else {})}))
     return str(folder)
 
 

@@ -87,12 +87,18 @@ def copy_lake(source: Config, dest: Path) -> Config:
 @pytest.fixture(scope="session")
 def full_xs_lake(spark, xs_lake, tmp_path_factory) -> Config:
     """A copy of the xs lake taken through every stage after gold (segment, attribute, audit,
-    whatever is registered). Read-only, like xs_lake."""
+    whatever is registered). Read-only, like xs_lake.
+
+    Segmentation searches fewer k (childconf.LIGHT_SEGMENT), as the cluster test's submitted
+    run does; two starts, so that reproducing its segment run refits a chosen seed."""
     from datetime import date
+
+    from childconf import LIGHT_SEGMENT
 
     from lakehouse.pipeline import STAGE_ORDER, RunContext, registered_stages, run_stages
 
     config = copy_lake(xs_lake, tmp_path_factory.mktemp("full_xs_lake") / "data")
+    config = config.with_overrides({**LIGHT_SEGMENT, "segment.kmeans.starts": 2})
     ctx = RunContext(run_id="full-xs-lake", as_of=date.fromisoformat(XS_AS_OF))
     stages = registered_stages()
     for stage in STAGE_ORDER[STAGE_ORDER.index("gold") + 1:]:

@@ -68,11 +68,14 @@ def segmented(spark, xs_lake, tmp_path_factory):
     return config, run, out
 
 
+def _store_uri(config) -> str:
+    return f"sqlite:///{Path(config.data_dir) / 'mlflow' / 'mlflow.db'}"
+
+
 def _client(config):
     from mlflow import MlflowClient
 
-    db = Path(config.data_dir) / "mlflow" / "mlflow.db"
-    return MlflowClient(tracking_uri=f"sqlite:///{db}", registry_uri=f"sqlite:///{db}")
+    return MlflowClient(tracking_uri=_store_uri(config), registry_uri=_store_uri(config))
 
 
 def test_every_consenting_customer_gets_one_named_segment(spark, segmented):
@@ -342,3 +345,19 @@ def test_merge_is_keyed_on_customer_and_as_of(spark, three_runs):
     assert out.count() == out.select("customer_key", "as_of").distinct().count()
     versions = {r["model_version"] for r in out.select("model_version").distinct().collect()}
     assert versions == {three_runs["runs"][2].champion_version}
+
+
+def test_logged_model_states_its_requirements(segmented):
+    """The model's requirements are stated, not inferred by reloading it in a child process
+    (which starts a second JVM): the pinned pyspark and mlflow of this environment."""
+    from importlib.metadata import version
+
+    import mlflow
+
+    config, _, _ = segmented
+    mlflow.set_tracking_uri(_store_uri(config))
+    mlflow.set_registry_uri(_store_uri(config))
+    path = mlflow.pyfunc.get_model_dependencies(f"models:/{MODEL}/1")
+    requirements = Path(path).read_text().split()
+    assert f"pyspark=={version('pyspark')}" in requirements
+    assert any(r.startswith("mlflow") for r in requirements), requirements
