@@ -355,9 +355,11 @@ def test_logged_model_states_its_requirements(segmented):
     import mlflow
 
     config, _, _ = segmented
-    mlflow.set_tracking_uri(_store_uri(config))
-    mlflow.set_registry_uri(_store_uri(config))
-    path = mlflow.pyfunc.get_model_dependencies(f"models:/{MODEL}/1")
+    # Through this store's client, not mlflow.set_registry_uri: a process-wide registry URI
+    # would send later tests' model registrations into this test's store.
+    source = _client(config).get_model_version(MODEL, "1").source
+    path = mlflow.artifacts.download_artifacts(artifact_uri=f"{source}/requirements.txt",
+                                               tracking_uri=_store_uri(config))
     requirements = Path(path).read_text().split()
     assert f"pyspark=={version('pyspark')}" in requirements
     assert any(r.startswith("mlflow") for r in requirements), requirements
