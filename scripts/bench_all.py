@@ -141,6 +141,14 @@ def _markdown(figures: list[dict[str, Any]], machine: dict[str, Any],
     return "\n".join(lines)
 
 
+def _write_summary(payload: dict[str, Any]) -> str:
+    """summary.json (the payload) and summary.md (its table); returns the table."""
+    (BENCH / "summary.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    text = _markdown(payload["figures"], payload["machine"], payload["runs"])
+    (BENCH / "summary.md").write_text(text + "\n")
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
@@ -154,12 +162,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bench_all: no earlier run in {BENCH / 'summary.json'}: run `make bench` first",
                   file=sys.stderr)
             return 2
-        figures = _figures(args.quick)
-        last["figures"] = figures
-        (BENCH / "summary.json").write_text(json.dumps(last, indent=2, default=str) + "\n")
-        text = _markdown(figures, last["machine"], last["runs"])
-        (BENCH / "summary.md").write_text(text + "\n")
-        print(text)
+        print(_write_summary({**last, "figures": _figures(args.quick)}))
         return 0
     scale = "xs" if args.quick else os.environ.get("BENCH_SCALE", "m")
     customers = ["20000"] if args.quick else ["100000", "1000000"]
@@ -190,10 +193,7 @@ def main(argv: list[str] | None = None) -> int:
                "python": platform.python_version(), "load_average": list(os.getloadavg())}
     payload = {"finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
                "machine": machine, "runs": runs, "figures": figures}
-    (BENCH / "summary.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    text = _markdown(figures, machine, runs)
-    (BENCH / "summary.md").write_text(text + "\n")
-    print("\n" + text)
+    print("\n" + _write_summary(payload))
     return 1 if any(r["exit"] != 0 for r in runs.values()) else 0
 
 

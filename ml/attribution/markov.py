@@ -178,10 +178,15 @@ def check_path_frame(paths: pd.DataFrame) -> None:
     """iter_paths' checks on a whole DataFrame at once: the columns, then no path as a string."""
     check_path_columns(paths)
     # The types first (a C loop); the rows only when a string is there to be named.
-    if any(issubclass(t, str | bytes) for t in set(map(type, paths["channels"]))):
+    if _holds_a_string(paths["channels"]):
         for channels in paths["channels"]:
             if isinstance(channels, str | bytes):
                 raise _string_path_error(channels)
+
+
+def _holds_a_string(paths: Iterable) -> bool:
+    """Whether any path is a str or bytes (checked on the set of types, not row by row)."""
+    return any(issubclass(t, str | bytes) for t in set(map(type, paths)))
 
 
 def _string_path_error(channels: str | bytes) -> TypeError:
@@ -405,7 +410,7 @@ def _encode_channels(channels: list) -> tuple[np.ndarray, np.ndarray, list[str]]
 
     None unless every path is a sequence (not a string) of str or None.
     """
-    if any(issubclass(t, str | bytes) for t in set(map(type, channels))):
+    if _holds_a_string(channels):
         return None
     try:
         lengths = np.fromiter(map(len, channels), dtype=np.int64, count=len(channels))
