@@ -9,18 +9,18 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import copy_lake
+from conftest import PSEUDONYM_KEY, copy_lake
 from pyspark.sql import functions as F
 
 from lakehouse.catalog import Catalog
 from lakehouse.errors import SubjectNotFoundError
+from lakehouse.pipeline import RunContext, run_stages
 from lakehouse.privacy.erasure import ERASURE_LOG, _SimulatedCrash, erase_subject
-from lakehouse.privacy.pseudonym import DEV_KEY
 
 
 def _key_of(customer_id: str) -> str:
-    # docs/tables.md: customer_key = HMAC-SHA256(key, "crm:" + customer_id), the dev key here.
-    return hmac.new(DEV_KEY, f"crm:{customer_id}".encode(), hashlib.sha256).hexdigest()
+    # docs/tables.md: customer_key = HMAC-SHA256(key, "crm:" + customer_id), the run's key.
+    return hmac.new(PSEUDONYM_KEY, f"crm:{customer_id}".encode(), hashlib.sha256).hexdigest()
 
 
 def _all_files(root: Path) -> list[Path]:
@@ -191,3 +191,23 @@ def test_daily_kpis_no_longer_count_the_person(spark, xs_lake, erased):
         assert after[day]["revenue_eur"] == pytest.approx(
             row["revenue_eur"] - (mine["eur"] if mine else 0.0), abs=1e-6), day
     print(f"the erased person had {sum(r['n'] for r in own.values())} completed order(s)")
+
+
+def test_bronze_and_silver_rerun_after_erasure_bring_nothing_back(spark, erased):
+    """The erasure rewrote the person's raw CRM file: bronze must not take the rewritten file
+    for a new delivery and land the other customers again, and silver must bring nothing back.
+    (Last in this module: it runs the stages on the erased lake.)"""
+    cfg, person, _, _, _ = erased
+    catalog = Catalog(cfg)
+    tables = ("bronze.crm_customers", "silver.customers", "silver.customer_pii")
+    rows_before = {t: catalog.read(spark, t).count() for t in tables}
+    lines: list[str] = []
+    for stage in ("bronze", "silver"):
+        run_stages(spark, cfg, stage, RunContext(run_id=f"after-erasure-{stage}"),
+                   echo=lines.append)
+    assert any(re.search(r"bronze: 0 rows landed", line) for line in lines), lines
+    assert {t: catalog.read(spark, t).count() for t in tables} == rows_before
+    assert catalog.read(spark, "bronze.crm_customers").where(
+        F.trim("customer_id") == person["customer_id"]).count() == 0
+    assert catalog.read(spark, "silver.customers").where(
+        F.col("customer_key") == _key_of(person["customer_id"])).count() == 0

@@ -4,7 +4,7 @@ tables as an uninterrupted run.
 
 The uninterrupted lake is the suite's shared xs lake (conftest.xs_lake: the same generator seed
 and as-of, taken through bronze, silver and gold); that `run all` reports every stage is checked
-on the privacy canary's CLI run (tests/test_privacy_canary.py)."""
+on the run submitted to a standalone cluster (tests/test_privacy_canary.py)."""
 
 from __future__ import annotations
 

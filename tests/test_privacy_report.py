@@ -10,13 +10,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import XS_AS_OF, copy_lake
+from conftest import PSEUDONYM_KEY, XS_AS_OF, copy_lake
 from pyspark.sql import functions as F
 
 from lakehouse.catalog import Catalog
 from lakehouse.errors import SubjectNotFoundError
 from lakehouse.pipeline import RunContext
-from lakehouse.privacy.pseudonym import DEV_KEY
 from lakehouse.privacy.retention import run_retention
 from lakehouse.privacy.subject_report import subject_report, write_report_json
 
@@ -25,7 +24,7 @@ USAGE = yaml.safe_load((REPO / "conf" / "data_usage.yaml").read_text())["tables"
 
 
 def _key_of(customer_id: str) -> str:
-    return hmac.new(DEV_KEY, f"crm:{customer_id}".encode(), hashlib.sha256).hexdigest()
+    return hmac.new(PSEUDONYM_KEY, f"crm:{customer_id}".encode(), hashlib.sha256).hexdigest()
 
 
 def _customer_with_orders(spark, cfg) -> str:
