@@ -131,10 +131,16 @@ def table_schema(spark: SparkSession, catalog: Catalog, name: str) -> T.StructTy
     return catalog.read(spark, name).schema if catalog.exists(spark, name) else None
 
 
-def last_operation_metrics(spark: SparkSession, catalog: Catalog, name: str) -> dict[str, int]:
-    row = catalog.delta_table(spark, name).history(1).select("operationMetrics").first()
-    metrics = (row["operationMetrics"] if row else None) or {}
-    return {k: int(v) for k, v in metrics.items() if str(v).lstrip("-").isdigit()}
+def merge_counts(result: DataFrame) -> dict[str, int]:
+    """Rows a MERGE inserted and updated, from the result its ``execute()`` returns.
+
+    Not from the table's history: under a concurrent writer the latest commit there may be
+    someone else's (and reading the history costs a Delta log read per table).
+    """
+    row = result.first()
+    values = row.asDict() if row else {}
+    return {"inserted": int(values.get("num_inserted_rows") or 0),
+            "updated": int(values.get("num_updated_rows") or 0)}
 
 
 def _on(keys: Iterable[str], null_safe: bool = False) -> str:
@@ -145,12 +151,12 @@ def _on(keys: Iterable[str], null_safe: bool = False) -> str:
 def merge_newer(
     spark: SparkSession, path: str, df: DataFrame, keys: Iterable[str], event_time: str,
     fill_column: str | None = None,
-) -> None:
+) -> dict[str, int]:
     """Insert new keys; update a key only when the incoming version is newer (event time).
 
     Re-delivered or re-processed rows are not newer, so they change nothing: idempotent. With
     ``fill_column``, a row that is not newer may still fill that column where the table has
-    null (a customer_key that became known later), and nothing else.
+    null (a customer_key that became known later), and nothing else. Returns merge_counts.
     """
     from delta.tables import DeltaTable
 
@@ -171,8 +177,9 @@ def merge_newer(
         )
     merge = merge.whenNotMatchedInsertAll()
     crash_point("silver.before_merge")
-    retry_on_conflict(merge.execute, f"MERGE into {path}")
+    result = retry_on_conflict(merge.execute, f"MERGE into {path}")
     crash_point("silver.after_merge")
+    return merge_counts(result)
 
 
 def merge_insert_only(

@@ -249,9 +249,8 @@ def commit(
         src = plan.source
         assert plan.silver_df is not None and plan.quarantine_df is not None
         io.ensure_table(spark, catalog, plan.table, plan.silver_df.schema)
-        io.merge_newer(spark, catalog.path(plan.table), plan.silver_df, plan.spec.key,
-                       src.event_time, "customer_key" if plan.spec.lookup else None)
-        merged = io.last_operation_metrics(spark, catalog, plan.table)
+        merged = io.merge_newer(spark, catalog.path(plan.table), plan.silver_df, plan.spec.key,
+                                src.event_time, "customer_key" if plan.spec.lookup else None)
         if plan.pii_df is not None:
             io.ensure_table(spark, catalog, PII_TABLE, plan.pii_df.schema)
             io.merge_newer(spark, catalog.path(PII_TABLE), plan.pii_df, ("customer_key",),
@@ -259,8 +258,7 @@ def commit(
         figures = plan.figures
         parsed, malformed = int(figures["parsed"] or 0), int(figures["malformed"] or 0)
         dropped = int(figures["dropped"] or 0)
-        inserted = merged.get("numTargetRowsInserted", 0)
-        updated = merged.get("numTargetRowsUpdated", 0)
+        inserted, updated = merged["inserted"], merged["updated"]
         plan.counts = {
             "rows_in": int(figures["rows_in"] or 0),
             "rows_inserted": inserted,
