@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import shutil
 import subprocess
@@ -19,12 +21,18 @@ os.environ.pop("LAKEHOUSE_DATA_DIR", None)
 # One pseudonymisation key for the whole run, and a planted canary: every lake of the run (in
 # this process and in the child processes, which inherit the environment) is pseudonymised
 # with it, and tests/test_privacy_canary.py proves it reaches no log and no file of a full run.
-# Tests that recompute a pseudonym independently use PSEUDONYM_KEY. Fixed, not random per run:
+# Tests that recompute a customer key independently use crm_customer_key. Fixed, not random per run:
 # customer keys decide the order of rows, and K-means on a few hundred customers follows the
 # data's order, so a random key made the segmentation tests pass or fail by chance.
 CANARY_KEY = "canary-3f9c2e7d51b84a06-test-session-key"
 PSEUDONYM_KEY = CANARY_KEY.encode()
 os.environ["LAKEHOUSE_PSEUDONYM_KEY"] = CANARY_KEY
+
+
+def crm_customer_key(customer_id: str) -> str:
+    """docs/tables.md: customer_key = HMAC-SHA256(key, "crm:" + customer_id), with the run's key
+    (computed here with hmac, independently of lakehouse.privacy.pseudonym)."""
+    return hmac.new(PSEUDONYM_KEY, f"crm:{customer_id}".encode(), hashlib.sha256).hexdigest()
 
 
 @pytest.fixture(scope="session")

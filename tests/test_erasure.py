@@ -3,24 +3,17 @@
 from __future__ import annotations
 
 import csv
-import hashlib
-import hmac
 import re
 from pathlib import Path
 
 import pytest
-from conftest import PSEUDONYM_KEY, copy_lake
+from conftest import copy_lake, crm_customer_key
 from pyspark.sql import functions as F
 
 from lakehouse.catalog import Catalog
 from lakehouse.errors import SubjectNotFoundError
 from lakehouse.pipeline import RunContext, run_stages
 from lakehouse.privacy.erasure import ERASURE_LOG, _SimulatedCrash, erase_subject
-
-
-def _key_of(customer_id: str) -> str:
-    # docs/tables.md: customer_key = HMAC-SHA256(key, "crm:" + customer_id), the run's key.
-    return hmac.new(PSEUDONYM_KEY, f"crm:{customer_id}".encode(), hashlib.sha256).hexdigest()
 
 
 def _all_files(root: Path) -> list[Path]:
@@ -57,7 +50,7 @@ def _pick_person(spark, cfg) -> dict:
     with open(root / "raw" / "_ground_truth" / "archetypes.csv", newline="") as handle:
         candidates = [row["customer_id"] for row in csv.DictReader(handle)]
     for customer_id in candidates:
-        person = pii.get(_key_of(customer_id))
+        person = pii.get(crm_customer_key(customer_id))
         if not person or not all(person[c] for c in ("email", "phone", "first_name", "last_name",
                                                      "social_handle")):
             continue
@@ -115,7 +108,7 @@ def test_byte_search_of_the_whole_data_root_finds_nothing(erased):
 def test_time_travel_no_longer_returns_the_person(spark, erased):
     cfg, person, _, _, _ = erased
     path = Catalog(cfg).path("silver.customers")
-    key = _key_of(person["customer_id"])
+    key = crm_customer_key(person["customer_id"])
     try:
         rows = (spark.read.format("delta").option("versionAsOf", 0).load(path)
                 .where(F.col("customer_key") == key).count())
@@ -131,7 +124,7 @@ def test_erasure_log_holds_no_identifier(spark, erased):
     assert set(log["request_id"]) == {result.request_id}
     assert "complete" in set(log["status"])
     text = log.to_csv().lower()
-    for value in (person["customer_id"], person["email"], _key_of(person["customer_id"])):
+    for value in (person["customer_id"], person["email"], crm_customer_key(person["customer_id"])):
         assert value.lower() not in text
 
 
@@ -171,7 +164,7 @@ def test_daily_kpis_no_longer_count_the_person(spark, xs_lake, erased):
     """kpi_daily has no key to delete by; erasure rebuilds it. Expected: the untouched lake's
     figures minus the person's own completed orders, day by day."""
     cfg, person, _, _, _ = erased
-    key = _key_of(person["customer_id"])
+    key = crm_customer_key(person["customer_id"])
     before = {r["day"]: r for r in Catalog(xs_lake).read(spark, "gold.kpi_daily").collect()}
     after = {r["day"]: r for r in Catalog(cfg).read(spark, "gold.kpi_daily").collect()}
     as_of = max(r["as_of"] for r in before.values())
@@ -210,4 +203,4 @@ def test_bronze_and_silver_rerun_after_erasure_bring_nothing_back(spark, erased)
     assert catalog.read(spark, "bronze.crm_customers").where(
         F.trim("customer_id") == person["customer_id"]).count() == 0
     assert catalog.read(spark, "silver.customers").where(
-        F.col("customer_key") == _key_of(person["customer_id"])).count() == 0
+        F.col("customer_key") == crm_customer_key(person["customer_id"])).count() == 0

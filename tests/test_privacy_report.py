@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 from datetime import date
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import PSEUDONYM_KEY, XS_AS_OF, copy_lake
+from conftest import XS_AS_OF, copy_lake, crm_customer_key
 from pyspark.sql import functions as F
 
 from lakehouse.catalog import Catalog
@@ -23,24 +21,20 @@ REPO = Path(__file__).resolve().parents[1]
 USAGE = yaml.safe_load((REPO / "conf" / "data_usage.yaml").read_text())["tables"]
 
 
-def _key_of(customer_id: str) -> str:
-    return hmac.new(PSEUDONYM_KEY, f"crm:{customer_id}".encode(), hashlib.sha256).hexdigest()
-
-
 def _customer_with_orders(spark, cfg) -> str:
     """A customer id (from the raw orders file) who has orders and a CRM record."""
     raw = Path(cfg.data_dir) / "raw" / "orders"
     ids = [line.split(",")[1] for p in sorted(raw.glob("*.csv"))
            for line in p.read_text().splitlines()[1:] if line.count(",") >= 6]
     keys = {r[0] for r in Catalog(cfg).read(spark, "silver.customers").select("customer_key").collect()}
-    return next(i for i in ids if _key_of(i) in keys)
+    return next(i for i in ids if crm_customer_key(i) in keys)
 
 
 def test_subject_report_lists_tables_purposes_consent_and_lineage(spark, xs_lake, tmp_path):
     customer_id = _customer_with_orders(spark, xs_lake)
     report = subject_report(spark, xs_lake, customer_id)
     catalog = Catalog(xs_lake)
-    key = _key_of(customer_id)
+    key = crm_customer_key(customer_id)
     tables = {t["table"]: t for t in report["tables"]}
     # Expected from the tables themselves, by the documented key.
     for name in ("silver.customers", "silver.customer_pii", "silver.orders", "gold.customer_360"):
