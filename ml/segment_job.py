@@ -63,12 +63,12 @@ from ml.segmentation import (
     VECTOR,
     Candidate,
     KMeansOptions,
-    best_start,
     check_names,
     choose_k,
     cluster_profile,
-    fit_candidate,
+    fit_best_start,
     fit_scaling,
+    in_value_order,
     naming_stage,
     rank_clusters,
     segment_profile,
@@ -436,18 +436,16 @@ def train_segmentation(
 ) -> TrainedSegmentation:
     """Fit the scaler and a K-means per k, choose k, name the clusters. No MLflow, no I/O
     beyond reading ``features_df``: the job logs the result, `lakehouse reproduce` compares it."""
+    partitions = int(features_df.sparkSession.conf.get("spark.sql.shuffle.partitions"))
+    features_df = in_value_order(features_df, options.features, partitions)
     scaling = fit_scaling(features_df, options.features)
     scaled_df = scaling.transform(features_df).select(KEY, VECTOR)
     if options.kmeans.cache:
         scaled_df = scaled_df.cache()
     try:
-        candidates = [fit_candidate(scaled_df, k, options.kmeans) for k in ks]
-        best = best_start(
-            scaled_df,
-            choose_k(candidates, options.gate.min_segment_share),
-            options.kmeans,
-            options.gate.min_segment_share,
-        )
+        share = options.gate.min_segment_share
+        candidates = [fit_best_start(scaled_df, k, options.kmeans, share) for k in ks]
+        best = choose_k(candidates, share)
         profile = cluster_profile(features_df, best.model.transform(scaled_df), PROFILE_COLUMNS)
     finally:
         if options.kmeans.cache:

@@ -23,7 +23,13 @@ from pyspark.sql import functions as F
 
 from lakehouse.catalog import Catalog
 from lakehouse.privacy.pseudonym import pseudonym_key
-from ml.segment_job import OUTPUT_TABLE, segment_customers, segment_options
+from ml.segment_job import (
+    OUTPUT_TABLE,
+    segment_customers,
+    segment_inputs,
+    segment_options,
+    train_segmentation,
+)
 from ml.segmentation import VECTOR, Candidate, KMeansOptions, best_start, choose_k, fit_candidate
 
 # Measured on the xs lake (3 days of behaviour: few orders, so tenure and browsing carry most of
@@ -241,6 +247,38 @@ def test_best_start_keeps_the_lowest_inertia_of_its_seeds(spark):
     # One start: the first fit is kept as it is.
     single = replace(options, starts=1)
     assert best_start(df, first, single) is first
+
+
+def test_training_depends_on_feature_values_not_on_keys_or_row_order(spark, xs_lake):
+    """The same customers under other keys (as another pseudonymisation key gives them), in
+    another order and partitioning, get the same segments: K-means must not follow the keys."""
+    options = segment_options(xs_lake.with_overrides(TEST_OVERRIDES))
+    options = replace(options, kmeans=replace(options.kmeans, starts=2))
+    _, feature_set, _ = segment_inputs(spark, Catalog(xs_lake), options, None, None)
+    features_df = feature_set.features_df.cache()
+    # Rekeyed by a one-way function of the key, so the new keys sort in an unrelated order;
+    # then shuffled into three partitions.
+    rekeyed_df = (
+        features_df.withColumn("customer_key", F.sha2("customer_key", 256))
+        .orderBy(F.rand(11)).repartition(3)
+    )
+    try:
+        plain = train_segmentation(features_df, [4, 5], options)
+        rekeyed = train_segmentation(rekeyed_df, [4, 5], options)
+        assert [c.inertia for c in rekeyed.candidates] == [c.inertia for c in plain.candidates]
+        assert rekeyed.best.k == plain.best.k and rekeyed.best.seed == plain.best.seed
+
+        def segment_of(model) -> dict[str, int]:
+            rows = model.transform(features_df).select("customer_key", "segment_id").collect()
+            return {r["customer_key"]: r["segment_id"] for r in rows}
+
+        # Both models score the same customers: same segment for every one, by id (the
+        # naming ranks clusters by their profile, so ids compare across fits).
+        plain_segments = segment_of(plain.model)
+        assert len(plain_segments) == feature_set.rows
+        assert segment_of(rekeyed.model) == plain_segments
+    finally:
+        features_df.unpersist()
 
 
 def test_kmeans_starts_below_one_is_a_config_error():
