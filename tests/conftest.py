@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +64,7 @@ def config(tmp_path: Path) -> Config:
 
 
 XS_AS_OF = "2026-01-03"  # the last of the three days xs generates
+XS_SEED = 3
 
 
 @pytest.fixture(scope="session")
@@ -79,7 +79,7 @@ def xs_lake(spark, tmp_path_factory) -> Config:
     from lakehouse.pipeline import RunContext, run_stages
 
     root = tmp_path_factory.mktemp("xs_lake") / "data"
-    generate(root / "raw", "xs", seed=3, progress=False)
+    generate(root / "raw", "xs", seed=XS_SEED, progress=False)
     config = load_config("local", overrides={"data_dir": str(root)})
     ctx = RunContext(run_id="xs-lake", as_of=date.fromisoformat(XS_AS_OF))
     for stage in ("bronze", "silver", "gold"):
@@ -132,6 +132,41 @@ def full_xs_lake(spark, xs_lake, tmp_path_factory) -> Config:
     return config
 
 
+@pytest.fixture(scope="session")
+def erased_lake(spark, full_xs_lake, tmp_path_factory):
+    """A copy of the full xs lake, published once (publish.*, the privacy ledger), then one
+    person erased: interrupted after the raw files, as a crash would, and completed by a
+    re-run. Returns (config, person, needles, files holding each needle before, result).
+
+    Shared by tests/test_access.py (every table the access matrix names exists, the erasure
+    log included) and tests/test_erasure.py (the erasure of a lake that holds every table),
+    so the suite builds and erases one lake instead of two. test_erasure's last tests erase
+    again and re-run bronze and silver on it; nothing else writes to it.
+    """
+    from datetime import date
+
+    from erasurelib import files_containing, pick_person
+    from pyspark.sql import functions as F
+
+    from lakehouse.catalog import Catalog
+    from lakehouse.privacy.erasure import _SimulatedCrash, erase_subject
+    from lakehouse.privacy.publish import publish
+
+    config = copy_lake(full_xs_lake, tmp_path_factory.mktemp("erased_lake") / "lake")
+    publish(spark, config, as_of=date.fromisoformat(XS_AS_OF))
+    person = pick_person(spark, config)
+    root = Path(config.data_dir)
+    needles = person["needles"]
+    before = {n: files_containing(root, n) for n in needles}
+    email = person["email"]
+    with pytest.raises(_SimulatedCrash):
+        erase_subject(spark, config, email=email.upper(), stop_after="raw")
+    pii = Catalog(config).read(spark, "silver.customer_pii")
+    person["left_after_crash"] = pii.where(F.col("email") == email).count()
+    result = erase_subject(spark, config, email=email)
+    return config, person, needles, before, result
+
+
 @dataclass(frozen=True)
 class ClusterRun:
     """What a `run all` submitted to a standalone cluster left: its root folder (data, Spark
@@ -142,37 +177,104 @@ class ClusterRun:
     submitted: subprocess.CompletedProcess
 
 
+class _ClusterRunInBackground:
+    """The submission behind ``cluster_run``, started in a thread when the session starts.
+
+    Why in the background: the run is three minutes of child JVMs (driver, executor, cluster
+    daemons) that wait for nothing in this process, while the in-process tests leave about a
+    quarter of the two cores idle (Python, py4j round trips, file I/O). Started first, it runs
+    alongside them; the tests that need it wait for it. It generates its own xs raw files
+    (the generator is deterministic: the same seed gives the same files as xs_lake's), so it
+    needs no fixture of this process.
+    """
+
+    def __init__(self, root: Path):
+        import threading
+
+        self.root = root
+        self.data = root / "data"
+        self.proc: subprocess.Popen | None = None
+        self.result: subprocess.CompletedProcess | None = None
+        self.error: BaseException | None = None
+        self.cancelled = False
+        self.thread = threading.Thread(target=self._run, name="cluster-run", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        from childconf import light_conf_env
+
+        from lakehouse.generate import generate
+        from lakehouse.standalone import standalone_cluster
+
+        try:
+            generate(self.data / "raw", "xs", seed=XS_SEED, progress=False)
+            (self.root / "eventlog").mkdir()
+            # A lighter K-means search (segments are not compared); attribution as locally.
+            env = {**os.environ, "LAKEHOUSE_DATA_DIR": str(self.data),
+                   "SPARK_SUBMIT_OPTS_EXTRA": (
+                       "--executor-memory 1g --driver-memory 1g "
+                       "--conf spark.eventLog.enabled=true "
+                       # Uncompressed (Spark 4 compresses it by default): a byte search must
+                       # see text.
+                       "--conf spark.eventLog.compress=false "
+                       f"--conf spark.eventLog.dir=file:{self.root / 'eventlog'}"),
+                   **light_conf_env("standalone", attribution=False)}
+            command = [str(REPO_ROOT / "scripts" / "submit.sh"), "--master", "", "--env",
+                       "standalone", "all", "--as-of", XS_AS_OF]
+            with standalone_cluster(self.root / "standalone") as master:
+                if self.cancelled:
+                    return
+                command[2] = master
+                self.proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
+                                             stderr=subprocess.PIPE, text=True,
+                                             start_new_session=True)
+                out, err = self.proc.communicate(timeout=1200)
+                self.result = subprocess.CompletedProcess(command, self.proc.returncode, out,
+                                                          err)
+        except BaseException as error:  # reported to the test that waits for the run
+            self.error = error
+
+    def wait(self) -> subprocess.CompletedProcess:
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None, "the cluster run was cancelled"
+        return self.result
+
+    def cancel(self) -> None:
+        """End the run now (the session is over); the cluster is shut down by its thread."""
+        import signal
+
+        self.cancelled = True
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.thread.join(timeout=120)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cluster_run_started(request, tmp_path_factory):
+    """Starts the ``cluster_run`` submission first thing, when a collected test needs it."""
+    if not any("cluster_run" in item.fixturenames for item in request.session.items):
+        yield None
+        return
+    background = _ClusterRunInBackground(tmp_path_factory.mktemp("cluster_run"))
+    yield background
+    background.cancel()
+
+
 @pytest.fixture(scope="session")
-def cluster_run(xs_lake, tmp_path_factory) -> ClusterRun:
-    """`run all` on the xs lake's raw files, submitted with scripts/submit.sh to a throwaway
-    Spark standalone cluster (one master and one worker on 127.0.0.1), the Spark event log on.
+def cluster_run(_cluster_run_started) -> ClusterRun:
+    """`run all` on xs raw files (seed XS_SEED, as xs_lake), submitted with scripts/submit.sh
+    to a throwaway Spark standalone cluster (one master and one worker on 127.0.0.1), the Spark
+    event log on. Started in the background when the session starts (_ClusterRunInBackground).
 
     One run for two checks: the cluster test compares its tables with the in-process lake, and
     the privacy canary searches all it wrote and printed for the run's key (CANARY_KEY).
     The cluster is shut down as soon as the run ends, whatever happened.
     """
-    from childconf import light_conf_env
-
-    from lakehouse.standalone import standalone_cluster
-
-    root = tmp_path_factory.mktemp("cluster_run")
-    data = root / "data"
-    shutil.copytree(Path(xs_lake.data_dir) / "raw", data / "raw")
-    (root / "eventlog").mkdir()
-    # A lighter K-means search (segments are not compared); attribution as in the local run.
-    env = {**os.environ, "LAKEHOUSE_DATA_DIR": str(data),
-           "SPARK_SUBMIT_OPTS_EXTRA": (
-               "--executor-memory 1g --driver-memory 1g --conf spark.eventLog.enabled=true "
-               # Uncompressed (Spark 4 compresses it by default): a byte search must see text.
-               "--conf spark.eventLog.compress=false "
-               f"--conf spark.eventLog.dir=file:{root / 'eventlog'}"),
-           **light_conf_env("standalone", attribution=False)}
-    with standalone_cluster(root / "standalone") as master:
-        submitted = subprocess.run(
-            [str(REPO_ROOT / "scripts" / "submit.sh"), "--master", master,
-             "--env", "standalone", "all", "--as-of", XS_AS_OF],
-            env=env, capture_output=True, text=True, timeout=1200,
-        )
+    background = _cluster_run_started
+    submitted = background.wait()
     assert submitted.returncode == 0, submitted.stderr[-3000:]
-    return ClusterRun(root, load_config("standalone", overrides={"data_dir": str(data)}),
+    return ClusterRun(background.root,
+                      load_config("standalone", overrides={"data_dir": str(background.data)}),
                       submitted)

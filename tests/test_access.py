@@ -48,21 +48,11 @@ def consenting_keys(spark, xs_lake) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def complete_lake(spark, full_xs_lake, tmp_path_factory):
-    """Every table the matrix names, built: the full xs lake (segments, attribution, audit)
-    plus one publish (publish.*, the privacy ledger) and one erasure (audit.erasure_log)."""
-    from datetime import date
-
-    from conftest import XS_AS_OF, copy_lake
-
-    from lakehouse.privacy.erasure import erase_subject
-    from lakehouse.privacy.publish import publish
-
-    config = copy_lake(full_xs_lake, tmp_path_factory.mktemp("access") / "lake")
-    publish(spark, config, as_of=date.fromisoformat(XS_AS_OF))
-    crm = Catalog(config).read(spark, "bronze.crm_customers").where(F.col("customer_id").isNotNull())
-    erase_subject(spark, config, customer_id=crm.select(F.trim("customer_id")).first()[0])
-    return config
+def complete_lake(erased_lake):
+    """Every table the matrix names, built: conftest.erased_lake is the full xs lake (segments,
+    attribution, audit) plus one publish (publish.*, the privacy ledger) and one erasure
+    (audit.erasure_log)."""
+    return erased_lake[0]
 
 
 def test_every_role_table_column_cell(spark, complete_lake):
@@ -133,16 +123,19 @@ def test_bad_mode_in_matrix_is_one_clear_error():
         parse_matrix({"roles": {"analyst": {"gold.kpi_daily": {"columns": {"day": "visible"}}}}})
 
 
-def test_show_command_reads_through_the_matrix(xs_lake):
-    env = {"LAKEHOUSE_DATA_DIR": xs_lake.data_dir, "PATH": "/usr/bin:/bin"}
-    ok = subprocess.run(
-        [sys.executable, "-m", "lakehouse", "show", "gold.customer_360", "--role", "analyst",
-         "--limit", "3"], capture_output=True, text=True, env=env, cwd=REPO, timeout=300,
-    )
-    assert ok.returncode == 0, ok.stderr
-    header = ok.stdout.splitlines()[0].split()
+def test_show_command_reads_through_the_matrix(spark, xs_lake, monkeypatch, capsys):
+    from lakehouse.cli import main
+
+    # In this process (the command reuses the active session; a child would start a JVM).
+    monkeypatch.setenv("LAKEHOUSE_DATA_DIR", xs_lake.data_dir)
+    assert main(["show", "gold.customer_360", "--role", "analyst", "--limit", "3"]) == 0
+    shown = capsys.readouterr().out
+    header = shown.splitlines()[0].split()
     assert "customer_key" in header and "interest_keywords" not in header
-    assert "***" in ok.stdout
+    assert "***" in shown
+    assert len(shown.splitlines()) == 1 + 3
+    # Refused before Spark starts: a real process, its one line on stderr.
+    env = {"LAKEHOUSE_DATA_DIR": xs_lake.data_dir, "PATH": "/usr/bin:/bin"}
     denied = subprocess.run(
         [sys.executable, "-m", "lakehouse", "show", "silver.customer_pii", "--role", "analyst"],
         capture_output=True, text=True, env=env, cwd=REPO, timeout=300,

@@ -2,89 +2,24 @@
 
 from __future__ import annotations
 
-import csv
 import re
 from pathlib import Path
 
 import pytest
-from conftest import copy_lake, crm_customer_key
+from conftest import crm_customer_key
+from erasurelib import files_containing
 from pyspark.sql import functions as F
 
 from lakehouse.catalog import Catalog
 from lakehouse.errors import SubjectNotFoundError
 from lakehouse.pipeline import RunContext, run_stages
-from lakehouse.privacy.erasure import ERASURE_LOG, _SimulatedCrash, erase_subject
-
-
-def _all_files(root: Path) -> list[Path]:
-    return [p for p in root.rglob("*") if p.is_file()]
-
-
-def _files_containing(root: Path, needle: str) -> list[str]:
-    wanted = needle.lower().encode()
-    return [str(p.relative_to(root)) for p in _all_files(root) if wanted in p.read_bytes().lower()]
-
-
-def _raw_lines(root: Path) -> list[str]:
-    return [line for p in (root / "raw").rglob("*") if p.is_file()
-            for line in p.read_text(encoding="utf-8", errors="replace").splitlines()]
-
-
-def _pick_person(spark, cfg) -> dict:
-    """A customer from the ground truth whose phone and full name nobody else shares.
-
-    Last names alone are shared in the generated population (42 names for 300 people), so
-    the name is searched as the raw CRM line holds it ("First,Last"), and the last name on its
-    own only when it is unique. Each needle must occur in the raw files only on the person's
-    own lines, so any hit after the erasure can only be theirs.
-    """
-    root = Path(cfg.data_dir)
-    catalog = Catalog(cfg)
-    pii = {r["customer_key"]: r.asDict() for r in catalog.read(spark, "silver.customer_pii").collect()}
-    bronze = catalog.read(spark, "bronze.crm_customers").select(
-        F.trim("customer_id").alias("customer_id"), "phone").collect()
-    names = [(p["first_name"] or "", p["last_name"] or "") for p in pii.values()]
-    last_names = [n[1].lower() for n in names]
-    phones = [p["phone"] for p in pii.values() if p["phone"]]
-    lines = [line.lower() for line in _raw_lines(root)]
-    with open(root / "raw" / "_ground_truth" / "archetypes.csv", newline="") as handle:
-        candidates = [row["customer_id"] for row in csv.DictReader(handle)]
-    for customer_id in candidates:
-        person = pii.get(crm_customer_key(customer_id))
-        if not person or not all(person[c] for c in ("email", "phone", "first_name", "last_name",
-                                                     "social_handle")):
-            continue
-        first, last = person["first_name"], person["last_name"]
-        if names.count((first, last)) != 1 or phones.count(person["phone"]) != 1:
-            continue
-        raw_phones = {r["phone"] for r in bronze if r["customer_id"] == customer_id and r["phone"]}
-        needles = [person["email"], person["phone"], person["social_handle"], f"{first},{last}",
-                   *raw_phones]
-        if last_names.count(last.lower()) == 1:
-            needles.append(last)
-        own = [customer_id.lower(), person["email"].lower(),
-               person["social_handle"].lower().lstrip("@")]
-        if all(any(t in line for t in own) for n in needles for line in lines if n.lower() in line):
-            return {**person, "customer_id": customer_id, "needles": needles}
-    pytest.fail("no customer with a unique phone and full name in the xs lake")
+from lakehouse.privacy.erasure import ERASURE_LOG, erase_subject
 
 
 @pytest.fixture(scope="module")
-def erased(spark, xs_lake, tmp_path_factory):
-    cfg = copy_lake(xs_lake, tmp_path_factory.mktemp("erasure") / "lake")
-    person = _pick_person(spark, cfg)
-    root = Path(cfg.data_dir)
-    needles = person["needles"]
-    before = {n: _files_containing(root, n) for n in needles}
-    # One erasure, interrupted after the raw files (as a crash would) and then re-run: the
-    # tests below check the completed result, so they also prove the resume is complete.
-    email = person["email"]
-    with pytest.raises(_SimulatedCrash):
-        erase_subject(spark, cfg, email=email.upper(), stop_after="raw")
-    pii = Catalog(cfg).read(spark, "silver.customer_pii")
-    person["left_after_crash"] = pii.where(F.col("email") == email).count()
-    result = erase_subject(spark, cfg, email=email)
-    return cfg, person, needles, before, result
+def erased(erased_lake):
+    """conftest.erased_lake: (config, person, needles, files holding each needle before, result)."""
+    return erased_lake
 
 
 def test_person_was_there_before(erased):
@@ -100,7 +35,7 @@ def test_byte_search_of_the_whole_data_root_finds_nothing(erased):
     root = Path(cfg.data_dir)
     # Parquet, _delta_log JSON and checkpoints, _change_data, raw files, stream checkpoints,
     # mlflow: every file under the data root.
-    assert {n: _files_containing(root, n) for n in needles} == {n: [] for n in needles}
+    assert {n: files_containing(root, n) for n in needles} == {n: [] for n in needles}
     logs = [p for p in root.rglob("_delta_log/*") if p.is_file()]
     assert logs, "the search covered the transaction logs"
 

@@ -1,5 +1,5 @@
-"""Secrets: the run's pseudonymisation key, planted as a canary (conftest.CANARY_KEY, random per
-test run), appears in no log and no written file of a full run: the `run all` submitted to a
+"""Secrets: the run's pseudonymisation key, planted as a canary (conftest.CANARY_KEY, the key of
+every lake of the test run), appears in no log and no written file of a full run: the `run all` submitted to a
 standalone cluster (conftest.cluster_run), whose driver holds the key, with the Spark event log
 on (it records every Spark and system property of the run). Searched: what the run printed, its
 data root (tables, checkpoints, MLflow, lineage), the event log, and the cluster's daemon and
