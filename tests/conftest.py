@@ -6,10 +6,8 @@ import hashlib
 import hmac
 import os
 import subprocess
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -179,163 +177,104 @@ class ClusterRun:
     submitted: subprocess.CompletedProcess
 
 
-@dataclass(frozen=True)
-class KilledRun:
-    """A `run all` in a child process, SIGKILLed once silver's first MERGE target existed."""
+class _ClusterRunInBackground:
+    """The submission behind ``cluster_run``, started in a thread when the session starts.
 
-    data: Path                  # its data root (raw files of seed XS_SEED, the lake it left)
-    reached_silver: bool        # the kill came after silver's first MERGE target existed
-    reached_gold: bool          # ... and after gold had started writing (too late)
-
-
-def _submit_to_cluster(root: Path) -> subprocess.CompletedProcess:
-    """`run all` on fresh xs raw files under ``root``/data, submitted to a throwaway cluster."""
-    from childconf import light_conf_env
-
-    from lakehouse.generate import generate
-    from lakehouse.standalone import standalone_cluster
-
-    data = root / "data"
-    generate(data / "raw", "xs", seed=XS_SEED, progress=False)
-    (root / "eventlog").mkdir()
-    # A lighter K-means search (segments are not compared); attribution as locally.
-    env = {**os.environ, "LAKEHOUSE_DATA_DIR": str(data),
-           "SPARK_SUBMIT_OPTS_EXTRA": (
-               "--executor-memory 1g --driver-memory 1g --conf spark.eventLog.enabled=true "
-               # Uncompressed (Spark 4 compresses it by default): a byte search must see text.
-               "--conf spark.eventLog.compress=false "
-               f"--conf spark.eventLog.dir=file:{root / 'eventlog'}"),
-           **light_conf_env("standalone", attribution=False)}
-    with standalone_cluster(root / "standalone") as master:
-        return _BackgroundRuns.child(
-            [str(REPO_ROOT / "scripts" / "submit.sh"), "--master", master, "--env",
-             "standalone", "all", "--as-of", XS_AS_OF], env, timeout=1200)
-
-
-def _kill_run_all_in_silver(data: Path) -> KilledRun:
-    """`run all` on fresh xs raw files in a child process, killed inside silver."""
-    import signal
-    import sys
-    import time
-
-    from lakehouse.generate import generate
-
-    generate(data / "raw", "xs", seed=XS_SEED, progress=False)
-    marker = data / "lake" / "silver" / "customers" / "_delta_log"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "lakehouse", "run", "all", "--as-of", XS_AS_OF],
-        env={**os.environ, "LAKEHOUSE_DATA_DIR": str(data)}, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL, start_new_session=True,
-    )
-    _BackgroundRuns.current = proc
-    deadline = time.monotonic() + 600
-    try:
-        while not marker.is_dir() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.2)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    return KilledRun(data, marker.is_dir(), (data / "lake" / "gold" / "journeys").exists())
-
-
-class _BackgroundRuns:
-    """The child-process runs behind ``cluster_run`` and ``killed_run_all``, started one after
-    the other in a thread when the session starts.
-
-    Why in the background: they are minutes of cold child JVMs (driver, executor, cluster
-    daemons) that need nothing from this process, while the in-process tests leave about a
-    quarter of the two cores idle (Python, py4j round trips, file I/O). Started first, they
-    run alongside those tests; a test that needs a result waits for it. Each generates its own
-    xs raw files (the generator is deterministic: seed XS_SEED gives xs_lake's files).
-    One after the other, not at once: two more cold JVMs at a time only contend for the cores.
+    Why in the background: the run is three minutes of child JVMs (driver, executor, cluster
+    daemons) that wait for nothing in this process, while the in-process tests leave about a
+    quarter of the two cores idle (Python, py4j round trips, file I/O). Started first, it runs
+    alongside them; the tests that need it wait for it. It generates its own xs raw files
+    (the generator is deterministic: the same seed gives the same files as xs_lake's), so it
+    needs no fixture of this process.
     """
 
-    current: subprocess.Popen | None = None   # the child running now (killed on cancel)
-
-    def __init__(self, jobs: dict[str, Callable[[], Any]]):
+    def __init__(self, root: Path):
         import threading
 
-        self.results: dict[str, Any] = {}
-        self.done = {name: threading.Event() for name in jobs}
+        self.root = root
+        self.data = root / "data"
+        self.proc: subprocess.Popen | None = None
+        self.result: subprocess.CompletedProcess | None = None
+        self.error: BaseException | None = None
         self.cancelled = False
-        self.thread = threading.Thread(target=self._run, args=(jobs,), name="background-runs",
-                                       daemon=True)
+        self.thread = threading.Thread(target=self._run, name="cluster-run", daemon=True)
         self.thread.start()
 
-    @staticmethod
-    def child(command: list[str], env: dict[str, str], timeout: float
-              ) -> subprocess.CompletedProcess:
-        proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, start_new_session=True)
-        _BackgroundRuns.current = proc
-        out, err = proc.communicate(timeout=timeout)
-        return subprocess.CompletedProcess(command, proc.returncode, out, err)
+    def _run(self) -> None:
+        from childconf import light_conf_env
 
-    def _run(self, jobs: dict[str, Callable[[], Any]]) -> None:
-        for name, job in jobs.items():
-            try:
-                if not self.cancelled:
-                    self.results[name] = job()
-            except BaseException as error:  # reported to the test that waits for it
-                self.results[name] = error
-            finally:
-                self.done[name].set()
+        from lakehouse.generate import generate
+        from lakehouse.standalone import standalone_cluster
 
-    def wait(self, name: str) -> Any:
-        self.done[name].wait()
-        result = self.results.get(name)
-        if isinstance(result, BaseException):
-            raise result
-        assert result is not None, f"the background run {name!r} was cancelled"
-        return result
+        try:
+            generate(self.data / "raw", "xs", seed=XS_SEED, progress=False)
+            (self.root / "eventlog").mkdir()
+            # A lighter K-means search (segments are not compared); attribution as locally.
+            env = {**os.environ, "LAKEHOUSE_DATA_DIR": str(self.data),
+                   "SPARK_SUBMIT_OPTS_EXTRA": (
+                       "--executor-memory 1g --driver-memory 1g "
+                       "--conf spark.eventLog.enabled=true "
+                       # Uncompressed (Spark 4 compresses it by default): a byte search must
+                       # see text.
+                       "--conf spark.eventLog.compress=false "
+                       f"--conf spark.eventLog.dir=file:{self.root / 'eventlog'}"),
+                   **light_conf_env("standalone", attribution=False)}
+            command = [str(REPO_ROOT / "scripts" / "submit.sh"), "--master", "", "--env",
+                       "standalone", "all", "--as-of", XS_AS_OF]
+            with standalone_cluster(self.root / "standalone") as master:
+                if self.cancelled:
+                    return
+                command[2] = master
+                self.proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
+                                             stderr=subprocess.PIPE, text=True,
+                                             start_new_session=True)
+                out, err = self.proc.communicate(timeout=1200)
+                self.result = subprocess.CompletedProcess(command, self.proc.returncode, out,
+                                                          err)
+        except BaseException as error:  # reported to the test that waits for the run
+            self.error = error
+
+    def wait(self) -> subprocess.CompletedProcess:
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None, "the cluster run was cancelled"
+        return self.result
 
     def cancel(self) -> None:
-        """End what still runs (the session is over); a cluster is shut down by its job."""
+        """End the run now (the session is over); the cluster is shut down by its thread."""
         import signal
 
         self.cancelled = True
-        proc = _BackgroundRuns.current
-        if proc is not None and proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
         self.thread.join(timeout=120)
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _background_runs(request, tmp_path_factory):
-    """Starts the runs of ``cluster_run`` and ``killed_run_all`` first thing, those that a
-    collected test needs."""
-    needed = {name for item in request.session.items for name in item.fixturenames}
-    jobs: dict[str, Callable[[], Any]] = {}
-    if "cluster_run" in needed:
-        cluster_root = tmp_path_factory.mktemp("cluster_run")
-        jobs["cluster_run"] = lambda: (cluster_root, _submit_to_cluster(cluster_root))
-    if "killed_run_all" in needed:
-        killed_data = tmp_path_factory.mktemp("killed_run_all") / "data"
-        jobs["killed_run_all"] = lambda: _kill_run_all_in_silver(killed_data)
-    background = _BackgroundRuns(jobs)
+def _cluster_run_started(request, tmp_path_factory):
+    """Starts the ``cluster_run`` submission first thing, when a collected test needs it."""
+    if not any("cluster_run" in item.fixturenames for item in request.session.items):
+        yield None
+        return
+    background = _ClusterRunInBackground(tmp_path_factory.mktemp("cluster_run"))
     yield background
     background.cancel()
 
 
 @pytest.fixture(scope="session")
-def cluster_run(_background_runs) -> ClusterRun:
+def cluster_run(_cluster_run_started) -> ClusterRun:
     """`run all` on xs raw files (seed XS_SEED, as xs_lake), submitted with scripts/submit.sh
     to a throwaway Spark standalone cluster (one master and one worker on 127.0.0.1), the Spark
-    event log on. Started in the background when the session starts (_BackgroundRuns).
+    event log on. Started in the background when the session starts (_ClusterRunInBackground).
 
     One run for two checks: the cluster test compares its tables with the in-process lake, and
     the privacy canary searches all it wrote and printed for the run's key (CANARY_KEY).
     The cluster is shut down as soon as the run ends, whatever happened.
     """
-    root, submitted = _background_runs.wait("cluster_run")
+    background = _cluster_run_started
+    submitted = background.wait()
     assert submitted.returncode == 0, submitted.stderr[-3000:]
-    return ClusterRun(root, load_config("standalone", overrides={"data_dir": str(root / "data")}),
+    return ClusterRun(background.root,
+                      load_config("standalone", overrides={"data_dir": str(background.data)}),
                       submitted)
-
-
-@pytest.fixture(scope="session")
-def killed_run_all(_background_runs) -> KilledRun:
-    """`run all` on xs raw files (seed XS_SEED, as xs_lake) in a child process, SIGKILLed
-    inside silver; run in the background when the session starts (_BackgroundRuns). Its lake
-    is left as the kill left it, for one test to re-run and compare."""
-    return _background_runs.wait("killed_run_all")

@@ -9,6 +9,12 @@ on the run submitted to a standalone cluster (tests/test_privacy_canary.py)."""
 from __future__ import annotations
 
 import csv
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
 from datetime import date
 from pathlib import Path
 
@@ -101,14 +107,26 @@ def test_no_gold_or_silver_table_holds_raw_crm_pii(spark, lake):
 
 
 @pytest.mark.slow
-def test_killed_run_all_then_rerun_equals_uninterrupted(spark, lake, killed_run_all):
-    """conftest.killed_run_all: `run all` in a child process on the same raw files, SIGKILLed
-    inside silver (after its first MERGE target existed, before the run could finish). The
-    child ran in the background while other tests ran; the re-run and comparison are here."""
-    _, clean_config = lake
-    crashed = killed_run_all.data
-    assert killed_run_all.reached_silver, "the pipeline never reached silver before the deadline"
-    assert not killed_run_all.reached_gold, "killed too late"
+def test_killed_run_all_then_rerun_equals_uninterrupted(spark, lake, tmp_path):
+    raw, clean_config = lake
+    crashed = tmp_path / "crashed"
+    shutil.copytree(raw, crashed / "raw")
+    env = {**os.environ, "LAKEHOUSE_DATA_DIR": str(crashed)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lakehouse", "run", "all", "--as-of", AS_OF.isoformat()],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    # Kill inside silver: after its first MERGE target exists, before the run can finish.
+    marker = crashed / "lake" / "silver" / "customers" / "_delta_log"
+    deadline = time.monotonic() + 600
+    try:
+        while not marker.is_dir() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert marker.is_dir(), "the pipeline never reached silver before the deadline"
+    assert not (crashed / "lake" / "gold" / "journeys").exists(), "killed too late"
 
     # Re-run the stages whose tables are compared (segment and the later stages read gold only).
     config = load_config("local", overrides={"data_dir": str(crashed)})
