@@ -128,8 +128,6 @@ def in_value_order(
     sorted by them: the same set of rows gives the same partitions, in the same order, however
     it arrived. An explicit partition count keeps adaptive execution from coalescing by bytes
     (compressed sizes depend on the arrival order)."""
-    if partitions < 1:
-        raise ConfigError(f"segment partitions must be at least 1, got {partitions}")
     columns = list(feature_columns)
     return features_df.repartition(partitions, *columns).sortWithinPartitions(*columns)
 

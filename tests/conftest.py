@@ -219,12 +219,11 @@ class _ClusterRunInBackground:
                        "--conf spark.eventLog.compress=false "
                        f"--conf spark.eventLog.dir=file:{self.root / 'eventlog'}"),
                    **light_conf_env("standalone", attribution=False)}
-            command = [str(REPO_ROOT / "scripts" / "submit.sh"), "--master", "", "--env",
-                       "standalone", "all", "--as-of", XS_AS_OF]
             with standalone_cluster(self.root / "standalone") as master:
                 if self.cancelled:
                     return
-                command[2] = master
+                command = [str(REPO_ROOT / "scripts" / "submit.sh"), "--master", master,
+                           "--env", "standalone", "all", "--as-of", XS_AS_OF]
                 self.proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
                                              stderr=subprocess.PIPE, text=True,
                                              start_new_session=True)

@@ -9,8 +9,6 @@ One lake copy and three training runs for the whole module (the runs dominate it
 from __future__ import annotations
 
 import csv
-import hashlib
-import hmac
 import json
 from collections import Counter
 from dataclasses import replace
@@ -18,11 +16,10 @@ from math import comb
 from pathlib import Path
 
 import pytest
-from conftest import XS_AS_OF, copy_lake
+from conftest import XS_AS_OF, copy_lake, crm_customer_key
 from pyspark.sql import functions as F
 
 from lakehouse.catalog import Catalog
-from lakehouse.privacy.pseudonym import pseudonym_key
 from ml.segment_job import (
     OUTPUT_TABLE,
     segment_customers,
@@ -128,13 +125,8 @@ def test_segments_recover_planted_archetypes(spark, segmented):
     features = build_features(Catalog(config).read(spark, "gold.customer_360"), run.as_of)
     out = model.transform(features.features_df).select("customer_key", "segment_id").toPandas()
     assert len(out) == run.customers
-    key = pseudonym_key(config)
     with open(Path(config.data_dir) / "raw" / "_ground_truth" / "archetypes.csv") as f:
-        truth = {
-            hmac.new(key, f"crm:{r['customer_id']}".encode(), hashlib.sha256).hexdigest():
-            r["archetype"]
-            for r in csv.DictReader(f)
-        }
+        truth = {crm_customer_key(r["customer_id"]): r["archetype"] for r in csv.DictReader(f)}
     matched = [
         (truth[key], segment)
         for key, segment in zip(out["customer_key"], out["segment_id"], strict=True)
