@@ -156,3 +156,54 @@ def test_identity_first_sighting_wins_and_fills_anonymous_rows(spark):
             "event_id string, cookie_id string, customer_key string",
         ),
     )
+
+
+
+def test_merge_newer_rewrites_no_file_for_rows_that_change_nothing(spark, tmp_path):
+    """Re-delivered rows that are not newer change nothing, so the data file holding them is
+    not rewritten; newer versions, fills and new keys still land, and the counts say so."""
+    from delta.tables import DeltaTable
+
+    from lakehouse.silver.io import merge_newer
+
+    schema = "id string, ts timestamp, customer_key string, v int"
+    t1, t2, t3 = datetime(2026, 1, 1, 8), datetime(2026, 1, 2, 8), datetime(2026, 1, 3, 8)
+    path = str(tmp_path / "target")
+    unchanged = [
+        ("a", t2, "k1", 1),    # re-delivered as an older version
+        ("b", t2, "k2", 2),    # re-delivered identical
+    ] + [(f"z{i}", t1, f"kz{i}", i) for i in range(20)]
+    changing = [
+        ("c", t1, "k3", 3),    # a newer version arrives
+        ("d", t2, None, 4),    # same version, its customer_key is now known: filled only
+        ("e", None, "k5", 5),  # no timestamp in the table, the incoming row has one
+    ]
+    # Two appends, so the unchanged keys sit in a data file of their own.
+    for rows in (unchanged, changing):
+        spark.createDataFrame(rows, schema).coalesce(1).write.format("delta").mode(
+            "append").save(path)
+    incoming = spark.createDataFrame(
+        [
+            ("a", t1, "k1", 10),
+            ("b", t2, "k2", 2),
+            ("c", t3, "k3", 30),
+            ("d", t2, "k4", 40),
+            ("e", t1, "k5", 50),
+            ("f", t3, "k6", 60),     # new key: inserted
+            (None, t3, "k7", 70),    # a null key never matches: inserted
+        ],
+        schema,
+    )
+
+    counts = merge_newer(spark, path, incoming, ("id",), "ts", "customer_key")
+
+    assert counts == {"inserted": 2, "updated": 3}
+    expected = [
+        *unchanged, ("c", t3, "k3", 30), ("d", t2, "k4", 4), ("e", t1, "k5", 50),
+        ("f", t3, "k6", 60), (None, t3, "k7", 70),
+    ]
+    table = DeltaTable.forPath(spark, path)
+    assertDataFrameEqual(table.toDF(), spark.createDataFrame(expected, schema))
+    metrics = table.history(1).select("operationMetrics").first()[0]
+    assert metrics["numTargetFilesRemoved"] == "1"  # the file of c, d and e only
+    assert metrics["numTargetRowsCopied"] == "0"

@@ -148,6 +148,39 @@ def _on(keys: Iterable[str], null_safe: bool = False) -> str:
     return " AND ".join(f"t.`{k}` {op} s.`{k}`" for k in keys)
 
 
+def _newer(event_time: str) -> str:
+    return (
+        f"(s.`{event_time}` > t.`{event_time}` "
+        f"OR (t.`{event_time}` IS NULL AND s.`{event_time}` IS NOT NULL))"
+    )
+
+
+def _fills(fill_column: str) -> str:
+    return f"(t.`{fill_column}` IS NULL AND s.`{fill_column}` IS NOT NULL)"
+
+
+def rows_that_change(
+    df: DataFrame, target_df: DataFrame, keys: Iterable[str], event_time: str,
+    fill_column: str | None = None,
+) -> DataFrame:
+    """Rows of ``df`` that merge_newer would insert or update in ``target_df``.
+
+    A row whose key is already in the target with a version at least as new (and nothing to
+    fill) changes nothing, but Delta counts its match all the same and rewrites the whole data
+    file holding that key, copying every other row of it. Re-delivered rows are spread over
+    the whole table, so one re-delivery per file made an incremental MERGE copy the entire
+    table (scale m, iot_readings: 2.5M rows copied to insert 86k and update none).
+    """
+    changes = _newer(event_time) + (f" OR {_fills(fill_column)}" if fill_column else "")
+    unchanged = f"{_on(keys)} AND NOT COALESCE({changes}, false)"
+    needed = list(dict.fromkeys([*keys, event_time, *([fill_column] if fill_column else [])]))
+    return (
+        df.alias("s")
+        .join(target_df.select(*needed).alias("t"), F.expr(unchanged), how="left_anti")
+        .select(*df.columns)
+    )
+
+
 def merge_newer(
     spark: SparkSession, path: str, df: DataFrame, keys: Iterable[str], event_time: str,
     fill_column: str | None = None,
@@ -156,28 +189,31 @@ def merge_newer(
 
     Re-delivered or re-processed rows are not newer, so they change nothing: idempotent. With
     ``fill_column``, a row that is not newer may still fill that column where the table has
-    null (a customer_key that became known later), and nothing else. Returns merge_counts.
+    null (a customer_key that became known later), and nothing else. Only the rows that change
+    something reach the MERGE (rows_that_change), so files holding no change are not
+    rewritten. Returns merge_counts.
     """
     from delta.tables import DeltaTable
 
-    newer = (
-        f"s.`{event_time}` > t.`{event_time}` "
-        f"OR (t.`{event_time}` IS NULL AND s.`{event_time}` IS NOT NULL)"
-    )
-    merge = (
-        DeltaTable.forPath(spark, path)
-        .alias("t")
-        .merge(df.alias("s"), _on(keys))
-        .whenMatchedUpdateAll(condition=newer)
-    )
-    if fill_column:
-        merge = merge.whenMatchedUpdate(
-            condition=f"t.`{fill_column}` IS NULL AND s.`{fill_column}` IS NOT NULL",
-            set={fill_column: f"s.`{fill_column}`"},
+    keys = tuple(keys)
+
+    def attempt() -> DataFrame:
+        # Built anew on each attempt: after a conflict the filter reads the newer snapshot.
+        target = DeltaTable.forPath(spark, path)
+        changing = rows_that_change(df, target.toDF(), keys, event_time, fill_column)
+        merge = (
+            target.alias("t")
+            .merge(changing.alias("s"), _on(keys))
+            .whenMatchedUpdateAll(condition=_newer(event_time))
         )
-    merge = merge.whenNotMatchedInsertAll()
+        if fill_column:
+            merge = merge.whenMatchedUpdate(
+                condition=_fills(fill_column), set={fill_column: f"s.`{fill_column}`"}
+            )
+        return merge.whenNotMatchedInsertAll().execute()
+
     crash_point("silver.before_merge")
-    result = retry_on_conflict(merge.execute, f"MERGE into {path}")
+    result = retry_on_conflict(attempt, f"MERGE into {path}")
     crash_point("silver.after_merge")
     return merge_counts(result)
 
