@@ -357,3 +357,39 @@ def test_utc_day_and_cutoff_do_not_depend_on_the_session_time_zone(spark):
 def test_latest_activity_date_comes_from_the_data(silver):
     # Latest event day ev11 2026-01-21 01:00, latest order day o4 2026-01-25.
     assert latest_activity_date(silver["events"], silver["orders"]) == d("2026-01-25")
+
+
+def test_inputs_deduplicated_once_give_the_same_tables(silver):
+    # run_gold sorts each silver table once (deduplicated_once) and the builders then only
+    # select from it; the hand-worked tables above come from the raw inputs, duplicates and
+    # all, so equal results mean the shortcut keeps every rule.
+    from lakehouse.gold import SILVER_KEYS, deduplicated_once
+
+    table = {"social": "social_posts", "iot": "iot_readings"}
+    once = {
+        name: deduplicated_once(df, *SILVER_KEYS[table.get(name, name)])
+        for name, df in silver.items()
+    }
+    assertDataFrameEqual(c360(once), c360(silver))
+    assertDataFrameEqual(journeys(once), journeys(silver))
+    assertDataFrameEqual(build_kpi_daily(once["events"], once["orders"], AS_OF),
+                         build_kpi_daily(silver["events"], silver["orders"], AS_OF))
+    assertDataFrameEqual(
+        build_kpi_channel_daily(once["events"], once["orders"], once["customers"], AS_OF),
+        build_kpi_channel_daily(silver["events"], silver["orders"], silver["customers"], AS_OF),
+    )
+
+
+def test_only_the_deduplicated_frame_itself_skips_deduplication(silver):
+    from lakehouse.gold import deduplicated_once, latest_rows
+
+    events = silver["events"]
+    once = deduplicated_once(events, "event_id")
+    distinct_ids = events.select("event_id").distinct().count()
+    assert latest_rows(once, "event_id", ["event_ts"]).count() == distinct_ids
+    # Anything built on it is a new DataFrame: a duplicate added later is still removed.
+    again = once.unionByName(events)
+    assert latest_rows(again, "event_id", ["event_ts"]).count() == distinct_ids
+    # Another key or another version order is not taken as already deduplicated.
+    by_session = latest_rows(once, "session_id", ["event_id"]).count()
+    assert by_session == latest_rows(events, "session_id", ["event_id"]).count() < distinct_ids

