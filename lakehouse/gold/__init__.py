@@ -273,6 +273,11 @@ def run_gold(
     reproduce`); `output_config` writes the gold tables under another data root (a scratch copy).
     `tables` rebuilds only those (erasure rebuilds the aggregates, which have no key to delete by).
     """
+    # Imported here, not at the top: the builder modules import this module's helpers.
+    from lakehouse.gold.customer_360 import build_customer_360
+    from lakehouse.gold.journeys import build_journeys
+    from lakehouse.gold.kpis import build_kpi_channel_daily, build_kpi_daily
+
     catalog = Catalog(config)
     pinned = input_versions or {}
     silver = {
@@ -288,95 +293,69 @@ def run_gold(
     # (30 days, warm): a gold run 42.5-44.2 s instead of 48.5-49.3 s.
     shared = [silver[name].persist() for name in SHARED_INPUTS]
     try:
-        return _build_and_write(
-            spark, catalog, silver, run_id, as_of, lookback_days=lookback_days,
-            include_channels=include_channels, exclude_channels=exclude_channels,
-            top_keywords=top_keywords, output_config=output_config, tables=tables,
-        )
+        output = Catalog(output_config) if output_config is not None else catalog
+        if as_of is None:
+            as_of = latest_activity_date(silver["events"], silver["orders"])
+            if as_of is None:
+                raise InputDataError(
+                    "silver.events and silver.orders hold no timestamped rows, so there is no "
+                    "date to build gold for: load data first or pass --as-of YYYY-MM-DD"
+                )
+            header = f"gold: as_of {as_of} (latest event/order day in silver; no --as-of given)"
+        else:
+            header = f"gold: as_of {check_as_of(as_of)} (given)"
+        journey_args = {
+            "lookback_days": lookback_days,
+            "include_channels": include_channels,
+            "exclude_channels": exclude_channels,
+        }
+        builders = {
+            "customer_360": lambda: build_customer_360(
+                silver["customers"], silver["orders"], silver["events"], silver["social_posts"],
+                silver["iot_readings"], as_of, top_keywords=top_keywords,
+            ),
+            # Journeys are a marketing output (the input of attribution): customers without
+            # marketing consent are left out here, so no run puts back what retention removed.
+            "journeys": lambda: build_journeys(
+                silver["events"], silver["orders"], consenting_customers(silver["customers"]),
+                as_of, **journey_args
+            ),
+            "kpi_daily": lambda: build_kpi_daily(silver["events"], silver["orders"], as_of),
+            "kpi_channel_daily": lambda: build_kpi_channel_daily(
+                silver["events"], silver["orders"], silver["customers"], as_of, **journey_args
+            ),
+        }
+        unknown = [t for t in tables if t not in GOLD_TABLES]
+        if unknown:
+            raise ValueError(f"unknown gold table(s) {unknown}; known: {', '.join(GOLD_TABLES)}")
+        lines = [header]
+        for name in (t for t in GOLD_TABLES if t in tables):
+            started = time.monotonic()
+            path = output.path(f"gold.{name}")
+            crash_point("gold.before_write")
+            table_df = builders[name]()
+            (
+                table_df
+                .write.format("delta")
+                .mode("overwrite")
+                # No min/max of customer keys in the _delta_log (erasure must reach them).
+                .options(**table_creation_options(table_df.schema))
+                # Gold is rebuilt whole from silver: its schema is whatever the contract says now.
+                .option("overwriteSchema", "true")
+                # The run id goes into the Delta commit (history), not into the rows, so a re-run
+                # for the same as_of leaves the table content identical.
+                .option("userMetadata", f"run_id={run_id} as_of={as_of}")
+                .save(path)
+            )
+            crash_point("gold.after_write")
+            rows = _rows_written(spark, output, f"gold.{name}")
+            lines.append(
+                f"  gold.{name:<18} {rows:>10,} rows  {time.monotonic() - started:6.1f}s"
+            )
+        return lines
     finally:
         for df in shared:
             df.unpersist()
-
-
-def _build_and_write(
-    spark: SparkSession,
-    catalog: Catalog,
-    silver: Mapping[str, DataFrame],
-    run_id: str,
-    as_of: date | None,
-    *,
-    lookback_days: int,
-    include_channels: Iterable[str] | None,
-    exclude_channels: Iterable[str] | None,
-    top_keywords: int,
-    output_config: Config | None,
-    tables: Sequence[str],
-) -> list[str]:
-    # Imported here, not at the top: the builder modules import this module's helpers.
-    from lakehouse.gold.customer_360 import build_customer_360
-    from lakehouse.gold.journeys import build_journeys
-    from lakehouse.gold.kpis import build_kpi_channel_daily, build_kpi_daily
-
-    output = Catalog(output_config) if output_config is not None else catalog
-    if as_of is None:
-        as_of = latest_activity_date(silver["events"], silver["orders"])
-        if as_of is None:
-            raise InputDataError(
-                "silver.events and silver.orders hold no timestamped rows, so there is no "
-                "date to build gold for: load data first or pass --as-of YYYY-MM-DD"
-            )
-        header = f"gold: as_of {as_of} (latest event/order day in silver; no --as-of given)"
-    else:
-        header = f"gold: as_of {check_as_of(as_of)} (given)"
-    journey_args = {
-        "lookback_days": lookback_days,
-        "include_channels": include_channels,
-        "exclude_channels": exclude_channels,
-    }
-    builders = {
-        "customer_360": lambda: build_customer_360(
-            silver["customers"], silver["orders"], silver["events"], silver["social_posts"],
-            silver["iot_readings"], as_of, top_keywords=top_keywords,
-        ),
-        # Journeys are a marketing output (the input of attribution): customers without
-        # marketing consent are left out here, so no run puts back what retention removed.
-        "journeys": lambda: build_journeys(
-            silver["events"], silver["orders"], consenting_customers(silver["customers"]),
-            as_of, **journey_args
-        ),
-        "kpi_daily": lambda: build_kpi_daily(silver["events"], silver["orders"], as_of),
-        "kpi_channel_daily": lambda: build_kpi_channel_daily(
-            silver["events"], silver["orders"], silver["customers"], as_of, **journey_args
-        ),
-    }
-    unknown = [t for t in tables if t not in GOLD_TABLES]
-    if unknown:
-        raise ValueError(f"unknown gold table(s) {unknown}; known: {', '.join(GOLD_TABLES)}")
-    lines = [header]
-    for name in (t for t in GOLD_TABLES if t in tables):
-        started = time.monotonic()
-        path = output.path(f"gold.{name}")
-        crash_point("gold.before_write")
-        table_df = builders[name]()
-        (
-            table_df
-            .write.format("delta")
-            .mode("overwrite")
-            # No min/max of customer keys in the _delta_log (erasure must reach them).
-            .options(**table_creation_options(table_df.schema))
-            # Gold is rebuilt whole from silver: its schema is whatever the contract says now.
-            .option("overwriteSchema", "true")
-            # The run id goes into the Delta commit (history), not into the rows, so a re-run
-            # for the same as_of leaves the table content identical.
-            .option("userMetadata", f"run_id={run_id} as_of={as_of}")
-            .save(path)
-        )
-        crash_point("gold.after_write")
-        rows = _rows_written(spark, output, f"gold.{name}")
-        lines.append(
-            f"  gold.{name:<18} {rows:>10,} rows  {time.monotonic() - started:6.1f}s"
-        )
-    return lines
 
 
 def _rows_written(spark: SparkSession, catalog: Catalog, name: str) -> int:
