@@ -207,3 +207,61 @@ def test_merge_newer_rewrites_no_file_for_rows_that_change_nothing(spark, tmp_pa
     metrics = table.history(1).select("operationMetrics").first()[0]
     assert metrics["numTargetFilesRemoved"] == "1"  # the file of c, d and e only
     assert metrics["numTargetRowsCopied"] == "0"
+
+
+def test_filling_in_a_customer_key_rewrites_only_the_anonymous_partition(spark, config):
+    """Events whose cookie logs in later get their customer_key filled in place; the table is
+    partitioned by anonymity, so the files of known customers' events are not rewritten."""
+    from delta.tables import DeltaTable
+
+    from lakehouse.catalog import Catalog
+    from lakehouse.silver.identity import rows_to_reresolve
+    from lakehouse.silver.io import ensure_table, merge_newer
+    from lakehouse.silver.transforms import TABLES
+
+    spec = TABLES["clickstream"]
+    raw = ("event_id string, event_ts timestamp, cookie_id string, customer_key string, "
+           "session_id string, page string, event_type string, channel string, "
+           "campaign string, _commit_version long")
+    t1, t2 = datetime(2026, 1, 1, 8), datetime(2026, 1, 2, 8)
+    known = [(f"k{i}", t1, f"c{i}", f"key{i}", "s", "/", "view", "web", None, 1)
+             for i in range(30)]
+    anonymous = [
+        ("a1", t1, "cA", None, "s", "/", "view", "web", None, 1),   # cA logs in later
+        ("a2", t1, "cA", None, "s", "/", "view", "web", None, 1),
+        ("b1", t1, "cB", None, "s", "/", "view", "web", None, 1),   # cB stays anonymous
+        ("n1", t1, None, None, "s", "/", "view", "web", None, 1),   # no cookie at all
+    ]
+    catalog = Catalog(config)
+    first = spec.project(spark.createDataFrame(known + anonymous, raw), "r1")
+    ensure_table(spark, catalog, "silver.events", first.schema, spec.partition_by)
+    path = catalog.path("silver.events")
+    merge_newer(spark, path, first, spec.key, "event_ts", "customer_key",
+                filled_with=spec.partition_by)
+
+    # The next day: cA logs in (a new event of kA), so the identity map links cA to kA.
+    login = ("a3", t2, "cA", "kA", "s", "/", "login", "web", None, 2)
+    incoming = spec.project(spark.createDataFrame([login], raw), "r2")
+    touched = spark.createDataFrame(
+        [("kA", "cookie", "cA", t2, t2)],
+        "customer_key string, id_type string, id_value string, first_seen timestamp, "
+        "last_seen timestamp",
+    )
+    table_df = DeltaTable.forPath(spark, path).toDF()
+    batch = incoming.unionByName(
+        rows_to_reresolve(table_df, touched, "cookie_id", "cookie", incoming, spec.key)
+    )
+    counts = merge_newer(spark, path, batch, spec.key, "event_ts", "customer_key",
+                         filled_with=spec.partition_by)
+
+    assert counts == {"inserted": 1, "updated": 2}
+    got = DeltaTable.forPath(spark, path).toDF()
+    expected = {
+        **{r[0]: (r[3], r[3] is None) for r in known + anonymous},
+        "a1": ("kA", False), "a2": ("kA", False), "a3": ("kA", False),
+    }
+    assert {r["event_id"]: (r["customer_key"], r["_anonymous"]) for r in got.collect()} == expected
+    assert got.where("_run_id = 'r1' AND event_id IN ('a1', 'a2')").count() == 2  # filled only
+    metrics = DeltaTable.forPath(spark, path).history(1).select("operationMetrics").first()[0]
+    # Only the anonymous rows that stay anonymous (b1, n1) are copied, none of the 30 known.
+    assert metrics["numTargetRowsCopied"] == "2"

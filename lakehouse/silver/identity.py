@@ -21,6 +21,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from lakehouse.silver.transforms import ANONYMITY_PARTITION
+
 ID_TYPES = ("crm_id", "email", "phone", "cookie", "device", "handle")
 IDENTITY_SCHEMA = T.StructType(
     [
@@ -143,9 +145,14 @@ def rows_to_reresolve(
         F.col("id_value").alias("_newly_value"), F.col("customer_key").alias("_newly_key")
     )
     waiting = table_df.where(F.col("customer_key").isNull())
+    filled = {"customer_key": F.col("_newly_key")}
+    if ANONYMITY_PARTITION in table_df.columns:
+        # The same rows, said in a way that reads only the anonymous partition's files.
+        waiting = waiting.where(F.col(ANONYMITY_PARTITION))
+        filled[ANONYMITY_PARTITION] = F.lit(False)
     return (
         waiting.join(newly, waiting[column] == newly["_newly_value"], how="inner")
-        .withColumn("customer_key", F.col("_newly_key"))
+        .withColumns(filled)
         .select(*table_df.columns)
         .join(incoming_df.select(*key), list(key), how="left_anti")
         .select(*table_df.columns)

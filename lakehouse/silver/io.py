@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 
 from pyspark.sql import DataFrame, SparkSession
@@ -69,8 +69,11 @@ def _nullable(schema: T.StructType) -> T.StructType:
     return T.StructType([T.StructField(f.name, f.dataType, True) for f in schema.fields])
 
 
-def ensure_table(spark: SparkSession, catalog: Catalog, name: str, schema: T.StructType) -> None:
-    """Create an empty table with ``schema`` unless it exists.
+def ensure_table(
+    spark: SparkSession, catalog: Catalog, name: str, schema: T.StructType,
+    partition_by: Sequence[str] = (),
+) -> None:
+    """Create an empty table with ``schema`` (partitioned by ``partition_by``) unless it exists.
 
     Created by appending an empty frame rather than with ``DeltaTable.createIfNotExists``: a
     process killed while creating a table can leave an empty ``_delta_log`` folder behind, and
@@ -82,7 +85,7 @@ def ensure_table(spark: SparkSession, catalog: Catalog, name: str, schema: T.Str
     # PII and identifiers never get min/max stats in the _delta_log (erasure must reach them).
     spark.createDataFrame([], _nullable(schema)).write.format("delta").mode("append").options(
         **table_creation_options(schema)
-    ).save(catalog.path(name))
+    ).partitionBy(*partition_by).save(catalog.path(name))
 
 
 def align_to_table(df: DataFrame, existing: T.StructType | None, table: str) -> DataFrame:
@@ -183,13 +186,14 @@ def rows_that_change(
 
 def merge_newer(
     spark: SparkSession, path: str, df: DataFrame, keys: Iterable[str], event_time: str,
-    fill_column: str | None = None,
+    fill_column: str | None = None, filled_with: Sequence[str] = (),
 ) -> dict[str, int]:
     """Insert new keys; update a key only when the incoming version is newer (event time).
 
     Re-delivered or re-processed rows are not newer, so they change nothing: idempotent. With
     ``fill_column``, a row that is not newer may still fill that column where the table has
-    null (a customer_key that became known later), and nothing else. Only the rows that change
+    null (a customer_key that became known later), and nothing else but the columns derived
+    from it (``filled_with``, e.g. the anonymity partition flag). Only the rows that change
     something reach the MERGE (rows_that_change), so files holding no change are not
     rewritten. Returns merge_counts.
     """
@@ -207,8 +211,9 @@ def merge_newer(
             .whenMatchedUpdateAll(condition=_newer(event_time))
         )
         if fill_column:
+            filled = dict.fromkeys([fill_column, *filled_with])
             merge = merge.whenMatchedUpdate(
-                condition=_fills(fill_column), set={fill_column: f"s.`{fill_column}`"}
+                condition=_fills(fill_column), set={c: f"s.`{c}`" for c in filled}
             )
         return merge.whenNotMatchedInsertAll().execute()
 

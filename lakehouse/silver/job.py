@@ -248,9 +248,12 @@ def commit(
         started = time.monotonic()
         src = plan.source
         assert plan.silver_df is not None and plan.quarantine_df is not None
-        io.ensure_table(spark, catalog, plan.table, plan.silver_df.schema)
+        io.ensure_table(spark, catalog, plan.table, plan.silver_df.schema,
+                        plan.spec.partition_by)
         merged = io.merge_newer(spark, catalog.path(plan.table), plan.silver_df, plan.spec.key,
-                                src.event_time, "customer_key" if plan.spec.lookup else None)
+                                src.event_time, "customer_key" if plan.spec.lookup else None,
+                                # The anonymity flag (the partition) follows customer_key.
+                                filled_with=plan.spec.partition_by)
         if plan.pii_df is not None:
             io.ensure_table(spark, catalog, PII_TABLE, plan.pii_df.schema)
             io.merge_newer(spark, catalog.path(PII_TABLE), plan.pii_df, ("customer_key",),

@@ -145,6 +145,18 @@ def _meta(run_id: str) -> list[Column]:
     ]
 
 
+# Tables whose customer_key may be filled in later (lookup tables) are partitioned by whether it is
+# still unknown. Filling in the key of earlier anonymous rows (a cookie that logs in) then
+# rewrites only the files of the anonymous partition: unpartitioned, the few thousand rows filled
+# in each day were spread over every file, and Delta copied the whole table to update them
+# (scale m, silver.events: 2.04M rows copied for 3,647 updates, 11.8 s of a 25 s MERGE).
+ANONYMITY_PARTITION = "_anonymous"
+
+
+def _anonymity() -> Column:
+    return F.col("customer_key").isNull().alias(ANONYMITY_PARTITION)
+
+
 def to_customers(df: DataFrame, run_id: str) -> DataFrame:
     return df.select(
         "customer_key", "email_pseudonym", "phone_pseudonym", "handle_pseudonym", "country",
@@ -163,7 +175,7 @@ def to_customer_pii(df: DataFrame, run_id: str) -> DataFrame:
 def to_events(df: DataFrame, run_id: str) -> DataFrame:
     return df.select(
         "event_id", "event_ts", "cookie_id", "customer_key", "session_id", "page", "event_type",
-        "channel", "campaign", *_meta(run_id),
+        "channel", "campaign", *_meta(run_id), _anonymity(),
     )
 
 
@@ -184,14 +196,14 @@ def to_payments(df: DataFrame, run_id: str) -> DataFrame:
 def to_social_posts(df: DataFrame, run_id: str) -> DataFrame:
     return df.select(
         "post_id", "handle_pseudonym", "customer_key", "post_ts", "text", "keywords", "likes",
-        "shares", *_meta(run_id),
+        "shares", *_meta(run_id), _anonymity(),
     )
 
 
 def to_iot_readings(df: DataFrame, run_id: str) -> DataFrame:
     return df.select(
         "reading_id", "device_id", "customer_key", "reading_ts", "temperature", "vibration",
-        "battery", "error_code", *_meta(run_id),
+        "battery", "error_code", *_meta(run_id), _anonymity(),
     )
 
 
@@ -206,6 +218,11 @@ class TableSpec:
     project: Callable[[DataFrame, str], DataFrame]
     # An id resolved through silver.identity_map when the record does not name its customer.
     lookup: tuple[str, str] | None = None  # (column, id_type)
+
+    @property
+    def partition_by(self) -> tuple[str, ...]:
+        """Partition columns of the table: the anonymity flag where customer_key is looked up."""
+        return (ANONYMITY_PARTITION,) if self.lookup else ()
 
 
 TABLES: dict[str, TableSpec] = {
