@@ -265,3 +265,31 @@ def test_filling_in_a_customer_key_rewrites_only_the_anonymous_partition(spark, 
     metrics = DeltaTable.forPath(spark, path).history(1).select("operationMetrics").first()[0]
     # Only the anonymous rows that stay anonymous (b1, n1) are copied, none of the 30 known.
     assert metrics["numTargetRowsCopied"] == "2"
+
+
+def test_merge_newer_loads_an_empty_table_insert_only(spark, tmp_path):
+    """A first load has nothing to match: every row (null keys too) is inserted through
+    Delta's insert-only MERGE; the next load into the filled table takes the full path."""
+    from delta.tables import DeltaTable
+
+    from lakehouse.silver.io import merge_newer
+
+    schema = "id string, ts timestamp, customer_key string"
+    t1, t2 = datetime(2026, 1, 1, 8), datetime(2026, 1, 2, 8)
+    path = str(tmp_path / "target")
+    spark.createDataFrame([], schema).write.format("delta").save(path)
+    first = [("a", t1, "k1"), ("b", t1, None), (None, t1, "k3"), (None, t2, "k4")]
+
+    counts = merge_newer(spark, path, spark.createDataFrame(first, schema), ("id",), "ts",
+                         "customer_key")
+
+    assert counts == {"inserted": 4, "updated": 0}
+    table = DeltaTable.forPath(spark, path)
+    assertDataFrameEqual(table.toDF(), spark.createDataFrame(first, schema))
+    assert table.history(1).first()["operationParameters"]["matchedPredicates"] == "[]"
+
+    counts = merge_newer(spark, path, spark.createDataFrame([("a", t2, "k1")], schema),
+                         ("id",), "ts", "customer_key")
+
+    assert counts == {"inserted": 0, "updated": 1}
+    assert table.history(1).first()["operationParameters"]["matchedPredicates"] != "[]"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -14,6 +15,9 @@ from lakehouse.commits import retry_on_conflict
 from lakehouse.errors import SchemaChangeError
 from lakehouse.faults import crash_point
 from lakehouse.privacy.stats import table_creation_options
+
+if TYPE_CHECKING:
+    from delta.tables import DeltaTable
 
 PROGRESS_TABLE = "audit.stage_progress"
 PROGRESS_SCHEMA = T.StructType(
@@ -184,6 +188,11 @@ def rows_that_change(
     )
 
 
+def holds_no_files(table: DeltaTable) -> bool:
+    """True when the table's current snapshot has no data file (read from the Delta log)."""
+    return int(table.detail().select("numFiles").first()[0]) == 0
+
+
 def merge_newer(
     spark: SparkSession, path: str, df: DataFrame, keys: Iterable[str], event_time: str,
     fill_column: str | None = None, filled_with: Sequence[str] = (),
@@ -204,6 +213,14 @@ def merge_newer(
     def attempt() -> DataFrame:
         # Built anew on each attempt: after a conflict the filter reads the newer snapshot.
         target = DeltaTable.forPath(spark, path)
+        if holds_no_files(target):
+            # A first load has nothing to filter or update. An insert-only MERGE is Delta's
+            # cheapest path (one pass, no copy of the source); it still conflicts with a
+            # concurrent writer, and the retry then takes the full path.
+            return (
+                target.alias("t").merge(df.alias("s"), _on(keys))
+                .whenNotMatchedInsertAll().execute()
+            )
         changing = rows_that_change(df, target.toDF(), keys, event_time, fill_column)
         merge = (
             target.alias("t")
