@@ -293,3 +293,37 @@ def test_merge_newer_loads_an_empty_table_insert_only(spark, tmp_path):
 
     assert counts == {"inserted": 0, "updated": 1}
     assert table.history(1).first()["operationParameters"]["matchedPredicates"] != "[]"
+
+
+def test_merge_newer_first_load_still_applies_rows_another_writer_put_in_first(
+    spark, tmp_path, monkeypatch
+):
+    """The table is seen empty, then another writer commits a row before this MERGE does: its
+    key is skipped by the insert-only MERGE, so the full MERGE must follow and apply the newer
+    incoming version."""
+    from delta.tables import DeltaTable
+
+    from lakehouse.silver import io
+
+    schema = "id string, ts timestamp, customer_key string"
+    t1, t2 = datetime(2026, 1, 1, 8), datetime(2026, 1, 2, 8)
+    path = str(tmp_path / "target")
+    spark.createDataFrame([], schema).write.format("delta").save(path)
+    seen_empty = io.holds_no_files
+
+    def empty_then_raced(table):
+        empty = seen_empty(table)
+        spark.createDataFrame([("a", t1, None), ("z", t1, "kz")], schema).write.format(
+            "delta").mode("append").save(path)
+        return empty
+
+    monkeypatch.setattr(io, "holds_no_files", empty_then_raced)
+    incoming = spark.createDataFrame([("a", t2, "k1"), ("b", t1, "k2")], schema)
+
+    counts = io.merge_newer(spark, path, incoming, ("id",), "ts", "customer_key")
+
+    assert counts == {"inserted": 1, "updated": 1}
+    assertDataFrameEqual(
+        DeltaTable.forPath(spark, path).toDF(),
+        spark.createDataFrame([("a", t2, "k1"), ("b", t1, "k2"), ("z", t1, "kz")], schema),
+    )
