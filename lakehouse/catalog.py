@@ -146,8 +146,13 @@ class Catalog:
         """Latest committed version, or None when the table does not exist."""
         if not self.exists(spark, name):
             return None
-        history = self.delta_table(spark, name).history(1).select("version").first()
-        return int(history["version"]) if history else None
+        return table_version(self.delta_table(spark, name))
+
+
+def table_version(table) -> int | None:
+    """Latest committed version of a Delta table (a DeltaTable), read from its log."""
+    history = table.history(1).select("version").first()
+    return int(history["version"]) if history else None
 
 
 def ensure_data_dir_writable(config: Config) -> None:

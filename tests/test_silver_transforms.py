@@ -309,15 +309,15 @@ def test_merge_newer_first_load_still_applies_rows_another_writer_put_in_first(
     t1, t2 = datetime(2026, 1, 1, 8), datetime(2026, 1, 2, 8)
     path = str(tmp_path / "target")
     spark.createDataFrame([], schema).write.format("delta").save(path)
-    seen_empty = io.holds_no_files
+    seen_empty = io.version_if_empty
 
     def empty_then_raced(table):
-        empty = seen_empty(table)
+        version = seen_empty(table)
         spark.createDataFrame([("a", t1, None), ("z", t1, "kz")], schema).write.format(
             "delta").mode("append").save(path)
-        return empty
+        return version
 
-    monkeypatch.setattr(io, "holds_no_files", empty_then_raced)
+    monkeypatch.setattr(io, "version_if_empty", empty_then_raced)
     incoming = spark.createDataFrame([("a", t2, "k1"), ("b", t1, "k2")], schema)
 
     counts = io.merge_newer(spark, path, incoming, ("id",), "ts", "customer_key")
@@ -327,3 +327,22 @@ def test_merge_newer_first_load_still_applies_rows_another_writer_put_in_first(
         DeltaTable.forPath(spark, path).toDF(),
         spark.createDataFrame([("a", t2, "k1"), ("b", t1, "k2"), ("z", t1, "kz")], schema),
     )
+
+
+def test_version_if_empty_names_the_version_only_while_the_table_holds_no_file(spark, tmp_path):
+    from delta.tables import DeltaTable
+
+    from lakehouse.silver import io
+
+    path = str(tmp_path / "target")
+    spark.createDataFrame([], "id string").write.format("delta").save(path)
+    table = DeltaTable.forPath(spark, path)
+    spark.createDataFrame([("a",)], "id string").write.format("delta").mode("append").save(path)
+    table.delete()  # empty again, two commits later
+    # The version is counted from the log's file names, not read through Delta.
+    empty_at = len(list((tmp_path / "target" / "_delta_log").glob("*.json"))) - 1
+    assert empty_at == 2
+    assert io.version_if_empty(table) == empty_at
+
+    spark.createDataFrame([("a",)], "id string").write.format("delta").mode("append").save(path)
+    assert io.version_if_empty(table) is None

@@ -10,7 +10,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from lakehouse.catalog import Catalog
+from lakehouse.catalog import Catalog, table_version
 from lakehouse.commits import retry_on_conflict
 from lakehouse.errors import SchemaChangeError
 from lakehouse.faults import crash_point
@@ -193,8 +193,17 @@ def holds_no_files(table: DeltaTable) -> bool:
     return int(table.detail().select("numFiles").first()[0]) == 0
 
 
-def latest_version(table: DeltaTable) -> int:
-    return int(table.history(1).select("version").first()[0])
+def version_if_empty(table: DeltaTable) -> int | None:
+    """The table's version when it holds no data file, else None.
+
+    Emptiness is checked on both sides of the version read, so the version returned is one at
+    which the table was empty. A table with data (every load after the first) pays only one
+    read of the log, not the slower history read.
+    """
+    if not holds_no_files(table):
+        return None
+    version = table_version(table)
+    return version if holds_no_files(table) else None
 
 
 def merge_newer(
@@ -237,13 +246,13 @@ def merge_newer(
 
     def attempt() -> dict[str, int]:
         target = DeltaTable.forPath(spark, path)
-        seen = latest_version(target)
-        if not holds_no_files(target):
+        seen = version_if_empty(target)
+        if seen is None:
             return full_merge(target)
         counts = merge_counts(
             target.alias("t").merge(df.alias("s"), _on(keys)).whenNotMatchedInsertAll().execute()
         )
-        if latest_version(target) == seen + 1:
+        if table_version(target) == seen + 1:
             return counts  # this MERGE's commit is the only one since the table was empty
         more = full_merge(DeltaTable.forPath(spark, path))
         return {k: counts[k] + more[k] for k in counts}
