@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
@@ -346,3 +347,51 @@ def test_version_if_empty_names_the_version_only_while_the_table_holds_no_file(s
 
     spark.createDataFrame([("a",)], "id string").write.format("delta").mode("append").save(path)
     assert io.version_if_empty(table) is None
+
+
+def test_key_scope_keeps_every_match_and_only_the_ones_in_scope(spark, tmp_path):
+    """Scoped to the batch's key range plus the anonymous partition, a MERGE updates an in-range
+    key, inserts a new one and fills an anonymous row far outside the range, as unscoped. The
+    scope is really in the condition: without the partition flag the anonymous row is out of
+    scope, so its fill does not match and lands as a second row of that key."""
+    from delta.tables import DeltaTable
+
+    from lakehouse.silver import io
+
+    schema = "id string, ts timestamp, customer_key string, _anonymous boolean"
+    t1, t2 = datetime(2026, 1, 1, 8), datetime(2026, 1, 2, 8)
+    target = [("d1-a", t1, "k1", False), ("d1-b", t1, None, True), ("d2-c", t1, "k3", False)]
+    incoming = [("d2-c", t2, "k3", False), ("d3-x", t2, "k4", False)]
+    refill = [("d1-b", t1, "k2", False)]  # a re-resolved anonymous row, key outside the range
+    expected = spark.createDataFrame(
+        [("d1-a", t1, "k1", False), ("d1-b", t1, "k2", False), ("d2-c", t2, "k3", False),
+         ("d3-x", t2, "k4", False)], schema)
+
+    def merged(name: str, flag: str | None) -> tuple[dict[str, int], DataFrame]:
+        path = str(tmp_path / name)
+        spark.createDataFrame(target, schema).write.format("delta").partitionBy(
+            "_anonymous").save(path)
+        scope = io.KeyScope("id", min(r[0] for r in incoming), max(r[0] for r in incoming),
+                            or_flag=flag)
+        counts = io.merge_newer(
+            spark, path, spark.createDataFrame(incoming + refill, schema), ("id",), "ts",
+            "customer_key", filled_with=("_anonymous",), scope=scope,
+        )
+        return counts, DeltaTable.forPath(spark, path).toDF()
+
+    counts, got = merged("scoped", "_anonymous")
+    assert counts == {"inserted": 1, "updated": 2}
+    assertDataFrameEqual(got, expected)
+
+    counts, got = merged("range_only", None)
+    assert counts == {"inserted": 2, "updated": 1}
+    assert got.where("id = 'd1-b'").count() == 2
+
+
+def test_key_scope_of_an_empty_batch_matches_nothing_by_range(spark):
+    from lakehouse.silver.io import KeyScope
+
+    rows = spark.createDataFrame([("a", True), ("b", False)], "id string, _anonymous boolean")
+    assert rows.where(KeyScope("id", None, None).condition()).count() == 0
+    assert [r.id for r in rows.where(KeyScope("id", None, None, "_anonymous").condition())
+            .collect()] == ["a"]

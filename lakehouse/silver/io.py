@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -166,6 +167,35 @@ def _fills(fill_column: str) -> str:
     return f"(t.`{fill_column}` IS NULL AND s.`{fill_column}` IS NOT NULL)"
 
 
+@dataclass(frozen=True)
+class KeyScope:
+    """The target rows an incoming batch can match: ``column`` (its first key column) between
+    the lowest and highest value the batch holds, or, with ``or_flag``, rows where that flag
+    column is true (the anonymous partition, whose rows are re-resolved with keys outside the
+    batch's range).
+
+    Equal keys lie in the batch's range, so adding the scope to the MERGE condition changes no
+    match; it is a condition on target columns alone, which Delta uses to skip whole data files
+    (min/max statistics, partition values). Keys that grow with time (ids with the day in
+    them) then keep a daily MERGE from scanning files of earlier days.
+    """
+
+    column: str
+    low: object
+    high: object
+    or_flag: str | None = None
+
+    def condition(self, alias: str | None = None) -> Column:
+        def col(name: str) -> Column:
+            return F.col(f"{alias}.`{name}`" if alias else f"`{name}`")
+
+        if self.low is None or self.high is None:
+            in_range = F.lit(False)  # no key at all in the batch: no row can match by key
+        else:
+            in_range = col(self.column).between(F.lit(self.low), F.lit(self.high))
+        return (in_range | col(self.or_flag)) if self.or_flag else in_range
+
+
 def rows_that_change(
     df: DataFrame, target_df: DataFrame, keys: Iterable[str], event_time: str,
     fill_column: str | None = None,
@@ -209,6 +239,7 @@ def version_if_empty(table: DeltaTable) -> int | None:
 def merge_newer(
     spark: SparkSession, path: str, df: DataFrame, keys: Iterable[str], event_time: str,
     fill_column: str | None = None, filled_with: Sequence[str] = (),
+    scope: KeyScope | None = None,
 ) -> dict[str, int]:
     """Insert new keys; update a key only when the incoming version is newer (event time).
 
@@ -224,17 +255,24 @@ def merge_newer(
     MERGE's own transaction starts, so when any other commit landed between the check and
     this MERGE's commit, the rows it wrote were only skipped: the full MERGE then runs as well
     (idempotent: what the first one inserted changes nothing).
+
+    ``scope`` (see KeyScope) narrows both the change filter's read of the target and the MERGE
+    condition to the files that can hold the batch's keys.
     """
     from delta.tables import DeltaTable
 
     keys = tuple(keys)
+    condition = F.expr(_on(keys))
+    if scope is not None:
+        condition = condition & scope.condition("t")
 
     def full_merge(target: DeltaTable) -> dict[str, int]:
         # Built anew on each attempt: after a conflict the filter reads the newer snapshot.
-        changing = rows_that_change(df, target.toDF(), keys, event_time, fill_column)
+        target_rows = target.toDF() if scope is None else target.toDF().where(scope.condition())
+        changing = rows_that_change(df, target_rows, keys, event_time, fill_column)
         merge = (
             target.alias("t")
-            .merge(changing.alias("s"), _on(keys))
+            .merge(changing.alias("s"), condition)
             .whenMatchedUpdateAll(condition=_newer(event_time))
         )
         if fill_column:
@@ -250,7 +288,7 @@ def merge_newer(
         if seen is None:
             return full_merge(target)
         counts = merge_counts(
-            target.alias("t").merge(df.alias("s"), _on(keys)).whenNotMatchedInsertAll().execute()
+            target.alias("t").merge(df.alias("s"), condition).whenNotMatchedInsertAll().execute()
         )
         if table_version(target) == seen + 1:
             return counts  # this MERGE's commit is the only one since the table was empty

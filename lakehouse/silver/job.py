@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from functools import reduce
 from typing import Any
 
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from lakehouse.catalog import Catalog
@@ -85,6 +85,8 @@ class SourcePlan:
     evaluated: DataFrame
     figures: dict[str, Any]
     seconds: float
+    # Lowest and highest first key column value of the clean rows (None: no such rows).
+    key_range: tuple[Any, Any] = (None, None)
     silver_df: DataFrame | None = None
     pii_df: DataFrame | None = None
     quarantine_df: DataFrame | None = None
@@ -163,15 +165,36 @@ def prepare_source(
     evaluated = with_rule_results(
         spec.extras(typed, key, ref), rules, source.natural_key, source.pii, ref_keys
     ).persist()
-    figures = quality_figures(evaluated, rules, source.columns, source.natural_key).first()
+    # The batch's key range (for KeyScope) comes with the quality figures: one pass, not two.
+    figures = quality_figures(evaluated, rules, source.columns, source.natural_key,
+                              also=clean_key_range(spec.key[0])).first()
     figures_dict = figures.asDict() if figures else {}
+    key_range = (figures_dict.pop("_key_low", None), figures_dict.pop("_key_high", None))
     try:
         check_fail_rules(figures_dict, rules, evaluated, source.natural_key)
     except Exception:
         evaluated.unpersist()
         raise
     return SourcePlan(source, spec, rules, (start, current), evaluated, figures_dict,
-                      time.monotonic() - started)
+                      time.monotonic() - started, key_range)
+
+
+def clean_key_range(column: str) -> list[Column]:
+    """Aggregates: lowest and highest ``column`` value among the clean rows (_key_low/_key_high).
+
+    Every row silver MERGEs for this batch comes from those rows with its key unchanged (the
+    projections select the key as it is), apart from re-resolved rows of the anonymous
+    partition, which KeyScope covers by its flag.
+    """
+    clean = ~F.col("_is_malformed") & F.col("_drop_rule").isNull()
+    key = F.when(clean, F.col(column))
+    return [F.min(key).alias("_key_low"), F.max(key).alias("_key_high")]
+
+
+def key_scope(plan: SourcePlan) -> io.KeyScope:
+    """Where in the silver table this batch's keys can be (see io.KeyScope)."""
+    flag = plan.spec.partition_by[0] if plan.spec.partition_by else None
+    return io.KeyScope(plan.spec.key[0], *plan.key_range, or_flag=flag)
 
 
 def _dedup_quarantine(df: DataFrame) -> DataFrame:
@@ -253,7 +276,7 @@ def commit(
         merged = io.merge_newer(spark, catalog.path(plan.table), plan.silver_df, plan.spec.key,
                                 src.event_time, "customer_key" if plan.spec.lookup else None,
                                 # The anonymity flag (the partition) follows customer_key.
-                                filled_with=plan.spec.partition_by)
+                                filled_with=plan.spec.partition_by, scope=key_scope(plan))
         if plan.pii_df is not None:
             io.ensure_table(spark, catalog, PII_TABLE, plan.pii_df.schema)
             io.merge_newer(spark, catalog.path(PII_TABLE), plan.pii_df, ("customer_key",),
