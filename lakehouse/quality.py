@@ -13,7 +13,7 @@ quarantine row per record, under the first failed drop rule, with every failed r
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -343,14 +343,11 @@ def _is_rule(name: str):
 
 
 def quality_figures(
-    evaluated_df: DataFrame, rules: SourceRules, columns: Iterable[str], natural_key: Iterable[str],
-    also: Sequence[Column] = (),
+    evaluated_df: DataFrame, rules: SourceRules, columns: Iterable[str], natural_key: Iterable[str]
 ) -> DataFrame:
     """One row: rows, non-null count per column, failures per rule, distinct keys.
 
     Only rows that parsed (not malformed) are measured; malformed lines are counted apart.
-    ``also``: the caller's own aggregates, computed in the same pass over the rows (a second
-    query over a cache still being filled would compute the rows twice).
     """
     parsed = F.col("_is_malformed") == F.lit(False)
     key_cols = list(natural_key)
@@ -386,7 +383,7 @@ def quality_figures(
         ).alias(f"fail__{r.name}")
         for r in rules.rules
     ]
-    return evaluated_df.agg(*aggs, *also)
+    return evaluated_df.agg(*aggs)
 
 
 def check_fail_rules(figures: Mapping[str, Any], rules: SourceRules, evaluated_df: DataFrame,

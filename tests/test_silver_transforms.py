@@ -353,39 +353,43 @@ def test_key_scope_keeps_every_match_and_only_the_ones_in_scope(spark, tmp_path)
     """Scoped to the batch's key range plus the anonymous partition, a MERGE updates an in-range
     key, inserts a new one and fills an anonymous row far outside the range, as unscoped. The
     scope is really in the condition: without the partition flag the anonymous row is out of
-    scope, so its fill does not match and lands as a second row of that key."""
+    scope and stays unfilled. A re-resolved row whose target another writer already moved out
+    of the anonymous partition finds no match and is not inserted a second time."""
     from delta.tables import DeltaTable
 
     from lakehouse.silver import io
 
     schema = "id string, ts timestamp, customer_key string, _anonymous boolean"
     t1, t2 = datetime(2026, 1, 1, 8), datetime(2026, 1, 2, 8)
-    target = [("d1-a", t1, "k1", False), ("d1-b", t1, None, True), ("d2-c", t1, "k3", False)]
+    anonymous, filled = ("d1-b", t1, None, True), ("d1-b", t1, "k2", False)
+    target = [("d1-a", t1, "k1", False), ("d2-c", t1, "k3", False)]
     incoming = [("d2-c", t2, "k3", False), ("d3-x", t2, "k4", False)]
-    refill = [("d1-b", t1, "k2", False)]  # a re-resolved anonymous row, key outside the range
-    expected = spark.createDataFrame(
-        [("d1-a", t1, "k1", False), ("d1-b", t1, "k2", False), ("d2-c", t2, "k3", False),
-         ("d3-x", t2, "k4", False)], schema)
+    low, high = min(r[0] for r in incoming), max(r[0] for r in incoming)
+    expected = [("d1-a", t1, "k1", False), ("d2-c", t2, "k3", False), ("d3-x", t2, "k4", False)]
 
-    def merged(name: str, flag: str | None) -> tuple[dict[str, int], DataFrame]:
+    def merged(name: str, before: tuple, flag: str | None) -> tuple[dict[str, int], DataFrame]:
         path = str(tmp_path / name)
-        spark.createDataFrame(target, schema).write.format("delta").partitionBy(
+        spark.createDataFrame([*target, before], schema).write.format("delta").partitionBy(
             "_anonymous").save(path)
-        scope = io.KeyScope("id", min(r[0] for r in incoming), max(r[0] for r in incoming),
-                            or_flag=flag)
         counts = io.merge_newer(
-            spark, path, spark.createDataFrame(incoming + refill, schema), ("id",), "ts",
-            "customer_key", filled_with=("_anonymous",), scope=scope,
+            # The last row re-resolves the anonymous d1-b: its key is outside the range.
+            spark, path, spark.createDataFrame([*incoming, filled], schema), ("id",), "ts",
+            "customer_key", filled_with=("_anonymous",),
+            scope=io.KeyScope("id", low, high, or_flag=flag),
         )
         return counts, DeltaTable.forPath(spark, path).toDF()
 
-    counts, got = merged("scoped", "_anonymous")
+    counts, got = merged("scoped", anonymous, "_anonymous")
     assert counts == {"inserted": 1, "updated": 2}
-    assertDataFrameEqual(got, expected)
+    assertDataFrameEqual(got, spark.createDataFrame([*expected, filled], schema))
 
-    counts, got = merged("range_only", None)
-    assert counts == {"inserted": 2, "updated": 1}
-    assert got.where("id = 'd1-b'").count() == 2
+    counts, got = merged("range_only", anonymous, None)
+    assert counts == {"inserted": 1, "updated": 1}
+    assertDataFrameEqual(got, spark.createDataFrame([*expected, anonymous], schema))
+
+    counts, got = merged("filled_meanwhile", filled, "_anonymous")
+    assert counts == {"inserted": 1, "updated": 1}
+    assertDataFrameEqual(got, spark.createDataFrame([*expected, filled], schema))
 
 
 def test_key_scope_of_an_empty_batch_matches_nothing_by_range(spark):
@@ -395,3 +399,17 @@ def test_key_scope_of_an_empty_batch_matches_nothing_by_range(spark):
     assert rows.where(KeyScope("id", None, None).condition()).count() == 0
     assert [r.id for r in rows.where(KeyScope("id", None, None, "_anonymous").condition())
             .collect()] == ["a"]
+
+
+def test_clean_key_range_ignores_malformed_and_dropped_rows(spark):
+    """The range KeyScope gets covers the rows silver MERGEs, not the quarantined ones."""
+    from lakehouse.silver.job import clean_key_range
+
+    evaluated = spark.createDataFrame(
+        [("E02", False, None), ("E05", False, None), ("E05", False, None),  # a duplicate
+         (None, False, None),                                               # a null key
+         ("A00", True, None), ("Z99", False, "not_null_customer")],          # quarantined
+        "event_id string, _is_malformed boolean, _drop_rule string",
+    )
+    row = evaluated.agg(*clean_key_range("event_id")).first()
+    assert (row["_key_low"], row["_key_high"]) == ("E02", "E05")

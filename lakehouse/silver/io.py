@@ -170,14 +170,19 @@ def _fills(fill_column: str) -> str:
 @dataclass(frozen=True)
 class KeyScope:
     """The target rows an incoming batch can match: ``column`` (its first key column) between
-    the lowest and highest value the batch holds, or, with ``or_flag``, rows where that flag
-    column is true (the anonymous partition, whose rows are re-resolved with keys outside the
-    batch's range).
+    the lowest and highest value of the batch's new rows, or, with ``or_flag``, rows where that
+    flag column is true (the anonymous partition, whose old rows are re-resolved with keys
+    outside that range).
 
-    Equal keys lie in the batch's range, so adding the scope to the MERGE condition changes no
-    match; it is a condition on target columns alone, which Delta uses to skip whole data files
-    (min/max statistics, partition values). Keys that grow with time (ids with the day in
-    them) then keep a daily MERGE from scanning files of earlier days.
+    A new row's equal key lies in the range, so for those rows the scope changes no match; it
+    is a condition on target columns alone, which Delta uses to skip whole data files (min/max
+    statistics, where the column has them, and partition values). Keys that grow with time
+    (ids with the day in them) then keep a daily MERGE from scanning files of earlier days.
+
+    A re-resolved row is matched through the flag only. If another writer moved its target
+    row out of the anonymous partition meanwhile (filled its customer_key), the row finds no
+    match: merge_newer inserts only rows whose own key is in the range (``in_range("s")``), so
+    such a row changes nothing instead of landing as a second row of its key.
     """
 
     column: str
@@ -185,15 +190,18 @@ class KeyScope:
     high: object
     or_flag: str | None = None
 
-    def condition(self, alias: str | None = None) -> Column:
-        def col(name: str) -> Column:
-            return F.col(f"{alias}.`{name}`" if alias else f"`{name}`")
-
+    def in_range(self, alias: str | None = None) -> Column:
         if self.low is None or self.high is None:
-            in_range = F.lit(False)  # no key at all in the batch: no row can match by key
-        else:
-            in_range = col(self.column).between(F.lit(self.low), F.lit(self.high))
-        return (in_range | col(self.or_flag)) if self.or_flag else in_range
+            return F.lit(False)  # the batch has no new row with a key
+        return _qualified(self.column, alias).between(F.lit(self.low), F.lit(self.high))
+
+    def condition(self, alias: str | None = None) -> Column:
+        in_range = self.in_range(alias)
+        return (in_range | _qualified(self.or_flag, alias)) if self.or_flag else in_range
+
+
+def _qualified(name: str, alias: str | None) -> Column:
+    return F.col(f"{alias}.`{name}`" if alias else f"`{name}`")
 
 
 def rows_that_change(
@@ -226,9 +234,11 @@ def holds_no_files(table: DeltaTable) -> bool:
 def version_if_empty(table: DeltaTable) -> int | None:
     """The table's version when it holds no data file, else None.
 
-    Emptiness is checked on both sides of the version read, so the version returned is one at
-    which the table was empty. A table with data (every load after the first) pays only one
-    read of the log, not the slower history read.
+    Emptiness is checked on both sides of the version read. Unless some writer filled and
+    emptied the table in between, the version returned is one at which it was empty; either
+    way merge_newer's check that its own commit is the next version catches any writer since.
+    A table with data (every load after the first) pays only one read of the log, not the
+    slower history read.
     """
     if not holds_no_files(table):
         return None
@@ -257,14 +267,16 @@ def merge_newer(
     (idempotent: what the first one inserted changes nothing).
 
     ``scope`` (see KeyScope) narrows both the change filter's read of the target and the MERGE
-    condition to the files that can hold the batch's keys.
+    condition to the files that can hold the batch's keys, and inserts only rows in its range.
     """
     from delta.tables import DeltaTable
 
     keys = tuple(keys)
     condition = F.expr(_on(keys))
+    insert_if: Column | None = None
     if scope is not None:
         condition = condition & scope.condition("t")
+        insert_if = scope.in_range("s")
 
     def full_merge(target: DeltaTable) -> dict[str, int]:
         # Built anew on each attempt: after a conflict the filter reads the newer snapshot.
@@ -280,7 +292,7 @@ def merge_newer(
             merge = merge.whenMatchedUpdate(
                 condition=_fills(fill_column), set={c: f"s.`{c}`" for c in filled}
             )
-        return merge_counts(merge.whenNotMatchedInsertAll().execute())
+        return merge_counts(merge.whenNotMatchedInsertAll(condition=insert_if).execute())
 
     def attempt() -> dict[str, int]:
         target = DeltaTable.forPath(spark, path)
@@ -288,7 +300,8 @@ def merge_newer(
         if seen is None:
             return full_merge(target)
         counts = merge_counts(
-            target.alias("t").merge(df.alias("s"), condition).whenNotMatchedInsertAll().execute()
+            target.alias("t").merge(df.alias("s"), condition)
+            .whenNotMatchedInsertAll(condition=insert_if).execute()
         )
         if table_version(target) == seen + 1:
             return counts  # this MERGE's commit is the only one since the table was empty

@@ -87,6 +87,8 @@ class SourcePlan:
     seconds: float
     # Lowest and highest first key column value of the clean rows (None: no such rows).
     key_range: tuple[Any, Any] = (None, None)
+    # Whether silver_df also holds old anonymous rows re-resolved in this run.
+    reresolves: bool = False
     silver_df: DataFrame | None = None
     pii_df: DataFrame | None = None
     quarantine_df: DataFrame | None = None
@@ -165,16 +167,18 @@ def prepare_source(
     evaluated = with_rule_results(
         spec.extras(typed, key, ref), rules, source.natural_key, source.pii, ref_keys
     ).persist()
-    # The batch's key range (for KeyScope) comes with the quality figures: one pass, not two.
-    figures = quality_figures(evaluated, rules, source.columns, source.natural_key,
-                              also=clean_key_range(spec.key[0])).first()
+    figures = quality_figures(evaluated, rules, source.columns, source.natural_key).first()
     figures_dict = figures.asDict() if figures else {}
-    key_range = (figures_dict.pop("_key_low", None), figures_dict.pop("_key_high", None))
     try:
         check_fail_rules(figures_dict, rules, evaluated, source.natural_key)
     except Exception:
         evaluated.unpersist()
         raise
+    # A pass of its own over the rows just cached: a string min/max inside the figures'
+    # aggregate would make Spark sort every row (sort-based aggregation; silver at scale m
+    # took ~30 s longer on a full load).
+    bounds = evaluated.agg(*clean_key_range(spec.key[0])).first()
+    key_range = (bounds["_key_low"], bounds["_key_high"]) if bounds else (None, None)
     return SourcePlan(source, spec, rules, (start, current), evaluated, figures_dict,
                       time.monotonic() - started, key_range)
 
@@ -182,9 +186,9 @@ def prepare_source(
 def clean_key_range(column: str) -> list[Column]:
     """Aggregates: lowest and highest ``column`` value among the clean rows (_key_low/_key_high).
 
-    Every row silver MERGEs for this batch comes from those rows with its key unchanged (the
-    projections select the key as it is), apart from re-resolved rows of the anonymous
-    partition, which KeyScope covers by its flag.
+    Every new row silver MERGEs for this batch comes from those rows with its key as it is (the
+    projections select it by name; align_to_table may only widen its type, which keeps the
+    order); the re-resolved old rows are covered by KeyScope's flag instead.
     """
     clean = ~F.col("_is_malformed") & F.col("_drop_rule").isNull()
     key = F.when(clean, F.col(column))
@@ -192,8 +196,9 @@ def clean_key_range(column: str) -> list[Column]:
 
 
 def key_scope(plan: SourcePlan) -> io.KeyScope:
-    """Where in the silver table this batch's keys can be (see io.KeyScope)."""
-    flag = plan.spec.partition_by[0] if plan.spec.partition_by else None
+    """Where in the silver table this batch's keys can be (see io.KeyScope); the anonymous
+    partition is read only when the batch re-resolves rows of it."""
+    flag = plan.spec.partition_by[0] if plan.reresolves and plan.spec.partition_by else None
     return io.KeyScope(plan.spec.key[0], *plan.key_range, or_flag=flag)
 
 
@@ -236,6 +241,7 @@ def build_outputs(
                 rows_to_reresolve(catalog.read(spark, plan.table), touched, column, id_type,
                                   silver_df, plan.spec.key)
             )
+            plan.reresolves = True
         plan.silver_df = silver_df
         if src.name == "crm_customers":
             plan.pii_df = io.align_to_table(
