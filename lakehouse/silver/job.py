@@ -175,8 +175,8 @@ def prepare_source(
         evaluated.unpersist()
         raise
     # A pass of its own over the rows just cached: a string min/max inside the figures'
-    # aggregate would make Spark sort every row (sort-based aggregation; silver at scale m
-    # took ~30 s longer on a full load).
+    # aggregate, which holds a count(distinct), turns it into a sort-based aggregate that
+    # sorts every row twice (3M rows: 2.6-3.1 s instead of 2.2-2.5 s); this pass alone 0.4-0.5 s.
     bounds = evaluated.agg(*clean_key_range(spec.key[0])).first()
     key_range = (bounds["_key_low"], bounds["_key_high"]) if bounds else (None, None)
     return SourcePlan(source, spec, rules, (start, current), evaluated, figures_dict,
