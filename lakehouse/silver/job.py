@@ -74,6 +74,11 @@ DQ_METRICS = "audit.dq_metrics"
 QUARANTINE_KEY = ("source", "natural_key", "rule", "raw")
 
 
+def is_clean() -> Column:
+    """An evaluated row that parsed and passed every drop rule."""
+    return ~F.col("_is_malformed") & F.col("_drop_rule").isNull()
+
+
 @dataclass
 class SourcePlan:
     """What one source contributes to this run (DataFrames are lazy until commit)."""
@@ -101,7 +106,7 @@ class SourcePlan:
     @property
     def clean(self) -> DataFrame:
         """Rows that parsed and passed every drop rule, before dedup and lookups."""
-        return self.evaluated.where(~F.col("_is_malformed") & F.col("_drop_rule").isNull())
+        return self.evaluated.where(is_clean())
 
 
 # -- phase 1: prepare -----------------------------------------------------------------------
@@ -190,8 +195,7 @@ def clean_key_range(column: str) -> list[Column]:
     projections select it by name; align_to_table may only widen its type, which keeps the
     order); the re-resolved old rows are covered by KeyScope's flag instead.
     """
-    clean = ~F.col("_is_malformed") & F.col("_drop_rule").isNull()
-    key = F.when(clean, F.col(column))
+    key = F.when(is_clean(), F.col(column))
     return [F.min(key).alias("_key_low"), F.max(key).alias("_key_high")]
 
 
