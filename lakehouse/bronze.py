@@ -29,7 +29,7 @@ from pathlib import Path
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from lakehouse.catalog import Catalog
+from lakehouse.catalog import BRONZE_TABLE_PROPERTIES, Catalog
 from lakehouse.config import Config
 from lakehouse.errors import InputDataError
 from lakehouse.faults import crash_point
@@ -293,9 +293,11 @@ def ingest_source(
                 .mode("append")
                 # PII and raw lines never get min/max stats in the _delta_log (erasure).
                 .options(**table_creation_options(rows.schema, frozenset(source.pii)))
+                # Silver reads what each version added even after an erasure rewrote it.
+                .options(**BRONZE_TABLE_PROPERTIES)
                 .option("txnAppId", txn_app_id)
                 .option("txnVersion", batch_id)
-                .option("userMetadata", f"run_id={run_id}")
+                .option("userMetadata", f"run_id={run_id} stage=bronze")
                 .save(table_path)
             )
             crash_point("bronze.after_commit")

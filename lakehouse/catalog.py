@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from functools import reduce
 from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
@@ -123,8 +124,43 @@ class Catalog:
         return reader.load(self.path(name))
 
     def read_inserts(self, spark: SparkSession, name: str, start: int, end: int) -> DataFrame:
-        """Rows inserted in versions start..end (inclusive), from the table's change feed,
-        with ``_commit_version``: for append-only tables, exactly what those versions added."""
+        """Rows that versions start..end (inclusive) of an append-only table added and that are
+        still in it, with ``_commit_version``.
+
+        Normally read from the change feed. An erasure breaks that: its delete rewrites data
+        files and its VACUUM removes the files it replaced and its own change files, so the
+        feed of the erasure's version, and of any earlier append whose file it rewrote, can no
+        longer be read (Spark fails on a missing file). When such a commit lies anywhere from
+        ``start`` on, the rows come from the current snapshot instead, picked by the version
+        that added them: Delta's row tracking keeps that version for rows an erasure copied
+        into a new file (bronze creates its tables with it, BRONZE_TABLE_PROPERTIES). A table
+        created without row tracking reads the change feed of the appends alone, which works
+        while no erasure rewrote one of them.
+        """
+        table = self.delta_table(spark, name)
+        # Up to the latest commit: an erasure after ``end`` may have rewritten an append's file.
+        operations = commit_operations(table, start)
+        appends = [v for v, op in operations.items() if op in APPEND_OPERATIONS and v <= end]
+        if all(op in APPEND_OPERATIONS or op in NO_DATA_OPERATIONS
+               for op in operations.values()):
+            return self._change_feed_inserts(spark, name, start, end)
+        if has_row_tracking(table):
+            committed = F.col("_metadata.row_commit_version")
+            return (
+                self.read(spark, name)
+                .select("*", committed.alias("_commit_version"))
+                .where(F.col("_commit_version").between(start, end))
+            )
+        empty = self.read(spark, name).limit(0).withColumn(
+            "_commit_version", F.lit(None).cast("long")
+        )
+        parts = [self._change_feed_inserts(spark, name, first, last)
+                 for first, last in contiguous_runs(appends)]
+        return reduce(DataFrame.unionByName, parts, empty)
+
+    def _change_feed_inserts(
+        self, spark: SparkSession, name: str, start: int, end: int
+    ) -> DataFrame:
         return (
             spark.read.format("delta")
             .option("readChangeFeed", "true")
@@ -147,6 +183,41 @@ class Catalog:
         if not self.exists(spark, name):
             return None
         return table_version(self.delta_table(spark, name))
+
+
+# Commits that only add rows (bronze's micro-batches), and commits that change no data; any
+# other commit (an erasure's MERGE, a DELETE, OPTIMIZE, RESTORE) rewrote or removed files.
+APPEND_OPERATIONS = frozenset({"WRITE", "STREAMING UPDATE"})
+NO_DATA_OPERATIONS = frozenset({"VACUUM START", "VACUUM END", "SET TBLPROPERTIES"})
+# Table properties of append-only tables read with read_inserts: row tracking keeps the version
+# that added each row through an erasure's rewrite of its file.
+BRONZE_TABLE_PROPERTIES = {"delta.enableRowTracking": "true"}
+
+
+def commit_operations(table, start: int) -> dict[int, str]:
+    """Operation of each commit of a DeltaTable from version ``start`` on, from its history."""
+    latest = table_version(table)
+    if latest is None or latest < start:
+        return {}
+    history = table.history(latest - start + 1).select("version", "operation")
+    return {int(r["version"]): r["operation"] for r in history.collect()
+            if int(r["version"]) >= start}
+
+
+def has_row_tracking(table) -> bool:
+    properties = table.detail().select("properties").first()["properties"] or {}
+    return properties.get("delta.enableRowTracking", "false").lower() == "true"
+
+
+def contiguous_runs(versions: list[int]) -> list[tuple[int, int]]:
+    """[1, 2, 3, 5, 7, 8] -> [(1, 3), (5, 5), (7, 8)]."""
+    runs: list[tuple[int, int]] = []
+    for v in sorted(versions):
+        if runs and runs[-1][1] == v - 1:
+            runs[-1] = (runs[-1][0], v)
+        else:
+            runs.append((v, v))
+    return runs
 
 
 def table_version(table) -> int | None:

@@ -60,18 +60,24 @@ def test_lineage_names_every_table_read_and_written_with_existing_versions(spark
     assert {r["config_digest"] for r in rows} == {xs_lake.digest()}  # the lake was built there
 
     # Written: exactly the versions whose commit carries the run id (Delta's own log).
-    written_by_run = {}
+    written_by_run, notes_by_run = {}, {}
     for name in lake_tables(lake.data_dir):
-        versions = [
-            h["version"] for h in delta_history(spark, catalog, name)
+        commits = [
+            h for h in delta_history(spark, catalog, name)
             if f"run_id={XS_RUN}" in (h["userMetadata"] or "")
         ]
-        if versions and name != "audit.lineage":
-            written_by_run[name] = (min(versions), max(versions))
+        if commits and name != "audit.lineage":
+            written_by_run[name] = (min(h["version"] for h in commits),
+                                    max(h["version"] for h in commits))
+            notes_by_run[name] = {h["userMetadata"] for h in commits}
     outputs = {
         r["dataset"]: (r["first_version"], r["version"]) for r in rows if r["direction"] == "output"
     }
     assert outputs == written_by_run
+    # Each of those commits also names the stage that made it (README: run_id=... stage=...).
+    for r in (r for r in rows if r["direction"] == "output"):
+        assert all(f" stage={r['stage']}" in note for note in notes_by_run[r["dataset"]]), (
+            r["dataset"], notes_by_run[r["dataset"]])
     assert {n.split(".")[0] for n in outputs} >= {"bronze", "silver", "gold"}
 
     # Read: gold names the five silver tables it builds from, at versions silver wrote.

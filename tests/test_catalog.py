@@ -64,3 +64,70 @@ def test_table_creation_survives_an_empty_log_left_by_a_killed_creator(spark, co
     ensure_table(spark, catalog, "silver.half_made", schema)  # and again: a no-op
     assert catalog.current_version(spark, "silver.half_made") == 0
     assert catalog.read(spark, "silver.half_made").schema == schema
+
+
+def _erasure_history(spark, catalog: Catalog, name: str, properties: dict[str, str]) -> dict:
+    """An append-only table that an erasure hit between appends, as bronze goes through it:
+    v0 and v1 appends, v2 a MERGE deleting one row of each, v3-v4 its VACUUM (0 hours, which
+    removes the replaced files and the change files), v5 another append. Returns the rows each
+    append added that are still there, by version (written down here, not read back)."""
+    from delta.tables import DeltaTable
+
+    from lakehouse.privacy.erasure import vacuum_now
+
+    def append(ids: list[str]) -> None:
+        (spark.createDataFrame([(i,) for i in ids], "id string").write.format("delta")
+         .mode("append").options(**properties).save(catalog.path(name)))
+
+    append(["a0", "a1", "a2"])
+    append(["b0", "b1", "b2"])
+    (DeltaTable.forPath(spark, catalog.path(name)).alias("t")
+     .merge(spark.createDataFrame([("a1",), ("b1",)], "id string").alias("s"), "t.id = s.id")
+     .whenMatchedDelete().execute())
+    vacuum_now(spark, catalog, name, 0)
+    append(["c0", "c1"])
+    ops = [r["operation"] for r in
+           DeltaTable.forPath(spark, catalog.path(name)).history().orderBy("version").collect()]
+    assert ops == ["WRITE", "WRITE", "MERGE", "VACUUM START", "VACUUM END", "WRITE"], ops
+    return {0: {"a0", "a2"}, 1: {"b0", "b2"}, 5: {"c0", "c1"}}
+
+
+def _inserts(spark, catalog: Catalog, name: str, start: int, end: int) -> set[tuple[str, int]]:
+    rows = catalog.read_inserts(spark, name, start, end).collect()
+    return {(r["id"], r["_commit_version"]) for r in rows}
+
+
+def test_read_inserts_after_an_erasure_gives_what_each_version_added_minus_the_erased(
+    spark, config
+):
+    """Silver reads bronze's new versions with read_inserts. The change feed of a range holding
+    an erasure cannot be read once VACUUM ran (its files are gone); with row tracking (bronze's
+    table property) every range still gives exactly the rows its appends added that are left."""
+    from lakehouse.catalog import BRONZE_TABLE_PROPERTIES
+
+    catalog = Catalog(config)
+    left = _erasure_history(spark, catalog, "bronze.tracked", BRONZE_TABLE_PROPERTIES)
+    with pytest.raises(Exception, match="(?i)not exist|FileNotFound"):
+        catalog._change_feed_inserts(spark, "bronze.tracked", 0, 5).collect()
+    for start, end in [(0, 5), (1, 5), (2, 5), (0, 1), (1, 2), (3, 5), (5, 5), (2, 4)]:
+        expected = {(i, v) for v, ids in left.items() if start <= v <= end for i in ids}
+        assert _inserts(spark, catalog, "bronze.tracked", start, end) == expected, (start, end)
+
+
+def test_read_inserts_of_a_table_without_row_tracking_skips_the_erasure_commits(spark, config):
+    """A bronze table created before row tracking: a range that starts after the appends the
+    erasure rewrote (silver had read them) still reads, skipping the MERGE and its VACUUM."""
+    catalog = Catalog(config)
+    left = _erasure_history(spark, catalog, "bronze.legacy", {})
+    for start in (2, 3):
+        assert _inserts(spark, catalog, "bronze.legacy", start, 5) == {
+            (i, 5) for i in left[5]
+        }
+    assert _inserts(spark, catalog, "bronze.legacy", 2, 4) == set()
+
+
+def test_contiguous_runs():
+    from lakehouse.catalog import contiguous_runs
+
+    assert contiguous_runs([7, 1, 2, 3, 5, 8]) == [(1, 3), (5, 5), (7, 8)]
+    assert contiguous_runs([]) == []
