@@ -120,3 +120,25 @@ def test_journeys_leave_out_customers_without_marketing_consent(spark, config):
     assert "o3" not in {r["order_id"] for r in journeys}
     day2 = {str(r["day"]): r for r in catalog.read(spark, "gold.kpi_daily").collect()}["2026-01-02"]
     assert day2["orders"] == 1 and float(day2["revenue_eur"]) == 7.0
+
+
+def test_an_as_of_before_the_first_event_or_order_is_refused_and_gold_left_as_it_was(
+    spark, config
+):
+    """Silver's first event and order are on 2026-01-01 (SILVER above): gold for 2025-12-31
+    would be four empty tables, most likely a mistyped year, so nothing is written."""
+    from lakehouse.errors import InputDataError
+
+    catalog = Catalog(config)
+    for name, (schema, rows) in SILVER.items():
+        spark.createDataFrame(rows, schema).write.format("delta").save(
+            catalog.path(f"silver.{name}")
+        )
+    run_gold(spark, config, "run-1", date(2026, 1, 1))
+    versions = {t: catalog.current_version(spark, f"gold.{t}") for t in GOLD_TABLES}
+    with pytest.raises(InputDataError, match=r"--as-of 2025-12-31 is before the first event or "
+                                             r"order in silver \(2026-01-01\)"):
+        run_gold(spark, config, "run-2", date(2025, 12, 31))
+    assert {t: catalog.current_version(spark, f"gold.{t}") for t in GOLD_TABLES} == versions
+    # The first day itself is fine (it is the date run-1 used).
+    assert run_gold(spark, config, "run-3", date(2026, 1, 1))[0] == "gold: as_of 2026-01-01 (given)"

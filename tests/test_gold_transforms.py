@@ -16,7 +16,7 @@ import pytest
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from lakehouse.gold import as_of_cutoff, latest_activity_date, utc_day
+from lakehouse.gold import activity_days, as_of_cutoff, utc_day
 from lakehouse.gold.customer_360 import build_customer_360
 from lakehouse.gold.journeys import build_journeys
 from lakehouse.gold.kpis import build_kpi_channel_daily, build_kpi_daily
@@ -354,9 +354,11 @@ def test_utc_day_and_cutoff_do_not_depend_on_the_session_time_zone(spark):
     assert (row["day"], row["counts"]) == (AS_OF, True)
 
 
-def test_latest_activity_date_comes_from_the_data(silver):
-    # Latest event day ev11 2026-01-21 01:00, latest order day o4 2026-01-25.
-    assert latest_activity_date(silver["events"], silver["orders"]) == d("2026-01-25")
+def test_activity_days_come_from_the_data(silver):
+    # First event ev01 2025-12-28 10:00 (orders start 2026-01-05); latest event day ev11
+    # 2026-01-21 01:00, latest order day o4 2026-01-25.
+    assert activity_days(silver["events"], silver["orders"]) == (d("2025-12-28"),
+                                                                 d("2026-01-25"))
 
 
 def test_inputs_deduplicated_once_give_the_same_tables(silver):

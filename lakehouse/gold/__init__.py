@@ -215,17 +215,20 @@ def utc_day(ts: Column) -> Column:
     return F.date_from_unix_date(F.floor(F.unix_seconds(ts) / 86400).cast("int"))
 
 
-def latest_activity_date(events_df: DataFrame, orders_df: DataFrame) -> date | None:
-    """Latest UTC day with an event or an order in silver (the default `as_of`); None if none.
+def activity_days(events_df: DataFrame, orders_df: DataFrame) -> tuple[date, date] | None:
+    """First and latest UTC day with an event or an order in silver; None if there is none.
 
     Two one-row aggregates reach the driver, whatever the size of the tables.
     """
-    days = [
-        df.select(F.max(utc_day(F.col(ts))).alias("day")).first()["day"]
+    ranges = [
+        df.select(F.min(utc_day(F.col(ts))).alias("first"),
+                  F.max(utc_day(F.col(ts))).alias("last")).first()
         for df, ts in ((events_df, "event_ts"), (orders_df, "order_ts"))
     ]
-    known = [d for d in days if d is not None]
-    return max(known) if known else None
+    known = [r for r in ranges if r["first"] is not None]
+    if not known:
+        return None
+    return min(r["first"] for r in known), max(r["last"] for r in known)
 
 
 GOLD_DEFAULTS = {
@@ -294,16 +297,25 @@ def run_gold(
     shared = [silver[name].persist() for name in SHARED_INPUTS]
     try:
         output = Catalog(output_config) if output_config is not None else catalog
+        days = activity_days(silver["events"], silver["orders"])
+        if days is None:
+            raise InputDataError(
+                "silver.events and silver.orders hold no timestamped rows, so there is no "
+                "date to build gold for: run bronze and silver on delivered data first"
+            )
         if as_of is None:
-            as_of = latest_activity_date(silver["events"], silver["orders"])
-            if as_of is None:
-                raise InputDataError(
-                    "silver.events and silver.orders hold no timestamped rows, so there is no "
-                    "date to build gold for: load data first or pass --as-of YYYY-MM-DD"
-                )
+            as_of = days[1]
             header = f"gold: as_of {as_of} (latest event/order day in silver; no --as-of given)"
+        elif check_as_of(as_of) < days[0]:
+            # Every gold table would be empty: most likely a mistyped date, which would
+            # otherwise replace the current snapshot with nothing.
+            raise InputDataError(
+                f"--as-of {as_of} is before the first event or order in silver ({days[0]}): "
+                f"gold for it would be empty, so the gold tables were left as they are; pass "
+                f"a date from {days[0]} on"
+            )
         else:
-            header = f"gold: as_of {check_as_of(as_of)} (given)"
+            header = f"gold: as_of {as_of} (given)"
         journey_args = {
             "lookback_days": lookback_days,
             "include_channels": include_channels,
@@ -344,7 +356,7 @@ def run_gold(
                 .option("overwriteSchema", "true")
                 # The run id goes into the Delta commit (history), not into the rows, so a re-run
                 # for the same as_of leaves the table content identical.
-                .option("userMetadata", f"run_id={run_id} as_of={as_of}")
+                .option("userMetadata", f"run_id={run_id} stage=gold as_of={as_of}")
                 .save(path)
             )
             crash_point("gold.after_write")
