@@ -17,7 +17,12 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from lakehouse.config import Config
-from lakehouse.errors import DataDirError, InvalidTableNameError, TableNotFoundError
+from lakehouse.errors import (
+    DataDirError,
+    InputDataError,
+    InvalidTableNameError,
+    TableNotFoundError,
+)
 
 LAYERS = ("bronze", "silver", "gold", "audit", "publish")
 # A plain lower-case identifier: layer, table, raw folder, source and column names.
@@ -135,12 +140,13 @@ class Catalog:
         that added them: Delta's row tracking keeps that version for rows an erasure copied
         into a new file (bronze creates its tables with it, BRONZE_TABLE_PROPERTIES). A table
         created without row tracking reads the change feed of the appends alone, which works
-        while no erasure rewrote one of them.
+        while no erasure rewrote one of them, and raises InputDataError otherwise.
         """
         table = self.delta_table(spark, name)
         # Up to the latest commit: an erasure after ``end`` may have rewritten an append's file.
         operations = commit_operations(table, start)
-        appends = [v for v, op in operations.items() if op in APPEND_OPERATIONS and v <= end]
+        appends = sorted(v for v, op in operations.items()
+                         if op in APPEND_OPERATIONS and v <= end)
         if all(op in APPEND_OPERATIONS or op in NO_DATA_OPERATIONS
                for op in operations.values()):
             return self._change_feed_inserts(spark, name, start, end)
@@ -150,6 +156,18 @@ class Catalog:
                 self.read(spark, name)
                 .select("*", committed.alias("_commit_version"))
                 .where(F.col("_commit_version").between(start, end))
+            )
+        rewrites = [v for v, op in operations.items()
+                    if op not in APPEND_OPERATIONS and op not in NO_DATA_OPERATIONS]
+        lost = [v for v in appends if v < max(rewrites)]
+        if lost:
+            span = f"version {lost[0]}" if len(lost) == 1 else f"versions {lost[0]}-{lost[-1]}"
+            raise InputDataError(
+                f"{name}: {span} must be read, but a later commit "
+                f"(version {max(rewrites)}, an erasure) rewrote the table, and it was created "
+                f"without row tracking, so what those versions added can no longer be told "
+                f"apart: rebuild the lake from the raw files (a new data root, or remove lake/ "
+                f"and checkpoints/), whose tables get row tracking"
             )
         empty = self.read(spark, name).limit(0).withColumn(
             "_commit_version", F.lit(None).cast("long")

@@ -124,6 +124,13 @@ def test_read_inserts_of_a_table_without_row_tracking_skips_the_erasure_commits(
             (i, 5) for i in left[5]
         }
     assert _inserts(spark, catalog, "bronze.legacy", 2, 4) == set()
+    # v0 and v1 were rewritten by the erasure: said in one line, not a missing-file failure.
+    from lakehouse.errors import InputDataError
+
+    for start, end, span in [(0, 5, "versions 0-1"), (1, 1, "version 1")]:
+        with pytest.raises(InputDataError, match=rf"bronze.legacy: {span} .*\(version 2, "
+                                                 r"an erasure\).*without row tracking"):
+            catalog.read_inserts(spark, "bronze.legacy", start, end)
 
 
 def test_contiguous_runs():
