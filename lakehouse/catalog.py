@@ -144,7 +144,7 @@ class Catalog:
         """
         table = self.delta_table(spark, name)
         # Up to the latest commit: an erasure after ``end`` may have rewritten an append's file.
-        operations = commit_operations(table, start)
+        operations = commit_operations(table, start, end)
         appends = sorted(v for v, op in operations.items()
                          if op in APPEND_OPERATIONS and v <= end)
         if all(op in APPEND_OPERATIONS or op in NO_DATA_OPERATIONS
@@ -212,14 +212,20 @@ NO_DATA_OPERATIONS = frozenset({"VACUUM START", "VACUUM END", "SET TBLPROPERTIES
 BRONZE_TABLE_PROPERTIES = {"delta.enableRowTracking": "true"}
 
 
-def commit_operations(table, start: int) -> dict[int, str]:
-    """Operation of each commit of a DeltaTable from version ``start`` on, from its history."""
-    latest = table_version(table)
-    if latest is None or latest < start:
-        return {}
-    history = table.history(latest - start + 1).select("version", "operation")
-    return {int(r["version"]): r["operation"] for r in history.collect()
-            if int(r["version"]) >= start}
+def commit_operations(table, start: int, latest_guess: int) -> dict[int, str]:
+    """Operation of each commit of a DeltaTable from version ``start`` on, from its history.
+
+    One read of the log when ``latest_guess`` is the latest version (a second one when more
+    commits have landed since).
+    """
+    def since(limit: int) -> dict[int, str]:
+        history = table.history(max(limit, 1)).select("version", "operation").collect()
+        return {int(r["version"]): r["operation"] for r in history}
+
+    operations = since(latest_guess - start + 1)
+    if operations and min(operations) > start:
+        operations = since(max(operations) - start + 1)
+    return {v: op for v, op in operations.items() if v >= start}
 
 
 def has_row_tracking(table) -> bool:
