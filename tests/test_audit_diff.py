@@ -140,10 +140,15 @@ def test_vacuumed_version_is_reported(spark, planted, tmp_path):
     assert stale
     for name in stale:
         Path(unquote(urlparse(name).path)).unlink()
+    # The line names the first later version that can still be read, found here from the
+    # file lists of the log.
+    readable = min(v for v in range(2, 6) if not files(v) & stale)
     with pytest.raises(VersionNotAvailableError, match=r"version 1 of table silver\.plain can "
                        rf"no longer be read: {len(stale)} of its data files were removed "
-                       r"\(VACUUM\); oldest available version 0 .*newest 5"):
+                       rf"\(VACUUM\); oldest readable version after it {readable}, newest 5"):
         check_version(spark, copy, "silver.plain", 1)
+    if readable < 5:
+        assert check_version(spark, copy, "silver.plain", readable) == readable
     assert check_version(spark, copy, "silver.plain", 5) == 5
 
 

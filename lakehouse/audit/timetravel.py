@@ -152,11 +152,32 @@ def check_version(spark: SparkSession, catalog: Catalog, name: str, version: int
         )
     missing = missing_files(spark, catalog, name, version)
     if missing:
+        readable = next_readable_version(spark, catalog, name, version, available.newest)
         raise VersionNotAvailableError(
             f"version {version} of table {name} can no longer be read: {missing} of its data "
-            f"files were removed (VACUUM); {available.describe()}"
+            f"files were removed (VACUUM); oldest readable version after it {readable}, newest "
+            f"{available.newest} ({_iso(available.newest_ts)})"
         )
     return version
+
+
+# Versions next_readable_version checks one by one before it names the newest instead.
+_READABLE_SEARCH_LIMIT = 50
+
+
+def next_readable_version(
+    spark: SparkSession, catalog: Catalog, name: str, after: int, newest: int
+) -> int:
+    """First version after ``after`` whose data files are all still there (the newest always
+    is). Checked one by one: readability is not monotone in the version (a file added and
+    later rewritten makes only the versions holding it unreadable)."""
+    for candidate in range(after + 1, min(newest, after + _READABLE_SEARCH_LIMIT)):
+        try:
+            if missing_files(spark, catalog, name, candidate) == 0:
+                return candidate
+        except VersionNotAvailableError:
+            continue
+    return newest
 
 
 def missing_files(spark: SparkSession, catalog: Catalog, name: str, version: int) -> int:
