@@ -168,7 +168,17 @@ def test_cli_bad_input_is_one_line(spark, planted, capsys, monkeypatch):
     assert "newest 5" in line
 
     assert main(["history", "gold.customer_360"]) == 2
-    assert "gold.customer_360 is not in the catalog" in _one_error_line(capsys)
+    line = _one_error_line(capsys)
+    assert "gold.customer_360 does not exist yet" in line, line
+    assert "run the stage that writes it first" in line
+
+    # A data directory that is not there is named as the problem, not the table.
+    monkeypatch.setenv("LAKEHOUSE_DATA_DIR", str(Path(planted.data_dir) / "no-such-dir"))
+    assert main(["history", "gold.customer_360"]) == 2
+    line = _one_error_line(capsys)
+    assert "no-such-dir does not exist: set LAKEHOUSE_DATA_DIR" in line, line
+    assert not (Path(planted.data_dir) / "no-such-dir").exists()
+    monkeypatch.setenv("LAKEHOUSE_DATA_DIR", planted.data_dir)
 
     assert main(["restore", "silver.plain", "--version", "17", "--yes"]) == 2
     assert "silver.plain has no version 17" in _one_error_line(capsys)

@@ -110,10 +110,24 @@ def require_table(spark: SparkSession, catalog: Catalog, name: str) -> None:
     if catalog.exists(spark, name):
         return
     layer = name.split(".")[0]
+    if catalog.config.is_local_data_dir:
+        root = Path(catalog.config.data_dir.removeprefix("file:"))
+        if not root.is_dir():
+            raise TableNotFoundError(
+                f"table {name}: the data directory {root} "
+                f"{'is not a folder' if root.exists() else 'does not exist'}: set "
+                f"LAKEHOUSE_DATA_DIR to the lake's data directory"
+            )
     known = [t for t in list_tables(spark, catalog) if t.startswith(f"{layer}.")]
+    where = f"{', '.join(known) or 'none'}"
+    if name in CONTRACT_TABLES:
+        raise TableNotFoundError(
+            f"table {name} does not exist yet at {catalog.path(name)}: run the stage that "
+            f"writes it first (tables of layer {layer} now: {where})"
+        )
     raise TableNotFoundError(
         f"table {name} is not in the catalog (no Delta table at {catalog.path(name)}); "
-        f"tables of layer {layer}: {', '.join(known) or 'none'}"
+        f"tables of layer {layer}: {where}"
     )
 
 
