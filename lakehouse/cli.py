@@ -70,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Spark lakehouse job suite for customer data (Delta Lake + MLflow).",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    parser.commands = sub.choices  # type: ignore[attr-defined]
     sub.required = True
 
     def common(p: argparse.ArgumentParser) -> None:
@@ -198,7 +199,12 @@ COMMANDS.update(generate=_cmd_generate, run=_cmd_run, attribution=_cmd_attributi
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        # Said by the sub-command's parser, so the hint points at its own --help.
+        owner = parser.commands.get(getattr(args, "command", None) or "", parser)
+        owner.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return COMMANDS[args.command](args)
     except LakehouseError as exc:

@@ -28,6 +28,10 @@ def _run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
         (["run", "bronze", "--as-of", "yesterday"], None, "not a date of the form YYYY-MM-DD"),
         (["run", "bronze"], {"LAKEHOUSE_DATA_DIR": "/proc/lakehouse"}, "cannot be created"),
         ([], None, "the following arguments are required: COMMAND"),
+        # A mistyped option points at the help of the command it was given to.
+        (["run", "all", "--asof", "2026-01-03"], None,
+         "lakehouse run: error: unrecognized arguments: --asof 2026-01-03 "
+         "(see lakehouse run --help)"),
     ],
 )
 def test_bad_input_is_one_line_and_nonzero(args, env, message):
