@@ -126,7 +126,7 @@ def test_an_as_of_before_the_first_event_or_order_is_refused_and_gold_left_as_it
     spark, config
 ):
     """Silver's first event and order are on 2026-01-01 (SILVER above): gold for 2025-12-31
-    would be four empty tables, most likely a mistyped year, so nothing is written."""
+    would count no event, order or KPI (most likely a mistyped year), so nothing is written."""
     from lakehouse.errors import InputDataError
 
     catalog = Catalog(config)
@@ -142,3 +142,8 @@ def test_an_as_of_before_the_first_event_or_order_is_refused_and_gold_left_as_it
     assert {t: catalog.current_version(spark, f"gold.{t}") for t in GOLD_TABLES} == versions
     # The first day itself is fine (it is the date run-1 used).
     assert run_gold(spark, config, "run-3", date(2026, 1, 1))[0] == "gold: as_of 2026-01-01 (given)"
+    # An erasure's rebuild passes refuse_before_data=False: written. Only the profiles of c1 and
+    # c2 (signed up 2025-12-01 and 2025-12-05) are there, without any figure.
+    run_gold(spark, config, "run-4", date(2025, 12, 31), refuse_before_data=False)
+    counts = {t: catalog.read(spark, f"gold.{t}").count() for t in GOLD_TABLES}
+    assert counts == {"customer_360": 2, "journeys": 0, "kpi_daily": 0, "kpi_channel_daily": 0}

@@ -267,6 +267,7 @@ def run_gold(
     input_versions: Mapping[str, int | None] | None = None,
     output_config: Config | None = None,
     tables: Sequence[str] = GOLD_TABLES,
+    refuse_before_data: bool = True,
 ) -> list[str]:
     """Read silver, build every gold table for `as_of`, overwrite them; one line per table.
 
@@ -275,6 +276,9 @@ def run_gold(
     `input_versions` reads silver tables at those versions (time travel, `lakehouse
     reproduce`); `output_config` writes the gold tables under another data root (a scratch copy).
     `tables` rebuilds only those (erasure rebuilds the aggregates, which have no key to delete by).
+    `refuse_before_data` raises InputDataError, writing nothing, when silver holds no event or
+    order up to `as_of` (no figure of gold could count one); an erasure's rebuild passes False,
+    since its tables may rightly lose every row with the person.
     """
     # Imported here, not at the top: the builder modules import this module's helpers.
     from lakehouse.gold.customer_360 import build_customer_360
@@ -297,24 +301,27 @@ def run_gold(
     shared = [silver[name].persist() for name in SHARED_INPUTS]
     try:
         output = Catalog(output_config) if output_config is not None else catalog
-        days = activity_days(silver["events"], silver["orders"])
-        if days is None:
-            raise InputDataError(
-                "silver.events and silver.orders hold no timestamped rows, so there is no "
-                "date to build gold for: run bronze and silver on delivered data first"
-            )
+        days = (activity_days(silver["events"], silver["orders"])
+                if as_of is None or refuse_before_data else None)
+        no_rows = ("silver.events and silver.orders hold no timestamped rows, so there is no "
+                   "date to build gold for: run bronze and silver on delivered data first")
         if as_of is None:
+            if days is None:
+                raise InputDataError(no_rows)
             as_of = days[1]
             header = f"gold: as_of {as_of} (latest event/order day in silver; no --as-of given)"
-        elif check_as_of(as_of) < days[0]:
-            # Every gold table would be empty: most likely a mistyped date, which would
-            # otherwise replace the current snapshot with nothing.
-            raise InputDataError(
-                f"--as-of {as_of} is before the first event or order in silver ({days[0]}): "
-                f"gold for it would be empty, so the gold tables were left as they are; pass "
-                f"a date from {days[0]} on"
-            )
         else:
+            check_as_of(as_of)
+            if refuse_before_data and days is None:
+                raise InputDataError(no_rows)
+            if refuse_before_data and as_of < days[0]:
+                # No event, order or KPI figure could count: most likely a mistyped date,
+                # which would otherwise replace the current snapshot with a hollow one.
+                raise InputDataError(
+                    f"--as-of {as_of} is before the first event or order in silver "
+                    f"({days[0]}): gold for it would hold no event, order or KPI figure, so the "
+                    f"gold tables were left as they are; pass a date from {days[0]} on"
+                )
             header = f"gold: as_of {as_of} (given)"
         journey_args = {
             "lookback_days": lookback_days,

@@ -568,7 +568,7 @@ def rebuild_gold_aggregates(
     if as_of is None:
         return []
     lines = run_gold(spark, config, f"erasure-{request_id}", as_of, tables=AGGREGATE_TABLES,
-                     **gold_options(config))
+                     refuse_before_data=False, **gold_options(config))
     for line in lines[1:]:
         echo(f"{line}  (rebuilt without the person)")
     return names
