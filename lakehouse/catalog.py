@@ -145,10 +145,9 @@ class Catalog:
         table = self.delta_table(spark, name)
         # Up to the latest commit: an erasure after ``end`` may have rewritten an append's file.
         operations = commit_operations(table, start, end)
-        appends = sorted(v for v, op in operations.items()
-                         if op in APPEND_OPERATIONS and v <= end)
-        if all(op in APPEND_OPERATIONS or op in NO_DATA_OPERATIONS
-               for op in operations.values()):
+        rewrites = [v for v, op in operations.items()
+                    if op not in APPEND_OPERATIONS and op not in NO_DATA_OPERATIONS]
+        if not rewrites:
             return self._change_feed_inserts(spark, name, start, end)
         if has_row_tracking(table):
             committed = F.col("_metadata.row_commit_version")
@@ -157,8 +156,8 @@ class Catalog:
                 .select("*", committed.alias("_commit_version"))
                 .where(F.col("_commit_version").between(start, end))
             )
-        rewrites = [v for v, op in operations.items()
-                    if op not in APPEND_OPERATIONS and op not in NO_DATA_OPERATIONS]
+        appends = sorted(v for v, op in operations.items()
+                         if op in APPEND_OPERATIONS and v <= end)
         lost = [v for v in appends if v < max(rewrites)]
         if lost:
             span = f"version {lost[0]}" if len(lost) == 1 else f"versions {lost[0]}-{lost[-1]}"

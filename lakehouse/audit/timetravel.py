@@ -119,7 +119,7 @@ def require_table(spark: SparkSession, catalog: Catalog, name: str) -> None:
                 f"LAKEHOUSE_DATA_DIR to the lake's data directory"
             )
     known = [t for t in list_tables(spark, catalog) if t.startswith(f"{layer}.")]
-    where = f"{', '.join(known) or 'none'}"
+    where = ", ".join(known) or "none"
     if name in CONTRACT_TABLES:
         raise TableNotFoundError(
             f"table {name} does not exist yet at {catalog.path(name)}: run the stage that "

@@ -360,8 +360,9 @@ def _advance_stage_progress(
 ) -> None:
     """A stage that had read bronze up to the erasure skips the erasure's own version.
 
-    That version adds no rows, and after VACUUM its change-feed files are gone, so reading it
-    as a change feed would fail.
+    That version adds no rows. Catalog.read_inserts could read past it anyway (by row-tracked
+    version, from the whole snapshot), but skipping it keeps the next silver run on bronze's
+    change feed, which reads only the new files.
     """
     progress = "audit.stage_progress"
     if before is None or after is None or not catalog.exists(spark, progress):
