@@ -152,6 +152,51 @@ def test_vacuumed_version_is_reported(spark, planted, tmp_path):
     assert check_version(spark, copy, "silver.plain", 5) == 5
 
 
+def test_diff_across_an_erasure_compares_snapshots_without_a_failed_read(spark, tmp_path):
+    """An erasure's MERGE deletes rows, then VACUUM (0 hours) removes the replaced files and the
+    change files: the change feed over it cannot be read any more. A diff between two readable
+    versions around it compares their snapshots instead of failing a read in the executors."""
+    from lakehouse.audit.timetravel import change_files_missing
+    from lakehouse.privacy.erasure import vacuum_now
+
+    catalog = Catalog(load_config("local", overrides={"data_dir": str(tmp_path / "data")}))
+    path = catalog.path("silver.erased")
+    groups = {0: ["a0", "a1"], 1: ["b0", "b1", "b2"], 5: ["c0"]}
+
+    def append(ids: list[str]) -> None:
+        (spark.createDataFrame([(i,) for i in ids], "id string").coalesce(1).write
+         .format("delta").mode("append").option("delta.enableChangeDataFeed", "true").save(path))
+
+    append(groups[0])
+    append(groups[1])
+    (DeltaTable.forPath(spark, path).alias("t")
+     .merge(spark.createDataFrame([("b1",)], "id string").alias("s"), "t.id = s.id")
+     .whenMatchedDelete().execute())  # v2, then VACUUM START / END (v3, v4)
+    vacuum_now(spark, catalog, "silver.erased", 0)
+    append(groups[5])
+    # v1's file (rewritten) and v2's change file are gone; v0's file and v5's are not.
+    assert change_files_missing(catalog, "silver.erased", 1, 5) == 2
+    assert change_files_missing(catalog, "silver.erased", 3, 5) == 0
+    # Spark jobs of the diff run in a group of their own, to tell whether one failed.
+    context = spark.sparkContext
+    context.setJobGroup("diff-across-erasure", "test")
+    try:
+        result = diff_versions(spark, catalog, "silver.erased", 0, 5, key=("id",), sample=10)
+    finally:
+        context.setJobGroup(None, None)
+    tracker = context.statusTracker()
+    jobs = [tracker.getJobInfo(j) for j in tracker.getJobIdsForGroup("diff-across-erasure")]
+    assert jobs and [j.status for j in jobs if j.status == "FAILED"] == []
+
+    assert result.method == "snapshot comparison"
+    assert "change file(s) of versions 1-5 were removed (VACUUM)" in result.note
+    expected = sorted(i for i in groups[1] + groups[5] if i != "b1")
+    assert (result.added, result.removed, result.changed) == (len(expected), 0, 0)
+    assert sorted(r["id"] for r in result.added_sample) == expected
+    later = diff_versions(spark, catalog, "silver.erased", 2, 5, key=("id",), sample=0)
+    assert (later.method, later.added, later.removed) == ("change data feed", 1, 0)
+
+
 def _one_error_line(capsys) -> str:
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err

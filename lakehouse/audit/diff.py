@@ -22,7 +22,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import MapType
 
-from lakehouse.audit.timetravel import check_version
+from lakehouse.audit.timetravel import change_files_missing, check_version
 from lakehouse.catalog import Catalog
 from lakehouse.errors import LakehouseError
 
@@ -161,12 +161,25 @@ def diff_versions(
         empty = comparable(catalog.read(spark, name, version=low)).limit(0)
         added, removed, method = empty, empty, "same version"
     else:
-        try:
-            added, removed = net_changes_from_feed(spark, catalog, name, low, high)
-            method = "change data feed"
-        except Exception:  # noqa: BLE001 - no feed over the range (or a schema change): compare
+        feed = None
+        # Both versions are readable (checked above), but an erasure's VACUUM may have removed
+        # change files in between: then compare the two snapshots instead of failing the read.
+        gone = change_files_missing(catalog, name, low + 1, high)
+        if gone in (0, None):
+            try:
+                feed = net_changes_from_feed(spark, catalog, name, low, high)
+            except Exception:  # noqa: BLE001 - no feed over the range (or a schema change)
+                feed = None
+        if feed is not None:
+            (added, removed), method = feed, "change data feed"
+        else:
             added, removed, note = net_changes_from_snapshots(spark, catalog, name, low, high)
             method = "snapshot comparison"
+            if gone:
+                note = "; ".join(filter(None, [
+                    f"{gone} change file(s) of versions {low + 1}-{high} were removed (VACUUM)",
+                    note,
+                ]))
     if from_version > to_version:
         added, removed = removed, added
     return _classify(name, from_version, to_version, method, key, added, removed, sample, note)

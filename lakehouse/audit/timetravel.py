@@ -8,6 +8,7 @@ version available, so the user can pick a valid one.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -210,6 +211,38 @@ def missing_files(spark: SparkSession, catalog: Catalog, name: str, version: int
             f"{version_range(spark, catalog, name).describe()}"
         ) from None
     return sum(not _file_path(f).exists() for f in files)
+
+
+def change_files_missing(catalog: Catalog, name: str, start: int, end: int) -> int | None:
+    """Files that reading the change feed of versions ``start``..``end`` would need and that
+    are gone (an erasure's or a retention's VACUUM removes them), from the commit files of a
+    local data root; None when that cannot be told (an object store, a commit file already
+    cleaned from the log). Tells before the read: a failed feed read fails in the executors,
+    which log a stack trace for every task."""
+    folder = _local_dir(catalog, name)
+    if folder is None:
+        return None
+    missing = 0
+    for version in range(start, end + 1):
+        commit = folder / "_delta_log" / f"{version:020d}.json"
+        if not commit.is_file():
+            return None
+        actions = [json.loads(line) for line in commit.read_text().splitlines() if line.strip()]
+        # A commit with change files is read from them alone; otherwise the feed is the files
+        # it added (inserts) and removed (deletes) as a data change (Delta's CDC reader).
+        changes = [a["cdc"] for a in actions if "cdc" in a] or [
+            a[kind] for a in actions for kind in ("add", "remove")
+            if kind in a and a[kind].get("dataChange", True)
+        ]
+        missing += sum(not _log_path(folder, c["path"]).exists() for c in changes)
+    return missing
+
+
+def _log_path(table_dir: Path, path: str) -> Path:
+    """A path of a log action: relative to the table (URL-encoded) or an absolute URI."""
+    if "://" in path or path.startswith("file:") or path.startswith("/"):
+        return _file_path(path)
+    return table_dir / unquote(path)
 
 
 def _file_path(uri: str) -> Path:
