@@ -88,12 +88,37 @@ def load_config(
     base_file = directory / "base.yaml"
     env_file = directory / f"{env}.yaml"
     base = _read_yaml(base_file, required_for="the base configuration")
+    if not env_file.is_file():
+        known = ", ".join(environments(directory, base)) or "none"
+        raise ConfigError(
+            f"config file {env_file} not found (needed for environment '{env}'; environments "
+            f"in {directory}: {known})"
+        )
     overlay = _read_yaml(env_file, required_for=f"environment '{env}'")
     merged = copy.deepcopy(base)
     _merge_checked(merged, overlay, base, env_file, prefix="")
     merged["data_dir"] = _resolve_data_dir(merged["data_dir"])
     config = Config(env, merged, directory, (base_file, env_file))
     return config.with_overrides(overrides) if overrides else config
+
+
+def environments(directory: Path, base: Mapping[str, Any]) -> list[str]:
+    """Names of the environment overlays in ``directory``, sorted.
+
+    conf/ also holds sources, rules and the access matrix, so an overlay is told by its
+    content: a mapping (or an empty file) whose top-level keys are all keys of base.yaml.
+    """
+    found = []
+    for path in sorted(directory.glob("*.yaml")):
+        if path.name == "base.yaml":
+            continue
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, OSError, UnicodeDecodeError):
+            continue
+        if loaded is None or isinstance(loaded, dict) and set(loaded) <= set(base):
+            found.append(path.stem)
+    return found
 
 
 def load_yaml_file(path: Path, what: str) -> dict[str, Any]:

@@ -56,10 +56,22 @@ def test_bool_is_not_accepted_as_a_number(tmp_path):
         load_config("local", conf)
 
 
-def test_missing_environment_file_is_named(tmp_path):
+def test_missing_environment_file_is_named_with_the_environments_there(tmp_path):
     conf = _conf_dir(tmp_path, "")
-    with pytest.raises(ConfigError, match=r"staging.yaml not found \(needed for environment 'staging'\)"):
+    conf.joinpath("prod.yaml").write_text("spark:\n  master: yarn\n")
+    # Other YAML of conf/ (sources, rules, access matrix) is not an environment.
+    conf.joinpath("sources.yaml").write_text("sources: {}\n")
+    conf.joinpath("access.yaml").write_text("roles: {}\n")
+    with pytest.raises(ConfigError, match=(
+        r"staging.yaml not found \(needed for environment 'staging'; environments in .*conf: "
+        r"local, prod\)$"
+    )):
         load_config("staging", conf)
+
+
+def test_the_shipped_environments_are_listed():
+    with pytest.raises(ConfigError, match=r"environments in .*: cluster, local, standalone\)$"):
+        load_config("staging")
 
 
 def test_not_yaml_is_refused_with_line(tmp_path):
