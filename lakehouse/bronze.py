@@ -24,13 +24,12 @@ import csv
 import time
 from dataclasses import dataclass
 from functools import reduce
-from pathlib import Path
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from lakehouse.catalog import BRONZE_TABLE_PROPERTIES, Catalog
-from lakehouse.config import Config
+from lakehouse.config import Config, local_path
 from lakehouse.errors import InputDataError
 from lakehouse.faults import crash_point
 from lakehouse.privacy.stats import table_creation_options
@@ -400,7 +399,7 @@ def raw_folder_exists(raw_path: str) -> bool:
     """Local folders are checked; on object stores a prefix exists once a file is there."""
     if "://" in raw_path and not raw_path.startswith("file:"):
         return True
-    return Path(raw_path.removeprefix("file:")).is_dir()
+    return local_path(raw_path).is_dir()
 
 
 def run_bronze(

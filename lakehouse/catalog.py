@@ -11,12 +11,11 @@ import os
 import re
 from dataclasses import dataclass
 from functools import reduce
-from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from lakehouse.config import Config
+from lakehouse.config import Config, local_path
 from lakehouse.errors import (
     DataDirError,
     InputDataError,
@@ -97,7 +96,7 @@ class Catalog:
             raise InvalidTableNameError(f"unknown layer '{layer}' (known: {', '.join(LAYERS)})")
         folder = self._join("lake", layer)
         if self.config.is_local_data_dir:
-            base = Path(folder.removeprefix("file:"))
+            base = local_path(folder)
             names = [p.name for p in base.iterdir() if (p / "_delta_log").is_dir()] \
                 if base.is_dir() else []
         else:
@@ -253,7 +252,7 @@ def ensure_data_dir_writable(config: Config) -> None:
     """Fail early, with the folder named, when the local data root cannot be written."""
     if not config.is_local_data_dir:
         return
-    root = Path(config.data_dir.removeprefix("file:"))
+    root = local_path(config.data_dir)
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

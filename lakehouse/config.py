@@ -102,6 +102,11 @@ def load_config(
     return config.with_overrides(overrides) if overrides else config
 
 
+def local_path(location: str) -> Path:
+    """A location under a local data root (a plain path or a ``file:`` URI) as a Path."""
+    return Path(location.removeprefix("file:"))
+
+
 def environments(directory: Path, base: Mapping[str, Any]) -> list[str]:
     """Names of the environment overlays in ``directory``, sorted.
 

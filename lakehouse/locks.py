@@ -17,9 +17,8 @@ import json
 import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
-from lakehouse.config import Config
+from lakehouse.config import Config, local_path
 from lakehouse.errors import LakehouseError
 
 
@@ -32,7 +31,7 @@ def pipeline_lock(config: Config, run_id: str) -> Iterator[None]:
     if not config.is_local_data_dir:
         yield
         return
-    folder = Path(config.data_dir.removeprefix("file:")) / "_locks"
+    folder = local_path(config.data_dir) / "_locks"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "pipeline.lock"
     handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the whole run

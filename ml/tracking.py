@@ -16,7 +16,7 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 
 from lakehouse.catalog import Catalog
-from lakehouse.config import Config
+from lakehouse.config import Config, local_path
 from lakehouse.errors import ConfigError
 
 
@@ -36,7 +36,7 @@ def local_store(config: Config) -> tuple[Path, Path] | None:
             f"data_dir {config.data_dir} is not a local folder, so MLflow's SQLite store cannot "
             f"live under it: set mlflow.tracking_uri"
         )
-    root = Path(config.data_dir.removeprefix("file:")) / "mlflow"
+    root = local_path(config.data_dir) / "mlflow"
     return root / "mlflow.db", root / "artifacts"
 
 

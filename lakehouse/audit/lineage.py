@@ -47,7 +47,7 @@ from lakehouse.audit import LINEAGE_TABLE
 from lakehouse.audit.chain import append_chained
 from lakehouse.audit.timetravel import list_tables, table_versions
 from lakehouse.catalog import Catalog
-from lakehouse.config import REPO_ROOT, Config
+from lakehouse.config import REPO_ROOT, Config, local_path
 
 PRODUCER = "https://github.com/lakehouse-job-suite/lakehouse"
 OL_SCHEMA = "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent"
@@ -102,7 +102,7 @@ def git_commit() -> str | None:
 
 
 def _local_root(config: Config) -> Path | None:
-    return Path(config.data_dir.removeprefix("file:")) if config.is_local_data_dir else None
+    return local_path(config.data_dir) if config.is_local_data_dir else None
 
 
 def save_config_snapshot(config: Config) -> str:
@@ -149,7 +149,7 @@ class StageRecord:
 def _raw_files(config: Config, folders: Iterable[str]) -> dict[str, int]:
     counts = {}
     for folder in folders:
-        local = Path(folder.removeprefix("file:"))
+        local = local_path(folder)
         counts[folder] = (
             sum(1 for p in local.iterdir() if p.is_file()) if local.is_dir() else 0
         ) if config.is_local_data_dir else -1
@@ -372,7 +372,7 @@ def write_openlineage_event(
     text = json.dumps(event, sort_keys=True, default=str)
     folder = openlineage_dir(config)
     if config.is_local_data_dir:
-        target = Path(folder.removeprefix("file:")) / name
+        target = local_path(folder) / name
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text + "\n")
         return str(target)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
@@ -33,7 +32,7 @@ from lakehouse.audit.diff import comparable
 from lakehouse.audit.lineage import load_config_snapshot
 from lakehouse.audit.timetravel import check_version
 from lakehouse.catalog import Catalog
-from lakehouse.config import Config
+from lakehouse.config import Config, local_path
 from lakehouse.errors import LakehouseError, TableNotFoundError
 
 REPRODUCIBLE_STAGES = ("gold", "attribute", "segment")
@@ -191,7 +190,7 @@ def reproduce_run(
         [config.data_dir.rstrip("/"), config.get("audit.scratch_dir").strip("/"), run_id]
     )
     if config.is_local_data_dir:
-        shutil.rmtree(Path(scratch_root.removeprefix("file:")), ignore_errors=True)
+        shutil.rmtree(local_path(scratch_root), ignore_errors=True)
     scratch = config.with_overrides({"data_dir": scratch_root})
     checks: list[TableCheck] = []
     for stage in stages:

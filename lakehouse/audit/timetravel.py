@@ -20,6 +20,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from lakehouse.catalog import LAYERS, Catalog, parse_table_name
+from lakehouse.config import local_path
 from lakehouse.errors import TableNotFoundError, VersionNotAvailableError
 
 # Tables the contracts name (ARCHITECTURE.md); used to list tables where the data root cannot
@@ -64,12 +65,12 @@ def _local_dir(catalog: Catalog, name: str) -> Path | None:
     """The table's folder when the data root is a local file system, else None."""
     if not catalog.config.is_local_data_dir:
         return None
-    return Path(catalog.path(name).removeprefix("file:"))
+    return local_path(catalog.path(name))
 
 
 def list_tables(spark: SparkSession, catalog: Catalog, extra: Iterable[str] = ()) -> list[str]:
     """Logical names of every Delta table under the data root, sorted."""
-    root = Path(catalog.root.removeprefix("file:")) / "lake"
+    root = local_path(catalog.root) / "lake"
     if catalog.config.is_local_data_dir:
         found = {
             f"{layer.name}.{table.name}"
@@ -112,7 +113,7 @@ def require_table(spark: SparkSession, catalog: Catalog, name: str) -> None:
         return
     layer = name.split(".")[0]
     if catalog.config.is_local_data_dir:
-        root = Path(catalog.config.data_dir.removeprefix("file:"))
+        root = local_path(catalog.config.data_dir)
         if not root.is_dir():
             raise TableNotFoundError(
                 f"table {name}: the data directory {root} "

@@ -47,7 +47,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from lakehouse.catalog import Catalog
-from lakehouse.config import Config
+from lakehouse.config import Config, local_path
 from lakehouse.errors import DataDirError, SubjectNotFoundError
 from lakehouse.privacy.pseudonym import pseudonym_key
 
@@ -303,7 +303,7 @@ def without_subject_lines(lines: list[str], pattern: re.Pattern[str]) -> tuple[l
 
 
 def _local(path: str) -> Path:
-    return Path(path.removeprefix("file:"))
+    return local_path(path)
 
 
 def erasable_tables(catalog: Catalog) -> list[str]:

@@ -18,7 +18,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from lakehouse.catalog import Catalog
-from lakehouse.config import Config, load_yaml_file
+from lakehouse.config import Config, load_yaml_file, local_path
 from lakehouse.errors import SubjectNotFoundError
 from lakehouse.privacy.erasure import (
     RAW_SUFFIXES,
@@ -101,7 +101,7 @@ def subject_report(spark: SparkSession, config: Config, customer_id: str) -> dic
 
 
 def _raw_files_holding(catalog: Catalog, pattern_text: str | None) -> list[str]:
-    root = Path(catalog.raw_root.removeprefix("file:"))
+    root = local_path(catalog.raw_root)
     if pattern_text is None or not root.is_dir():
         return []
     pattern = re.compile(pattern_text)
