@@ -32,6 +32,7 @@ finds nothing, commits nothing and says so.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import hmac
 import os
@@ -72,7 +73,9 @@ RESOLUTION_TABLES = (
     "silver.customer_pii", "bronze.crm_customers",
 )
 ERASED_LAYERS = ("bronze", "silver", "gold", "audit")
-RAW_SUFFIXES = (".csv", ".jsonl", ".txt")
+# Every text file a source may deliver (conf/sources.yaml's formats), plain or gzip; compared
+# without case, so a file bronze skipped for its upper-case name is still cleaned.
+RAW_SUFFIXES = (".csv", ".jsonl", ".json", ".txt")
 
 # Identifier column -> field of the subject row it is compared with (by exact value).
 VALUE_COLUMNS = {
@@ -293,10 +296,53 @@ def subject_frame(spark: SparkSession, subject: Subject) -> DataFrame:
     return spark.createDataFrame([(*[sorted(v) for v in arrays.values()], pattern)], schema)
 
 
-def without_subject_lines(lines: list[str], pattern: re.Pattern[str]) -> tuple[list[str], int]:
-    """Lines that do not belong to the person, and how many did."""
-    kept = [line for line in lines if not pattern.search(line.lower())]
+def without_subject_lines(lines: list[bytes], pattern: re.Pattern[str]) -> tuple[list[bytes], int]:
+    """Lines that do not belong to the person, and how many did.
+
+    Lines stay bytes, kept exactly as delivered (line endings, bytes that are not UTF-8):
+    only the person's lines leave the file.
+    """
+    kept = [line for line in lines if not pattern.search(_as_text(line).lower())]
     return kept, len(lines) - len(kept)
+
+
+def _as_text(line: bytes) -> str:
+    # surrogateescape: a byte that is not UTF-8 (a damaged delivery, which bronze keeps as a
+    # malformed line) cannot stop an erasure; the identifiers searched for are plain text.
+    return line.decode("utf-8", errors="surrogateescape")
+
+
+def raw_text_files(root: Path) -> list[Path]:
+    """The delivered raw files under ``root`` a person's lines may be in, sorted."""
+    def is_raw(path: Path) -> bool:
+        name = path.name.lower().removesuffix(".gz")
+        return (path.is_file() and not path.name.startswith((".", "_"))
+                and name.endswith(RAW_SUFFIXES))
+    return sorted(p for p in root.rglob("*") if is_raw(p)) if root.is_dir() else []
+
+
+def read_raw_lines(path: Path) -> list[bytes]:
+    """The lines of a raw file (gzip files decompressed), each with its own line ending."""
+    data = path.read_bytes()
+    if path.name.lower().endswith(".gz"):
+        data = gzip.decompress(data)
+    return data.splitlines(keepends=True)
+
+
+def raw_file_holds(path: Path, pattern: re.Pattern[str]) -> bool:
+    return any(pattern.search(_as_text(line).lower()) for line in read_raw_lines(path))
+
+
+def _write_raw_lines(path: Path, lines: list[bytes]) -> None:
+    """Replaces ``path`` atomically with ``lines`` (gzip again where it was)."""
+    data = b"".join(lines)
+    if path.name.lower().endswith(".gz"):
+        data = gzip.compress(data, mtime=0)
+    # Hidden name: the bronze file source ignores files starting with '.', so a stream
+    # running now never sees the half-written copy; rename is atomic on one file system.
+    tmp = path.with_name(f".{path.name}.erasure-{uuid.uuid4().hex[:8]}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
 
 
 # -- I/O edge --------------------------------------------------------------------------------
@@ -381,23 +427,15 @@ def rewrite_raw_files(catalog: Catalog, subject: Subject) -> dict[str, tuple[int
         raise DataDirError("erasure of raw files needs a local data_dir (or a storage job)")
     pattern_text = subject.raw_pattern
     root = _local(catalog.raw_root)
-    if pattern_text is None or not root.is_dir():
+    if pattern_text is None:
         return {}
     pattern = re.compile(pattern_text)
     out: dict[str, tuple[int, int]] = {}
-    for path in sorted(root.rglob("*")):
-        if not path.is_file() or path.suffix not in RAW_SUFFIXES or path.name.startswith((".", "_")):
-            continue
-        text = path.read_text(encoding="utf-8")
-        lines = text.splitlines(keepends=True)
-        kept, removed = without_subject_lines(lines, pattern)
+    for path in raw_text_files(root):
+        kept, removed = without_subject_lines(read_raw_lines(path), pattern)
         if not removed:
             continue
-        # Hidden name: the bronze file source ignores files starting with '.', so a stream
-        # running now never sees the half-written copy; rename is atomic on one file system.
-        tmp = path.with_name(f".{path.name}.erasure-{uuid.uuid4().hex[:8]}")
-        tmp.write_text("".join(kept), encoding="utf-8")
-        os.replace(tmp, path)
+        _write_raw_lines(path, kept)
         folder = path.parent.relative_to(root).as_posix()
         lines_before, files_before = out.get(folder, (0, 0))
         out[folder] = (lines_before + removed, files_before + 1)
@@ -581,16 +619,10 @@ class _SimulatedCrash(RuntimeError):
 
 def _raw_has_subject(catalog: Catalog, subject: Subject) -> bool:
     pattern_text = subject.raw_pattern
-    root = _local(catalog.raw_root)
-    if pattern_text is None or not root.is_dir():
+    if pattern_text is None:
         return False
     pattern = re.compile(pattern_text)
-    for path in root.rglob("*"):
-        if path.is_file() and path.suffix in RAW_SUFFIXES and not path.name.startswith((".", "_")):
-            with path.open(encoding="utf-8") as handle:
-                if any(pattern.search(line.lower()) for line in handle):
-                    return True
-    return False
+    return any(raw_file_holds(p, pattern) for p in raw_text_files(_local(catalog.raw_root)))
 
 
 def _erase_table(

@@ -21,9 +21,10 @@ from lakehouse.catalog import Catalog
 from lakehouse.config import Config, load_yaml_file, local_path
 from lakehouse.errors import SubjectNotFoundError
 from lakehouse.privacy.erasure import (
-    RAW_SUFFIXES,
     erasable_tables,
     erasure_condition,
+    raw_file_holds,
+    raw_text_files,
     resolve_subject,
     subject_frame,
 )
@@ -102,16 +103,10 @@ def subject_report(spark: SparkSession, config: Config, customer_id: str) -> dic
 
 def _raw_files_holding(catalog: Catalog, pattern_text: str | None) -> list[str]:
     root = local_path(catalog.raw_root)
-    if pattern_text is None or not root.is_dir():
+    if pattern_text is None:
         return []
     pattern = re.compile(pattern_text)
-    found = []
-    for path in sorted(root.rglob("*")):
-        if path.is_file() and path.suffix in RAW_SUFFIXES and not path.name.startswith((".", "_")):
-            text = path.read_text(encoding="utf-8").lower()
-            if pattern.search(text):
-                found.append(path.relative_to(root).as_posix())
-    return found
+    return [p.relative_to(root).as_posix() for p in raw_text_files(root) if raw_file_holds(p, pattern)]
 
 
 def format_report(report: dict[str, Any]) -> list[str]:
