@@ -29,7 +29,10 @@ from lakehouse.sources import SourceSpec
 
 QUALITY_FILE = "quality.yaml"
 SEVERITIES = ("warn", "drop", "fail")
-KINDS = ("not_null", "unique", "range", "regex", "allowed_values", "referential", "castable")
+KINDS = (
+    "not_null", "unique", "range", "regex", "allowed_values", "referential", "castable",
+    "not_after_arrival",
+)
 _NEEDS = {
     "not_null": ("column",),
     "unique": ("columns",),
@@ -38,7 +41,10 @@ _NEEDS = {
     "allowed_values": ("column", "values"),
     "referential": ("column", "ref_table", "ref_column"),
     "castable": (),
+    "not_after_arrival": ("column",),
 }
+# Slack of a not_after_arrival rule: clocks and time zones of the systems that deliver.
+DEFAULT_ARRIVAL_TOLERANCE_HOURS = 24
 DEFAULT_COMPLETENESS = 0.95
 # Array of the failed rules of one row.
 FAILURE_TYPE = T.ArrayType(
@@ -154,7 +160,13 @@ def parse_quality(
         ]
         rules.append(Rule("castable", "castable", cast_severity, (), DEFAULT_COMPLETENESS))
         for i, raw_rule in enumerate(entry.get("rules") or []):
-            rules.append(_parse_rule(raw_rule, known_columns, f"{where}: {name}.rules[{i}]"))
+            rule = _parse_rule(raw_rule, known_columns, f"{where}: {name}.rules[{i}]")
+            if rule.kind == "not_after_arrival" and spec.columns.get(rule.column) != "timestamp":
+                raise ConfigError(
+                    f"{where}: {name}.rules[{i}]: not_after_arrival needs a timestamp column; "
+                    f"{rule.column} is declared {spec.columns.get(rule.column, 'by silver')}"
+                )
+            rules.append(rule)
         names = [r.name for r in rules]
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
@@ -189,6 +201,11 @@ def _parse_rule(raw: Any, known_columns: set[str], where: str) -> Rule:
         raise ConfigError(f"{where}: unknown column(s) {', '.join(undeclared)}")
     if kind == "range" and "min" not in raw and "max" not in raw:
         raise ConfigError(f"{where}: a range rule needs min and/or max")
+    tolerance = raw.get("tolerance_hours", DEFAULT_ARRIVAL_TOLERANCE_HOURS)
+    if kind == "not_after_arrival" and (
+        isinstance(tolerance, bool) or not isinstance(tolerance, int | float) or tolerance < 0
+    ):
+        raise ConfigError(f"{where}: tolerance_hours must be a number of hours >= 0")
     default_name = f"{kind}:{','.join(columns)}" if columns else kind
     threshold = float(raw.get("threshold", DEFAULT_COMPLETENESS))
     params = {k: v for k, v in raw.items() if k not in {"kind", "severity", "name", "threshold"}}
@@ -232,6 +249,18 @@ def _reason(rule: Rule, pii: Iterable[str], ref_flag: str | None) -> Column:
         return F.when(
             column.isNotNull() & outside,
             F.concat(F.lit(f"{rule.column} = "), shown, F.lit(f" is outside {bounds}")),
+        )
+    if kind == "not_after_arrival":
+        # Bronze's _ingested_at is data, recorded once at landing: the same bronze rows give
+        # the same verdict on every silver run or rebuild, whatever the clock says then.
+        hours = float(rule.params.get("tolerance_hours", DEFAULT_ARRIVAL_TOLERANCE_HOURS))
+        latest = F.col("_ingested_at") + F.make_dt_interval(secs=F.lit(hours * 3600.0))
+        return F.when(
+            column.isNotNull() & (column > latest),
+            F.concat(F.lit(f"{rule.column} = "), shown,
+                     F.lit(" is later than the record's arrival ("),
+                     F.date_format("_ingested_at", "yyyy-MM-dd HH:mm:ss"),
+                     F.lit(f" UTC) by more than {hours:g} h")),
         )
     if kind == "regex":
         pattern = str(rule.params["pattern"])

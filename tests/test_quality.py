@@ -121,3 +121,46 @@ def test_bad_rule_declarations_are_refused():
         {"kind": "not_null", "column": "nope", "severity": "drop"}]}}}
     with pytest.raises(ConfigError, match="nope"):
         parse_quality(bad, {"orders": ORDERS}, {})
+
+
+def test_a_timestamp_later_than_its_arrival_is_dropped_with_the_arrival_named(spark):
+    from datetime import datetime
+
+    doc = {"sources": {"orders": {"rules": [
+        {"kind": "not_after_arrival", "column": "order_ts", "severity": "drop",
+         "tolerance_hours": 2},
+    ]}}}
+    rules = parse_quality(doc, {"orders": ORDERS}, {})["orders"]
+    arrived = datetime(2026, 1, 6, 12, 0, 0)
+    rows = [
+        ("o1", datetime(2026, 1, 5, 9, 0, 0)),    # before its arrival
+        ("o2", datetime(2026, 1, 6, 14, 0, 0)),   # exactly the tolerance later: kept
+        ("o3", datetime(2026, 1, 6, 14, 0, 1)),   # one second more: dropped
+        ("o3", datetime(2026, 1, 6, 14, 0, 1)),   # its duplicate
+        ("o4", None),                             # missing: another rule's business
+        ("o5", datetime(2027, 1, 6, 12, 0, 0)),   # a year ahead
+    ]
+    batch = spark.createDataFrame(rows, "order_id string, order_ts timestamp").withColumns({
+        "_ingested_at": F.lit(arrived), "_cast_errors": F.array().cast("array<string>"),
+    })
+    got = with_rule_results(batch, rules, ("order_id",)).select("order_id", "_drop_reason")
+    later = "is later than the record's arrival (2026-01-06 12:00:00 UTC) by more than 2 h"
+    expected = spark.createDataFrame([
+        ("o1", None), ("o2", None),
+        ("o3", f"order_ts = '2026-01-06 14:00:01' {later}"),
+        ("o3", f"order_ts = '2026-01-06 14:00:01' {later}"),
+        ("o4", None),
+        ("o5", f"order_ts = '2027-01-06 12:00:00' {later}"),
+    ], "order_id string, _drop_reason string")
+    assertDataFrameEqual(got, expected)
+
+
+@pytest.mark.parametrize("rule, message", [
+    ({"kind": "not_after_arrival", "column": "amount", "severity": "drop"},
+     "not_after_arrival needs a timestamp column; amount is declared double"),
+    ({"kind": "not_after_arrival", "column": "order_ts", "severity": "drop",
+      "tolerance_hours": -1}, "tolerance_hours must be a number of hours >= 0"),
+])
+def test_not_after_arrival_configuration_errors_are_named(rule, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_quality({"sources": {"orders": {"rules": [rule]}}}, {"orders": ORDERS}, {})
