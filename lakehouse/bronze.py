@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import csv
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import reduce
 
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -56,6 +56,8 @@ class BronzeResult:
     version: int | None
     seconds: float
     skipped_reason: str | None = None
+    # Files in the source's folder that bronze does not read (another ending, e.g. '.CSV').
+    ignored_files: tuple[str, ...] = ()
 
 
 # -- pure transforms -------------------------------------------------------------------------
@@ -395,6 +397,19 @@ def check_compressed_files(spark: SparkSession, raw_path: str) -> None:
             raise InputDataError(problem)
 
 
+def ignored_files(raw_path: str, source: SourceSpec) -> tuple[str, ...]:
+    """Names of the files of a local raw folder that bronze does not read, sorted.
+
+    A delivery named '.CSV' or '.txt' would otherwise be skipped without a word. Object-store
+    folders are not listed (the file source alone decides there)."""
+    if not raw_folder_exists(raw_path) or "://" in raw_path and not raw_path.startswith("file:"):
+        return ()
+    return tuple(sorted(
+        p.name for p in local_path(raw_path).iterdir()
+        if p.is_file() and not p.name.startswith((".", "_")) and not source.takes_file(p.name)
+    ))
+
+
 def raw_folder_exists(raw_path: str) -> bool:
     """Local folders are checked; on object stores a prefix exists once a file is there."""
     if "://" in raw_path and not raw_path.startswith("file:"):
@@ -420,7 +435,8 @@ def run_bronze(
         check_compressed_files(spark, catalog.raw_dir(s.raw_dir))
     # A source that has not delivered yet is reported, not an error: the others still land.
     return [
-        ingest_source(spark, catalog, s, run_id)
+        replace(ingest_source(spark, catalog, s, run_id),
+                ignored_files=ignored_files(catalog.raw_dir(s.raw_dir), s))
         if s in present
         else BronzeResult(s.name, 0, 0, 0, None, 0.0, "no raw folder yet")
         for s in chosen

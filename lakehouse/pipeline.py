@@ -54,14 +54,22 @@ def _bronze(spark: SparkSession, config: Config, ctx: RunContext) -> list[str]:
     from lakehouse.bronze import run_bronze
     from lakehouse.sources import load_sources
 
-    results = run_bronze(spark, config, load_sources(config), ctx.run_id)
-    lines = [
-        f"  bronze.{r.source:<14} skipped: {r.skipped_reason}"
-        if r.skipped_reason
-        else f"  bronze.{r.source:<14} +{r.rows_added:>10,} rows  {r.malformed_added:>6,} malformed"
-        f" kept  total {r.rows_total:>11,}  {r.seconds:6.1f}s"
-        for r in results
-    ]
+    sources = load_sources(config)
+    results = run_bronze(spark, config, sources, ctx.run_id)
+    lines = []
+    for r in results:
+        lines.append(
+            f"  bronze.{r.source:<14} skipped: {r.skipped_reason}"
+            if r.skipped_reason
+            else f"  bronze.{r.source:<14} +{r.rows_added:>10,} rows  {r.malformed_added:>6,} "
+            f"malformed kept  total {r.rows_total:>11,}  {r.seconds:6.1f}s"
+        )
+        if r.ignored_files:
+            shown = ", ".join(r.ignored_files[:3]) + (", ..." if len(r.ignored_files) > 3 else "")
+            lines.append(
+                f"  bronze.{r.source:<14} ignored {len(r.ignored_files)} file(s) not named "
+                f"{sources[r.source].file_glob}: {shown} (rename to deliver them)"
+            )
     total = sum(r.rows_added for r in results)
     bad = sum(r.malformed_added for r in results)
     return [*lines, f"bronze: {total:,} rows landed, {bad:,} malformed rows kept"]

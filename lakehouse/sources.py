@@ -11,7 +11,9 @@ from lakehouse.config import Config, load_yaml_file
 from lakehouse.errors import ConfigError
 
 SOURCES_FILE = "sources.yaml"
-FORMATS = {"csv": "*.{csv,csv.gz}", "json": "*.{jsonl,json,jsonl.gz,json.gz}"}
+# File name endings bronze takes per format (case-sensitive, as Spark's file source matches).
+FILE_SUFFIXES = {"csv": ("csv", "csv.gz"), "json": ("jsonl", "json", "jsonl.gz", "json.gz")}
+FORMATS = {fmt: "*.{" + ",".join(ends) + "}" for fmt, ends in FILE_SUFFIXES.items()}
 COLUMN_TYPES = ("string", "int", "long", "double", "boolean", "date", "timestamp")
 _REQUIRED = ("format", "raw_dir", "natural_key", "event_time", "columns")
 
@@ -33,6 +35,12 @@ class SourceSpec:
     @property
     def file_glob(self) -> str:
         return FORMATS[self.format]
+
+    def takes_file(self, name: str) -> bool:
+        """Whether bronze's file source reads a file of this name (hidden names are skipped)."""
+        return not name.startswith((".", "_")) and name.endswith(
+            tuple(f".{end}" for end in FILE_SUFFIXES[self.format])
+        )
 
 
 def load_sources(config: Config) -> dict[str, SourceSpec]:

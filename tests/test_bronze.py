@@ -200,6 +200,11 @@ def test_gzip_bomb_is_refused_by_name_before_any_source_lands(spark, config):
     assert gzip_expansion_problem("f", 2**20, 2**20 * GZIP_MAX_RATIO) is None   # ratio 100
     assert gzip_expansion_problem("f", 1000, 2**20) is None                       # small file
     bomb.unlink()
+    # Deliveries bronze's file source does not read are named, not skipped without a word.
+    for name in ("orders_2026-01-03_late.CSV", "orders_2026-01-04.txt", ".partial.csv"):
+        (raw / "orders" / name).write_text(ORDERS_DAY1)
     results = run_bronze(spark, config, load_sources(config), "r", only=["orders", "clickstream"])
     assert {r.source: r.rows_added for r in results} == {"orders": 4,
                                                          "clickstream": len(CLICKS_DAY1)}
+    assert {r.source: r.ignored_files for r in results} == {
+        "orders": ("orders_2026-01-03_late.CSV", "orders_2026-01-04.txt"), "clickstream": ()}
