@@ -229,6 +229,14 @@ def run_stages(
     with pipeline_lock(config, ctx.run_id):
         echo(f"run {ctx.run_id}: {' -> '.join(chosen)} (env {config.env}, "
              f"data {config.data_dir})")
+        if chosen == ["gold"] and not ctx.has_pins:
+            from lakehouse.silver.job import sources_with_unread_bronze
+
+            unread = sources_with_unread_bronze(spark, config)
+            if unread:
+                # Not refused: gold over the silver there is is still a consistent snapshot.
+                echo(f"warning: bronze holds rows silver has not read yet ({', '.join(unread)}): "
+                     f"gold leaves them out; run `lakehouse run silver` first to count them")
         for name in chosen:
             started = time.monotonic()
             for line in _run_recorded(spark, config, name, stages[name], ctx):

@@ -20,6 +20,7 @@ from lakehouse.config import DEFAULT_CONF_DIR, load_config
 from lakehouse.errors import QualityRuleError, SchemaChangeError
 from lakehouse.silver import reconcile, run_silver
 from lakehouse.silver.io import PROGRESS_TABLE
+from lakehouse.silver.job import sources_with_unread_bronze
 from lakehouse.sources import load_sources
 
 SILVER = ("customers", "customer_pii", "events", "orders", "payments", "social_posts",
@@ -167,7 +168,10 @@ def test_incremental_run_reads_only_new_rows_and_attributes_the_cookie(spark, ne
     config, cookie, customer_key = new_delivery
     catalog = Catalog(config)
     orders_before = catalog.read(spark, "silver.orders").count()
+    # What `run gold` alone warns about: the two sources the new delivery reached bronze in.
+    assert sources_with_unread_bronze(spark, config) == ["clickstream", "orders"]
     run_silver(spark, config, "silver-2")
+    assert sources_with_unread_bronze(spark, config) == []
     rows_in = {
         r["source"]: r["value"]
         for r in catalog.read(spark, "audit.dq_metrics")

@@ -29,6 +29,7 @@ from pyspark.sql import functions as F
 
 from lakehouse.catalog import Catalog
 from lakehouse.config import Config
+from lakehouse.errors import InputDataError
 from lakehouse.privacy.pseudonym import pseudonym_key
 from lakehouse.quality import (
     DQ_METRICS_SCHEMA,
@@ -332,6 +333,31 @@ def summary_lines(plans: Mapping[str, SourcePlan], metrics: list[tuple]) -> list
     total_q = sum(p.counts["quarantined"] for p in plans.values())
     lines.append(f"silver: {total_in:,} bronze rows processed, {total_q:,} quarantined")
     return lines
+
+
+def sources_with_unread_bronze(
+    spark: SparkSession, config: Config, sources: Mapping[str, SourceSpec] | None = None,
+) -> list[str]:
+    """Sources whose bronze table holds rows silver has not read yet, in declaration order.
+
+    Commits that add no row (an erasure's VACUUM, say) do not count."""
+    catalog = Catalog(config)
+    sources = sources if sources is not None else load_sources(config)
+    progress = io.read_progress(spark, catalog, STAGE)
+    unread = []
+    for name, source in sources.items():
+        current = catalog.current_version(spark, source.bronze_table)
+        start = progress[name] + 1 if name in progress else 0
+        if current is None or start > current:
+            continue
+        try:
+            if not catalog.read_inserts(spark, source.bronze_table, start, current).isEmpty():
+                unread.append(name)
+        except InputDataError:
+            # Versions no longer readable (an old lake after an erasure): silver itself says
+            # so with the remedy; this check only informs, so it does not stop gold.
+            unread.append(name)
+    return unread
 
 
 def run_silver(
