@@ -402,10 +402,11 @@ def ignored_files(raw_path: str, source: SourceSpec) -> tuple[str, ...]:
 
     A delivery named '.CSV' or '.txt' would otherwise be skipped without a word. Object-store
     folders are not listed (the file source alone decides there)."""
-    if not raw_folder_exists(raw_path) or "://" in raw_path and not raw_path.startswith("file:"):
+    folder = local_path(raw_path)
+    if "://" in raw_path and not raw_path.startswith("file:") or not folder.is_dir():
         return ()
     return tuple(sorted(
-        p.name for p in local_path(raw_path).iterdir()
+        p.name for p in folder.iterdir()
         if p.is_file() and not p.name.startswith((".", "_")) and not source.takes_file(p.name)
     ))
 

@@ -51,6 +51,7 @@ from lakehouse.catalog import Catalog
 from lakehouse.config import Config, local_path
 from lakehouse.errors import DataDirError, SubjectNotFoundError
 from lakehouse.privacy.pseudonym import pseudonym_key
+from lakehouse.sources import FILE_SUFFIXES
 
 ERASURE_LOG = "audit.erasure_log"
 ERASURE_LOG_SCHEMA = T.StructType(
@@ -73,9 +74,12 @@ RESOLUTION_TABLES = (
     "silver.customer_pii", "bronze.crm_customers",
 )
 ERASED_LAYERS = ("bronze", "silver", "gold", "audit")
-# Every text file a source may deliver (conf/sources.yaml's formats), plain or gzip; compared
-# without case, so a file bronze skipped for its upper-case name is still cleaned.
-RAW_SUFFIXES = (".csv", ".jsonl", ".json", ".txt")
+# Every text file a source may deliver (the endings bronze takes per format, and .txt), plain
+# or gzip; compared without case, so a file bronze skipped for its upper-case name is still
+# cleaned. Derived, so a new format is erased as soon as bronze reads it.
+RAW_SUFFIXES = tuple(sorted(
+    {f".{end.removesuffix('.gz')}" for ends in FILE_SUFFIXES.values() for end in ends} | {".txt"}
+))
 
 # Identifier column -> field of the subject row it is compared with (by exact value).
 VALUE_COLUMNS = {
@@ -348,15 +352,11 @@ def _write_raw_lines(path: Path, lines: list[bytes]) -> None:
 # -- I/O edge --------------------------------------------------------------------------------
 
 
-def _local(path: str) -> Path:
-    return local_path(path)
-
-
 def erasable_tables(catalog: Catalog) -> list[str]:
     """Delta tables of the erased layers, resolution tables last (see module docstring)."""
     found: list[str] = []
     for layer in ERASED_LAYERS:
-        folder = _local(catalog.root) / "lake" / layer
+        folder = local_path(catalog.root) / "lake" / layer
         if folder.is_dir():
             found += sorted(
                 f"{layer}.{p.name}" for p in folder.iterdir() if (p / "_delta_log").is_dir()
@@ -426,7 +426,7 @@ def rewrite_raw_files(catalog: Catalog, subject: Subject) -> dict[str, tuple[int
     if not catalog.config.is_local_data_dir:
         raise DataDirError("erasure of raw files needs a local data_dir (or a storage job)")
     pattern_text = subject.raw_pattern
-    root = _local(catalog.raw_root)
+    root = local_path(catalog.raw_root)
     if pattern_text is None:
         return {}
     pattern = re.compile(pattern_text)
@@ -622,7 +622,7 @@ def _raw_has_subject(catalog: Catalog, subject: Subject) -> bool:
     if pattern_text is None:
         return False
     pattern = re.compile(pattern_text)
-    return any(raw_file_holds(p, pattern) for p in raw_text_files(_local(catalog.raw_root)))
+    return any(raw_file_holds(p, pattern) for p in raw_text_files(local_path(catalog.raw_root)))
 
 
 def _erase_table(
