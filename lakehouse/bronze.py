@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from functools import reduce
 
@@ -32,7 +33,15 @@ from lakehouse.catalog import BRONZE_TABLE_PROPERTIES, Catalog
 from lakehouse.config import Config, local_path
 from lakehouse.errors import InputDataError
 from lakehouse.faults import crash_point
+from lakehouse.privacy.pseudonym import pseudonym_key
 from lakehouse.privacy.stats import table_creation_options
+from lakehouse.privacy.suppression import (
+    SUPPRESSED_COLUMNS,
+    is_suppressed,
+    load_suppression,
+    remove_raw_lines,
+    suppressed_lines,
+)
 from lakehouse.sources import SourceSpec
 
 META_COLUMNS = (
@@ -58,6 +67,10 @@ class BronzeResult:
     skipped_reason: str | None = None
     # Files in the source's folder that bronze does not read (another ending, e.g. '.CSV').
     ignored_files: tuple[str, ...] = ()
+    # Rows of erased people (audit.erasure_suppression) not landed, and the raw files whose
+    # lines could not be removed (an object store; a line Spark decoded differently).
+    suppressed_rows: int = 0
+    suppressed_left_in: tuple[str, ...] = ()
 
 
 # -- pure transforms -------------------------------------------------------------------------
@@ -273,21 +286,50 @@ def _read_raw_lines(spark: SparkSession, path: str, source: SourceSpec, config: 
     )
 
 
+@dataclass(frozen=True)
+class Suppression:
+    """Keyed hashes of erased people's identifiers per kind, and the key that made them."""
+
+    hashes: Mapping[str, frozenset[str]]
+    key: bytes
+
+    def condition(self, source: SourceSpec) -> Column | None:
+        """True for a row of ``source`` that names an erased person; None: nothing to match."""
+        columns = [c for c in source.columns if SUPPRESSED_COLUMNS.get(c) in self.hashes]
+        return is_suppressed(columns, self.hashes, self.key) if columns else None
+
+
+def load_bronze_suppression(spark: SparkSession, config: Config, catalog: Catalog):
+    """The suppression list, or None when nobody was ever erased (no key needed then)."""
+    hashes = load_suppression(spark, catalog)
+    return Suppression(hashes, pseudonym_key(config)) if hashes else None
+
+
 def ingest_source(
-    spark: SparkSession, catalog: Catalog, source: SourceSpec, run_id: str
+    spark: SparkSession, catalog: Catalog, source: SourceSpec, run_id: str,
+    suppression: Suppression | None = None,
 ) -> BronzeResult:
-    """Land the files of ``source`` not yet ingested; returns what this run added."""
+    """Land the files of ``source`` not yet ingested; returns what this run added.
+
+    With ``suppression``, rows naming an erased person are not landed and their lines leave
+    the local raw file (lakehouse.privacy.suppression)."""
     started = time.monotonic()
     raw_path = catalog.raw_dir(source.raw_dir)
     table_path = catalog.path(source.bronze_table)
     before = catalog.current_version(spark, source.bronze_table)
     # Stable per table: a replayed batch id is recognised by Delta and skipped.
     txn_app_id = f"lakehouse-bronze-{source.name}"
+    suppressed = suppression.condition(source) if suppression else None
+    held_back: dict[str, int] = {}
+    left_in: set[str] = set()
 
     def write_batch(batch_df: DataFrame, batch_id: int) -> None:
         batch_df.persist()
         try:
             rows = to_bronze_rows(batch_df.sparkSession, batch_df, source, batch_id, run_id)
+            lines = suppressed_lines(rows, suppressed) if suppressed is not None else {}
+            if lines:
+                rows = rows.where(~suppressed)
             crash_point("bronze.before_commit")
             (
                 rows.write.format("delta")
@@ -302,6 +344,12 @@ def ingest_source(
                 .save(table_path)
             )
             crash_point("bronze.after_commit")
+            if lines:
+                # After the commit: a replayed batch (a crash in between) reads the lines
+                # again, its append is skipped by Delta, and this removal runs again.
+                _, left = remove_raw_lines(lines)
+                held_back[str(batch_id)] = sum(len(v) for v in lines.values())
+                left_in.update(left)
         finally:
             batch_df.unpersist()
 
@@ -315,7 +363,9 @@ def ingest_source(
     )
     query.awaitTermination()
     result = summarize(spark, catalog, source, before, 0.0)
-    return BronzeResult(**{**result.__dict__, "seconds": time.monotonic() - started})
+    return replace(result, seconds=time.monotonic() - started,
+                   suppressed_rows=sum(held_back.values()),
+                   suppressed_left_in=tuple(sorted(left_in)))
 
 
 def summarize(
@@ -434,9 +484,10 @@ def run_bronze(
     # Before any source lands: a refused file leaves every table as it was.
     for s in present:
         check_compressed_files(spark, catalog.raw_dir(s.raw_dir))
+    suppression = load_bronze_suppression(spark, config, catalog)
     # A source that has not delivered yet is reported, not an error: the others still land.
     return [
-        replace(ingest_source(spark, catalog, s, run_id),
+        replace(ingest_source(spark, catalog, s, run_id, suppression),
                 ignored_files=ignored_files(catalog.raw_dir(s.raw_dir), s))
         if s in present
         else BronzeResult(s.name, 0, 0, 0, None, 0.0, "no raw folder yet")

@@ -70,6 +70,14 @@ def _bronze(spark: SparkSession, config: Config, ctx: RunContext) -> list[str]:
                 f"  bronze.{r.source:<14} ignored {len(r.ignored_files)} file(s) not named "
                 f"{sources[r.source].file_glob}: {shown} (rename to deliver them)"
             )
+        if r.suppressed_rows:
+            lines.append(
+                f"  bronze.{r.source:<14} {r.suppressed_rows:,} row(s) of erased people not "
+                f"landed (audit.erasure_suppression)"
+                + (f"; still in raw file(s) {', '.join(r.suppressed_left_in)}: run "
+                   f"`lakehouse erase` for them again to remove the lines"
+                   if r.suppressed_left_in else "; their lines removed from the raw files")
+            )
     total = sum(r.rows_added for r in results)
     bad = sum(r.malformed_added for r in results)
     return [*lines, f"bronze: {total:,} rows landed, {bad:,} malformed rows kept"]

@@ -166,3 +166,76 @@ def test_silver_and_reconciliation_run_after_a_second_erasure(spark, erased):
     assert {r["source"] for r in results} == {
         "crm_customers", "clickstream", "orders", "payments", "social_posts", "iot_readings"}
     assert all(r["balanced"] for r in results), results
+
+
+def _header(folder: Path) -> str:
+    first = sorted(p for p in folder.iterdir() if p.name.endswith(".csv"))[0]
+    return first.read_text(encoding="utf-8").splitlines()[0]
+
+
+def _csv_line(header: str, values: dict[str, str]) -> str:
+    return ",".join(values.get(name, "") for name in header.split(","))
+
+
+def test_a_source_that_delivers_an_erased_person_again_does_not_land_them(spark, erased):
+    """The CRM re-sends the erased person (other spacing and case) and an order file still
+    holds one of their orders: bronze lands the other rows of those files, not theirs, and
+    their lines leave the raw files, so no byte of them is back under the data root.
+    (After the tests above: it runs bronze on the erased lake.)"""
+    from lakehouse.privacy.suppression import SUPPRESSION_TABLE
+
+    cfg, person, needles, _, _ = erased
+    root = Path(cfg.data_dir)
+    catalog = Catalog(cfg)
+    crm_dir, orders_dir = root / "raw" / "crm_customers", root / "raw" / "orders"
+    crm_header, orders_header = _header(crm_dir), _header(orders_dir)
+    first, last = needles[3].split(",")
+    theirs = _csv_line(crm_header, {
+        "customer_id": f" {person['customer_id']} ", "first_name": first, "last_name": last,
+        "email": person["email"].upper(), "phone": person["phone"], "country": "DE",
+        "signup_date": "2025-05-01", "marketing_consent": "true",
+        "social_handle": person["social_handle"], "updated_at": "2026-01-04T09:00:00Z",
+    })
+    newcomer = _csv_line(crm_header, {
+        "customer_id": "C-REDELIVERY-1", "first_name": "Ada", "last_name": "Newcomer",
+        "email": "ada.newcomer@example.org", "country": "FR", "signup_date": "2026-01-04",
+        "marketing_consent": "false", "updated_at": "2026-01-04T09:00:00Z",
+    })
+    order_line = _csv_line(orders_header, {
+        "order_id": "O-REDELIVERY-THEIRS", "customer_id": person["customer_id"],
+        "order_ts": "2026-01-04T10:00:00Z", "amount": "12.50", "currency": "EUR",
+        "status": "completed", "n_items": "1",
+    })
+    other_order = _csv_line(orders_header, {
+        "order_id": "O-REDELIVERY-OTHER", "customer_id": "C-REDELIVERY-1",
+        "order_ts": "2026-01-04T10:00:00Z", "amount": "7.00", "currency": "EUR",
+        "status": "completed", "n_items": "1",
+    })
+    crm_file = crm_dir / "crm_customers_2026-01-04_redelivery.csv"
+    orders_file = orders_dir / "orders_2026-01-04_redelivery.csv"
+    crm_file.write_text("\r\n".join([crm_header, theirs, newcomer]) + "\r\n", encoding="utf-8")
+    orders_file.write_text("\n".join([orders_header, other_order, order_line]) + "\n",
+                           encoding="utf-8")
+
+    lines: list[str] = []
+    run_stages(spark, cfg, "bronze", RunContext(run_id="redelivery"), echo=lines.append)
+
+    assert any("bronze.crm_customers" in x and "1 row(s) of erased people not landed" in x
+               for x in lines), lines
+    assert any("bronze.orders" in x and "1 row(s) of erased people not landed" in x
+               for x in lines), lines
+    assert any("bronze: 2 rows landed" in x for x in lines), lines
+    crm = catalog.read(spark, "bronze.crm_customers")
+    assert crm.where(F.trim("customer_id") == person["customer_id"]).count() == 0
+    assert crm.where(F.col("customer_id") == "C-REDELIVERY-1").count() == 1
+    orders = catalog.read(spark, "bronze.orders")
+    assert orders.where(F.col("order_id") == "O-REDELIVERY-THEIRS").count() == 0
+    assert orders.where(F.col("order_id") == "O-REDELIVERY-OTHER").count() == 1
+    # Only their lines left the files; the rest is byte for byte as delivered (CRLF kept).
+    assert crm_file.read_bytes() == ("\r\n".join([crm_header, newcomer]) + "\r\n").encode()
+    assert orders_file.read_text(encoding="utf-8") == "\n".join([orders_header, other_order]) + "\n"
+    assert {n: files_containing(root, n) for n in needles} == {n: [] for n in needles}
+    # The list holds keyed hashes only.
+    listed = catalog.read(spark, SUPPRESSION_TABLE).toPandas().to_csv().lower()
+    for value in (person["customer_id"], person["email"], person["social_handle"]):
+        assert value.lower().strip("@") not in listed

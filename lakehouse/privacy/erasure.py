@@ -51,6 +51,11 @@ from lakehouse.catalog import Catalog
 from lakehouse.config import Config, local_path
 from lakehouse.errors import DataDirError, SubjectNotFoundError
 from lakehouse.privacy.pseudonym import pseudonym_key
+from lakehouse.privacy.suppression import (
+    SUPPRESSION_TABLE,
+    identifier_hashes,
+    record_suppression,
+)
 from lakehouse.sources import FILE_SUFFIXES
 
 ERASURE_LOG = "audit.erasure_log"
@@ -66,7 +71,7 @@ ERASURE_LOG_SCHEMA = T.StructType(
     ]
 )
 # Audit tables of the privacy features themselves never hold a person's data.
-SKIPPED_TABLES = frozenset({ERASURE_LOG, "audit.privacy_ledger"})
+SKIPPED_TABLES = frozenset({ERASURE_LOG, "audit.privacy_ledger", SUPPRESSION_TABLE})
 # Erased last, in this order: the person is resolved from them, so a re-run after a crash can
 # still find every identifier while any of them holds the person.
 RESOLUTION_TABLES = (
@@ -337,7 +342,7 @@ def raw_file_holds(path: Path, pattern: re.Pattern[str]) -> bool:
     return any(pattern.search(_as_text(line).lower()) for line in read_raw_lines(path))
 
 
-def _write_raw_lines(path: Path, lines: list[bytes]) -> None:
+def write_raw_lines(path: Path, lines: list[bytes]) -> None:
     """Replaces ``path`` atomically with ``lines`` (gzip again where it was)."""
     data = b"".join(lines)
     if path.name.lower().endswith(".gz"):
@@ -435,7 +440,7 @@ def rewrite_raw_files(catalog: Catalog, subject: Subject) -> dict[str, tuple[int
         kept, removed = without_subject_lines(read_raw_lines(path), pattern)
         if not removed:
             continue
-        _write_raw_lines(path, kept)
+        write_raw_lines(path, kept)
         folder = path.parent.relative_to(root).as_posix()
         lines_before, files_before = out.get(folder, (0, 0))
         out[folder] = (lines_before + removed, files_before + 1)
@@ -486,7 +491,7 @@ def erase_subject(
         customer_ids=[customer_id] if customer_id else [], emails=[email] if email else [],
         not_found=(f"no data held for the {who} given (checked bronze, silver, gold and raw "
                    f"files): check the {who}; nothing was changed"),
-        echo=echo, stop_after=stop_after, key=key,
+        echo=echo, stop_after=stop_after, key=key, suppress=True,
     )
 
 
@@ -494,9 +499,13 @@ def erase_people(
     spark: SparkSession, config: Config, subject_id: str, *, customer_ids: Iterable[str] = (),
     emails: Iterable[str] = (), not_found: str | None = None,
     echo: Callable[[str], None] = lambda _line: None, stop_after: str | None = None,
-    key: bytes | None = None,
+    key: bytes | None = None, suppress: bool = False,
 ) -> ErasureResult:
     """Erase everyone named (one request, logged under ``subject_id``, a keyed hash).
+
+    ``suppress``: also list their identifiers' keyed hashes in audit.erasure_suppression, so
+    that bronze does not land them again when a source re-delivers them (an erasure request;
+    not data expiry, see lakehouse.privacy.suppression).
 
     The log gets one commit with the plan (status ``planned``: each table and the raw files
     with the rows found) before anything is deleted, and one with the outcome (``done`` per
@@ -529,11 +538,21 @@ def erase_people(
         plan = {t: n for t, n in counts.items() if n}
         if holds_raw:
             plan["raw"] = 0
+        listed = 0
+        if suppress and (plan or open_requests or completed):
+            # First: a delivery that lands while this request runs (or after it crashed) is
+            # already held back by bronze.
+            listed = record_suppression(spark, catalog, request_id,
+                                        identifier_hashes(key, subject))
         if not plan and not open_requests:
             if completed or not_found is None:
                 result.already_erased = bool(completed)
-                echo("erase: nothing held for this person any more (already erased); "
-                     "nothing changed" if completed else "erase: nothing to erase")
+                if listed:
+                    echo(f"erase: nothing held for this person any more (already erased); "
+                         f"{listed} identifier hash(es) added to {SUPPRESSION_TABLE}")
+                else:
+                    echo("erase: nothing held for this person any more (already erased); "
+                         "nothing changed" if completed else "erase: nothing to erase")
                 return result
             raise SubjectNotFoundError(not_found)
         new_steps = {step: n for step, n in plan.items() if step not in planned_before}

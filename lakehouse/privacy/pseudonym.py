@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 # Documented, public, and therefore NOT a secret: only for local runs and tests.
 DEV_KEY = b"lakehouse-public-development-key-do-not-use-in-production"
 BLOCK_SIZE = 64  # SHA-256 block size in bytes
-KINDS = ("crm", "email", "phone", "handle", "cookie", "device", "raw")
+KINDS = ("crm", "email", "phone", "handle", "cookie", "device", "order", "raw")
 
 
 def pseudonym_key(config: Config, environ: Mapping[str, str] | None = None) -> bytes:
