@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from conftest import copy_lake
 from delta.tables import DeltaTable
 from pyspark.sql import functions as F
@@ -52,3 +53,22 @@ def test_restore_drill(spark, xs_lake, tmp_path, capsys, monkeypatch):
 
     assert main(["history", TABLE, "--limit", "2"]) == 0
     assert "RESTORE" in capsys.readouterr().out
+
+    # One gold table alone taken to another date (as a restore of it to an older version
+    # does): the check names the dates, and each table is still checked for its own date.
+    from datetime import date
+
+    from lakehouse.gold import gold_options, run_gold
+
+    kpis = ("kpi_daily", "kpi_channel_daily")
+    run_gold(spark, config, "one-table-earlier", date(2026, 1, 2), tables=kpis,
+             refuse_before_data=False, **gold_options(config))
+    checks = {(c["check"], c["subject"]): c for c in gold_checks(spark, catalog)}
+    assert {k for k, c in checks.items() if not c["passed"]} == {("gold_as_of", "gold.kpi_daily")}
+    assert "gold.customer_360 as_of 2026-01-03, gold.kpi_daily as_of 2026-01-02" in checks[
+        ("gold_as_of", "gold.kpi_daily")]["detail"]
+    # Expected independently: completed orders of silver up to the end of 2026-01-02 (UTC).
+    orders = catalog.read(spark, "silver.orders").where(
+        (F.lower("status") == "completed") & (F.col("order_ts") < F.lit("2026-01-03 00:00:00")))
+    assert checks[("order_value", "gold.kpi_daily")]["expected"] == pytest.approx(
+        orders.agg(F.sum("amount_eur")).first()[0], abs=1e-6)

@@ -7,6 +7,7 @@ naming it (non-zero exit), after the history has been collected.
 
 from __future__ import annotations
 
+from datetime import date
 from typing import TYPE_CHECKING
 
 from pyspark.sql import SparkSession
@@ -36,6 +37,15 @@ def audit_inputs(config: Config) -> list[str]:
     )
 
 
+def _shown(check: dict, field: str) -> str:
+    """A check's expected or actual value as a person reads it (gold_as_of holds dates as
+    day numbers, so that it fits the table's double columns)."""
+    value = check[field]
+    if check["check"] == "gold_as_of":
+        return date.fromordinal(int(value)).isoformat()
+    return f"{value:,.6g}"
+
+
 def run_audit(spark: SparkSession, config: Config, ctx: RunContext) -> list[str]:
     catalog = Catalog(config)
     lines: list[str] = []
@@ -54,8 +64,8 @@ def run_audit(spark: SparkSession, config: Config, ctx: RunContext) -> list[str]
     lines.append(
         f"  audit.reconciliation: {len(checks) - len(failed)}/{len(checks)} checks passed"
         + "".join(
-            f"\n    FAILED {c['check']} {c['subject']}: expected {c['expected']:,.6g}, "
-            f"got {c['actual']:,.6g} ({c['detail']})"
+            f"\n    FAILED {c['check']} {c['subject']}: expected {_shown(c, 'expected')}, "
+            f"got {_shown(c, 'actual')} ({c['detail']})"
             for c in failed
         )
     )
@@ -64,7 +74,8 @@ def run_audit(spark: SparkSession, config: Config, ctx: RunContext) -> list[str]
     )
     if failed:
         names = "; ".join(
-            f"{c['check']} {c['subject']} expected {c['expected']:,.6g} got {c['actual']:,.6g}"
+            f"{c['check']} {c['subject']} expected {_shown(c, 'expected')} "
+            f"got {_shown(c, 'actual')}"
             for c in failed
         )
         raise ReconciliationError(
