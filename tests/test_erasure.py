@@ -74,6 +74,14 @@ def test_second_erase_changes_nothing(spark, erased):
     assert {n: catalog.current_version(spark, n) for n in names} == versions
 
 
+def test_subject_report_of_the_erased_person_names_the_erasure(spark, erased):
+    from lakehouse.privacy.subject_report import subject_report
+
+    cfg, person, _, _, result = erased
+    with pytest.raises(SubjectNotFoundError, match=f"erased by request {result.request_id}"):
+        subject_report(spark, cfg, person["customer_id"])
+
+
 def test_unknown_person_is_one_clear_error(spark, erased):
     cfg = erased[0]
     with pytest.raises(SubjectNotFoundError, match="nothing was changed"):

@@ -23,12 +23,14 @@ from lakehouse.errors import SubjectNotFoundError
 from lakehouse.privacy.erasure import (
     erasable_tables,
     erasure_condition,
+    keyed_hash,
     raw_file_holds,
     raw_text_files,
     resolve_subject,
     subject_frame,
 )
 from lakehouse.privacy.pseudonym import pseudonym_key
+from lakehouse.privacy.suppression import listing_of
 
 UNREGISTERED = "purpose not registered"
 
@@ -76,6 +78,13 @@ def subject_report(spark: SparkSession, config: Config, customer_id: str) -> dic
         source_df.unpersist()
     raw_files = _raw_files_holding(catalog, subject.raw_pattern)
     if not tables and not raw_files:
+        listed = listing_of(spark, catalog, "crm", keyed_hash(key, "crm", customer_id.strip()))
+        if listed is not None:
+            raise SubjectNotFoundError(
+                f"no data held for customer id {customer_id!r}: erased by request "
+                f"{listed['request_id']} ({listed['recorded_at']:%Y-%m-%d %H:%M} UTC); bronze "
+                f"does not land new deliveries of them"
+            )
         raise SubjectNotFoundError(
             f"no data held for customer id {customer_id!r}: check the id (the person may also "
             f"have been erased)"

@@ -97,6 +97,15 @@ def load_suppression(spark: SparkSession, catalog: Catalog) -> dict[str, frozens
     return {k: frozenset(v) for k, v in out.items()}
 
 
+def listing_of(spark: SparkSession, catalog: Catalog, kind: str, id_hash: str):
+    """The suppression row (request_id, recorded_at) of one hashed identifier, or None."""
+    if not catalog.exists(spark, SUPPRESSION_TABLE):
+        return None
+    return (catalog.read(spark, SUPPRESSION_TABLE)
+            .where((F.col("id_kind") == kind) & (F.col("id_hash") == id_hash))
+            .select("request_id", "recorded_at").first())
+
+
 def is_suppressed(
     columns: Iterable[str], hashes: Mapping[str, frozenset[str]], key: bytes
 ) -> Column:
