@@ -299,7 +299,9 @@ class Suppression:
         return is_suppressed(columns, self.hashes, self.key) if columns else None
 
 
-def load_bronze_suppression(spark: SparkSession, config: Config, catalog: Catalog):
+def load_bronze_suppression(
+    spark: SparkSession, config: Config, catalog: Catalog
+) -> Suppression | None:
     """The suppression list, or None when nobody was ever erased (no key needed then)."""
     hashes = load_suppression(spark, catalog)
     return Suppression(hashes, pseudonym_key(config)) if hashes else None

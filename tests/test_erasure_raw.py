@@ -67,3 +67,30 @@ def test_every_raw_file_kind_is_cleaned_and_the_rest_kept_as_delivered(tmp_path)
     assert hidden.read_bytes() == b"O6,C0000229\n"  # not a delivered file
     assert _raw_files_holding(catalog, PERSON.raw_pattern) == []
     assert rewrite_raw_files(catalog, PERSON) == {}
+
+
+def test_suppressed_lines_leave_their_raw_files_and_the_rest_is_kept(tmp_path):
+    """Bronze's removal of re-delivered lines of erased people: lines as Spark's text reader
+    returns them (no line ending) match the file's lines whatever their ending, in plain and
+    gzip files; a line not found, or a file that is not local, is reported, not guessed at."""
+    from lakehouse.privacy.suppression import remove_raw_lines
+
+    crlf = tmp_path / "crm_2026-01-04.csv"
+    crlf.write_bytes(b"customer_id,email\r\nC1,ann@example.com\r\nC2,bob@example.com\r\n")
+    packed = tmp_path / "orders_2026-01-04.csv.gz"
+    packed.write_bytes(gzip.compress(b"order_id,customer_id\nO1,C1\nO2,C2\nO1,C1\n"))
+    partly = tmp_path / "iot_2026-01-04.csv"
+    partly.write_bytes(b"reading_id,device_id\nR1,D1\nR2,D2\n")
+
+    removed, left = remove_raw_lines({
+        crlf.as_uri(): ["C1,ann@example.com"],
+        f"file:{packed}": ["O1,C1", "O1,C1"],
+        str(partly): ["R1,D1", "R9,\ufffdD1"],  # the second as Spark decoded a damaged byte
+        "s3a://bucket/raw/crm_2026-01-04.csv": ["C1,ann@example.com"],
+    })
+
+    assert crlf.read_bytes() == b"customer_id,email\r\nC2,bob@example.com\r\n"
+    assert gzip.decompress(packed.read_bytes()) == b"order_id,customer_id\nO2,C2\n"
+    assert partly.read_bytes() == b"reading_id,device_id\nR2,D2\n"
+    assert removed == 4
+    assert left == sorted([str(partly), "s3a://bucket/raw/crm_2026-01-04.csv"])

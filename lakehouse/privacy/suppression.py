@@ -145,18 +145,19 @@ def remove_raw_lines(lines_by_file: Mapping[str, Iterable[str]]) -> tuple[int, l
 
     removed, left = 0, []
     for uri, wanted in sorted(lines_by_file.items()):
+        wanted = list(wanted)
         path = _local_file(uri)
         if path is None or not path.is_file():
             left.append(uri)
             continue
-        targets = {w.rstrip("\r") for w in wanted}
+        targets = set(wanted)
         lines = read_raw_lines(path)
         kept = [b for b in lines if _without_ending(b) not in targets]
-        if len(kept) == len(lines):
-            left.append(uri)
-            continue
-        write_raw_lines(path, kept)
-        removed += len(lines) - len(kept)
+        if len(kept) < len(lines):
+            write_raw_lines(path, kept)
+            removed += len(lines) - len(kept)
+        if len(lines) - len(kept) < len(wanted):
+            left.append(uri)  # some line did not match byte for byte
     return removed, left
 
 
