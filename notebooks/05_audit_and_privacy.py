@@ -77,7 +77,9 @@ except LakehouseError as denied:
 # MAGIC %md
 # MAGIC ## Erasure walk-through (on a scratch copy)
 # MAGIC A test customer is erased from every layer; the rows disappear from silver and gold, and
-# MAGIC the erasure log records the request without the person's data.
+# MAGIC the erasure log records the request without the person's data. The suppression list
+# MAGIC (`audit.erasure_suppression`) holds keyed hashes of their identifiers: a source that
+# MAGIC delivers them again is not landed by bronze.
 
 # COMMAND ----------
 
@@ -104,6 +106,8 @@ if nb.config.is_local_data_dir:
         F.col("customer_key") == key).count()
     print(f"gold.customer_360 rows of the test customer: {before} before, {after} after")
     nb.show(scratch_catalog.read(nb.spark, "audit.erasure_log"))
+    nb.show(scratch_catalog.read(nb.spark, "audit.erasure_suppression")
+            .groupBy("id_kind").count().orderBy("id_kind"))
     shutil.rmtree(scratch.parent, ignore_errors=True)
 else:
     print("the walk-through copies the lake to a local scratch folder: local data roots only")
