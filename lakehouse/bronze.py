@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import csv
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from functools import reduce
 
@@ -37,10 +36,11 @@ from lakehouse.privacy.pseudonym import pseudonym_key
 from lakehouse.privacy.stats import table_creation_options
 from lakehouse.privacy.suppression import (
     SUPPRESSED_COLUMNS,
-    is_suppressed,
-    load_suppression,
+    SUPPRESSION_TABLE,
+    listed_kinds,
     remove_raw_lines,
     suppressed_lines,
+    with_suppressed_flag,
 )
 from lakehouse.sources import SourceSpec
 
@@ -288,23 +288,30 @@ def _read_raw_lines(spark: SparkSession, path: str, source: SourceSpec, config: 
 
 @dataclass(frozen=True)
 class Suppression:
-    """Keyed hashes of erased people's identifiers per kind, and the key that made them."""
+    """Where the suppression list is (audit.erasure_suppression), its kinds, and the key."""
 
-    hashes: Mapping[str, frozenset[str]]
+    path: str
+    kinds: frozenset[str]
     key: bytes
 
-    def condition(self, source: SourceSpec) -> Column | None:
-        """True for a row of ``source`` that names an erased person; None: nothing to match."""
-        columns = [c for c in source.columns if SUPPRESSED_COLUMNS.get(c) in self.hashes]
-        return is_suppressed(columns, self.hashes, self.key) if columns else None
+    def marked(self, rows: DataFrame, source: SourceSpec) -> DataFrame | None:
+        """``rows`` with ``_suppressed`` (names an erased person); None: nothing to match."""
+        columns = [c for c in source.columns if SUPPRESSED_COLUMNS.get(c) in self.kinds]
+        if not columns:
+            return None
+        # Read in the micro-batch's own session (a stream runs in a clone of the session).
+        listed = rows.sparkSession.read.format("delta").load(self.path)
+        return with_suppressed_flag(rows, columns, listed, self.key)
 
 
 def load_bronze_suppression(
     spark: SparkSession, config: Config, catalog: Catalog
 ) -> Suppression | None:
     """The suppression list, or None when nobody was ever erased (no key needed then)."""
-    hashes = load_suppression(spark, catalog)
-    return Suppression(hashes, pseudonym_key(config)) if hashes else None
+    kinds = listed_kinds(spark, catalog)
+    if not kinds:
+        return None
+    return Suppression(catalog.path(SUPPRESSION_TABLE), kinds, pseudonym_key(config))
 
 
 def ingest_source(
@@ -321,7 +328,6 @@ def ingest_source(
     before = catalog.current_version(spark, source.bronze_table)
     # Stable per table: a replayed batch id is recognised by Delta and skipped.
     txn_app_id = f"lakehouse-bronze-{source.name}"
-    suppressed = suppression.condition(source) if suppression else None
     held_back: dict[str, int] = {}
     left_in: set[str] = set()
 
@@ -329,9 +335,10 @@ def ingest_source(
         batch_df.persist()
         try:
             rows = to_bronze_rows(batch_df.sparkSession, batch_df, source, batch_id, run_id)
-            lines = suppressed_lines(rows, suppressed) if suppressed is not None else {}
+            marked = suppression.marked(rows, source) if suppression else None
+            lines = suppressed_lines(marked, F.col("_suppressed")) if marked is not None else {}
             if lines:
-                rows = rows.where(~suppressed)
+                rows = marked.where(~F.col("_suppressed")).drop("_suppressed")
             crash_point("bronze.before_commit")
             (
                 rows.write.format("delta")

@@ -97,6 +97,14 @@ def load_suppression(spark: SparkSession, catalog: Catalog) -> dict[str, frozens
     return {k: frozenset(v) for k, v in out.items()}
 
 
+def listed_kinds(spark: SparkSession, catalog: Catalog) -> frozenset[str]:
+    """The kinds of identifier the list holds (empty when nothing was ever erased)."""
+    if not catalog.exists(spark, SUPPRESSION_TABLE):
+        return frozenset()
+    rows = catalog.read(spark, SUPPRESSION_TABLE).select("id_kind").distinct().collect()
+    return frozenset(r["id_kind"] for r in rows)
+
+
 def listing_of(spark: SparkSession, catalog: Catalog, kind: str, id_hash: str):
     """The suppression row (request_id, recorded_at) of one hashed identifier, or None."""
     if not catalog.exists(spark, SUPPRESSION_TABLE):
@@ -106,21 +114,29 @@ def listing_of(spark: SparkSession, catalog: Catalog, kind: str, id_hash: str):
             .select("request_id", "recorded_at").first())
 
 
-def is_suppressed(
-    columns: Iterable[str], hashes: Mapping[str, frozenset[str]], key: bytes
-) -> Column:
-    """True for a row any of whose identifier columns hashes to a suppressed value.
+def with_suppressed_flag(
+    df: DataFrame, columns: Iterable[str], listed_df: DataFrame, key: bytes,
+    flag: str = "_suppressed",
+) -> DataFrame:
+    """``df`` plus boolean ``flag``: true when any of its identifier ``columns`` hashes to an
+    entry of ``listed_df`` (id_kind, id_hash).
 
     Fields are hashed as silver would (trimmed; emails and handles normalised), so a
-    re-delivery in other spacing or case still matches.
+    re-delivery in other spacing or case still matches. The list is joined (broadcast), not
+    written into the plan as an IN list: it only grows, and a literal list of many thousand
+    hashes would be shipped with every task.
     """
-    tests = [
-        F.coalesce(pseudonym(SUPPRESSED_COLUMNS[c], F.col(c), key).isin(sorted(hashes[kind])),
-                   F.lit(False))
-        for c in columns
-        if (kind := SUPPRESSED_COLUMNS.get(c)) and hashes.get(kind)
-    ]
-    return reduce(lambda a, b: a | b, tests, F.lit(False))
+    out, hits = df, []
+    for i, column in enumerate(columns):
+        kind = SUPPRESSED_COLUMNS[column]
+        hashed, hit = f"_suppression_hash_{i}", f"_suppression_hit_{i}"
+        listed = listed_df.where(F.col("id_kind") == kind).select(
+            F.col("id_hash").alias(hashed), F.lit(True).alias(hit)).distinct()
+        out = (out.withColumn(hashed, pseudonym(kind, F.col(column), key))
+               .join(F.broadcast(listed), hashed, "left").drop(hashed))
+        hits.append(F.coalesce(F.col(hit), F.lit(False)))
+    return out.withColumn(flag, reduce(lambda a, b: a | b, hits, F.lit(False))).drop(
+        *[f"_suppression_hit_{i}" for i in range(len(hits))])
 
 
 def _local_file(uri: str) -> Path | None:
