@@ -328,7 +328,7 @@ def ingest_source(
     before = catalog.current_version(spark, source.bronze_table)
     # Stable per table: a replayed batch id is recognised by Delta and skipped.
     txn_app_id = f"lakehouse-bronze-{source.name}"
-    held_back: dict[str, int] = {}
+    held_back: dict[int, int] = {}  # per batch id: a replayed batch is counted once
     left_in: set[str] = set()
 
     def write_batch(batch_df: DataFrame, batch_id: int) -> None:
@@ -357,7 +357,7 @@ def ingest_source(
                 # After the commit: a replayed batch (a crash in between) reads the lines
                 # again, its append is skipped by Delta, and this removal runs again.
                 _, left = remove_raw_lines(lines)
-                held_back[str(batch_id)] = sum(len(v) for v in lines.values())
+                held_back[batch_id] = sum(len(v) for v in lines.values())
                 left_in.update(left)
         finally:
             batch_df.unpersist()

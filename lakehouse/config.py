@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 import yaml
 
@@ -105,6 +106,15 @@ def load_config(
 def local_path(location: str) -> Path:
     """A location under a local data root (a plain path or a ``file:`` URI) as a Path."""
     return Path(location.removeprefix("file:"))
+
+
+def file_uri_path(uri: str) -> Path | None:
+    """A file as Spark and Delta name it (``file:///a%20b/x.csv``, percent-decoded, or a plain
+    path, taken as it is) as a local Path; None for another scheme (an object store)."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        return Path(unquote(parsed.path))
+    return Path(uri) if parsed.scheme == "" else None
 
 
 def environments(directory: Path, base: Mapping[str, Any]) -> list[str]:

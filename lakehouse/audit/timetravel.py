@@ -14,13 +14,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from urllib.parse import unquote
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from lakehouse.catalog import LAYERS, Catalog, parse_table_name
-from lakehouse.config import local_path
+from lakehouse.config import file_uri_path, local_path
 from lakehouse.errors import TableNotFoundError, VersionNotAvailableError
 
 # Tables the contracts name (ARCHITECTURE.md); used to list tables where the data root cannot
@@ -247,9 +247,9 @@ def _log_path(table_dir: Path, path: str) -> Path:
 
 
 def _file_path(uri: str) -> Path:
-    """A local file URI (file:///a%20b/x.parquet) or plain path as a Path."""
-    parsed = urlparse(uri)
-    return Path(unquote(parsed.path)) if parsed.scheme == "file" else Path(uri)
+    """A local file URI (file:///a%20b/x.parquet) or plain path as a Path (another scheme as
+    it is: such a file never exists locally)."""
+    return file_uri_path(uri) or Path(uri)
 
 
 def parse_timestamp(text: str) -> datetime:

@@ -24,14 +24,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from functools import reduce
-from pathlib import Path
-from urllib.parse import unquote, urlparse
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from lakehouse.catalog import Catalog
+from lakehouse.config import file_uri_path
 from lakehouse.privacy.pseudonym import pseudonym
 
 SUPPRESSION_TABLE = "audit.erasure_suppression"
@@ -76,8 +75,11 @@ def record_suppression(
     returns how many were new."""
     from lakehouse.silver.io import ensure_table, merge_insert_only
 
-    listed = load_suppression(spark, catalog)
-    rows = sorted((k, h) for k, h in set(hashes) if h not in listed.get(k, ()))
+    listed = set()
+    if catalog.exists(spark, SUPPRESSION_TABLE):
+        listed = {(r["id_kind"], r["id_hash"]) for r in
+                  catalog.read(spark, SUPPRESSION_TABLE).select("id_kind", "id_hash").collect()}
+    rows = sorted(set(hashes) - listed)
     if not rows:
         return 0
     now = datetime.now(UTC).replace(tzinfo=None)
@@ -85,16 +87,6 @@ def record_suppression(
     ensure_table(spark, catalog, SUPPRESSION_TABLE, SUPPRESSION_SCHEMA)
     merge_insert_only(spark, catalog.path(SUPPRESSION_TABLE), df, ("id_kind", "id_hash"))
     return len(rows)
-
-
-def load_suppression(spark: SparkSession, catalog: Catalog) -> dict[str, frozenset[str]]:
-    """Suppressed hashes per kind ({} when nothing was ever erased)."""
-    if not catalog.exists(spark, SUPPRESSION_TABLE):
-        return {}
-    out: dict[str, set[str]] = {}
-    for row in catalog.read(spark, SUPPRESSION_TABLE).select("id_kind", "id_hash").collect():
-        out.setdefault(row["id_kind"], set()).add(row["id_hash"])
-    return {k: frozenset(v) for k, v in out.items()}
 
 
 def listed_kinds(spark: SparkSession, catalog: Catalog) -> frozenset[str]:
@@ -139,13 +131,6 @@ def with_suppressed_flag(
         *[f"_suppression_hit_{i}" for i in range(len(hits))])
 
 
-def _local_file(uri: str) -> Path | None:
-    parsed = urlparse(uri)
-    if parsed.scheme not in ("", "file"):
-        return None
-    return Path(unquote(parsed.path))
-
-
 def _without_ending(line: bytes) -> str:
     return line.decode("utf-8", "surrogateescape").removesuffix("\n").removesuffix("\r")
 
@@ -162,7 +147,7 @@ def remove_raw_lines(lines_by_file: Mapping[str, Iterable[str]]) -> tuple[int, l
     removed, left = 0, []
     for uri, wanted in sorted(lines_by_file.items()):
         wanted = list(wanted)
-        path = _local_file(uri)
+        path = file_uri_path(uri)
         if path is None or not path.is_file():
             left.append(uri)
             continue
