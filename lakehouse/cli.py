@@ -82,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=None, help="random seed (default from config)")
     gen.add_argument("--days", type=positive_int, default=None,
                      help="number of daily batches (default depends on the scale)")
-    gen.add_argument("--no-progress", action="store_true", help="no progress bar")
+    gen.add_argument("--no-progress", action="store_true",
+                     help="no progress bar (there is none when stderr is not a terminal)")
     common(gen)
 
     run = sub.add_parser("run", help="run a pipeline stage, or all of them in order")
@@ -126,6 +127,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from lakehouse.catalog import Catalog, ensure_data_dir_writable
     from lakehouse.config import load_config
     from lakehouse.generate import generate
+    from lakehouse.session import stderr_is_terminal
 
     config = load_config(args.env, args.conf_dir)
     ensure_data_dir_writable(config)
@@ -136,7 +138,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     out = Catalog(config).raw_root
     manifest = generate(
         out, args.scale, seed=seed, days=args.days,
-        start_date=config.get("generate.start_date"), progress=not args.no_progress,
+        start_date=config.get("generate.start_date"),
+        progress=not args.no_progress and stderr_is_terminal(),
     )
     print(f"generated scale {args.scale} (seed {seed}, {manifest.get('days')} days) in {out} "
           f"in {time.monotonic() - started:.1f}s")

@@ -8,6 +8,7 @@ project folder that `make jars` fills from Maven Central; clusters pass them wit
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +44,22 @@ def delta_jars(config: Config) -> list[str]:
     return jars
 
 
+def stderr_is_terminal() -> bool:
+    """Whether this process's standard error (which the JVM's progress bar inherits) is a tty."""
+    try:
+        return sys.stderr is not None and sys.stderr.isatty()
+    except ValueError:  # a closed stream
+        return False
+
+
 def session_settings(config: Config, *, show_progress: bool | None = None) -> dict[str, Any]:
     """Every Spark setting a new session gets; kept separate so spark-submit can reuse it."""
-    progress = config.get("spark.show_progress") if show_progress is None else show_progress
+    progress = show_progress
+    if progress is None:
+        # The bar redraws its line with carriage returns: a terminal clears it before the next
+        # summary line, but in a log file (cron, CI, spark-submit's driver log, `| tee`) its
+        # frames ran into those lines. The config's true means "on a terminal".
+        progress = bool(config.get("spark.show_progress")) and stderr_is_terminal()
     settings: dict[str, Any] = {
         "spark.sql.extensions": DELTA_EXTENSION,
         "spark.sql.catalog.spark_catalog": DELTA_CATALOG,

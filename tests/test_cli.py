@@ -54,3 +54,33 @@ def test_bronze_on_empty_data_dir_names_the_fix(tmp_path, capsys, monkeypatch):
     assert main(["run", "bronze"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "lakehouse generate" in err[0]
+
+
+def test_progress_bars_only_on_a_terminal(tmp_path, monkeypatch):
+    """A log file (cron, CI, `| tee`) gets no carriage-return frames between its lines."""
+    import io
+
+    from lakehouse.config import load_config
+    from lakehouse.session import session_settings
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    config = load_config("local")
+    assert config.get("spark.show_progress") is True
+    shown = "spark.ui.showConsoleProgress"
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    assert session_settings(config)[shown] == "true"
+    quiet = config.with_overrides({"spark.show_progress": False})
+    assert session_settings(quiet)[shown] == "false"
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    assert session_settings(config)[shown] == "false"
+    assert session_settings(config, show_progress=True)[shown] == "true"  # asked for: kept
+    monkeypatch.undo()
+
+    # The generator's bar (tqdm) likewise: its stderr here is a pipe.
+    result = _run("generate", "--scale", "xs", env={"LAKEHOUSE_DATA_DIR": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert "generated scale xs" in result.stdout
+    assert "\r" not in result.stderr and "file/s" not in result.stderr, result.stderr
