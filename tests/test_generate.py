@@ -277,3 +277,26 @@ def test_regenerating_fewer_days_removes_the_extra_days(tmp_path: Path) -> None:
     generate(tmp_path, "xs", days=3, progress=False)
     generate(tmp_path, "xs", days=1, progress=False)
     assert all(len(day_files(tmp_path, source)) == 1 for source in SOURCES)
+
+
+def test_more_days_into_the_same_folder_keep_the_files_already_there(tmp_path: Path) -> None:
+    root = tmp_path / "raw"
+    generate(root, "xs", seed=5, days=2, progress=False)
+    # An erasure removed a person's line from a delivered file: it must not come back.
+    orders = root / "orders" / "orders_2026-01-01.csv"
+    lines = orders.read_bytes().splitlines(keepends=True)
+    erased = lines[:1] + lines[2:]
+    orders.write_bytes(b"".join(erased))
+
+    manifest = generate(root, "xs", seed=5, days=3, progress=False)
+    fresh = generate(tmp_path / "fresh", "xs", seed=5, days=3, progress=False)
+    assert orders.read_bytes() == b"".join(erased)
+    ours, theirs = tree(root), tree(tmp_path / "fresh")
+    assert ours.keys() == theirs.keys()
+    assert [n for n in ours if ours[n] != theirs[n]] == ["orders/orders_2026-01-01.csv"]
+    assert manifest == fresh
+
+    # Another seed is another generation: every file is written anew.
+    generate(root, "xs", seed=6, days=3, progress=False)
+    other = generate(tmp_path / "other", "xs", seed=6, days=3, progress=False)
+    assert tree(root) == tree(tmp_path / "other") and other["seed"] == 6

@@ -10,13 +10,18 @@ Guarantees:
 - the same arguments give byte-identical files; another seed gives other data;
 - prefix stability: with days=N+1 the first N days' files are byte-identical to a days=N run,
   because a day's content depends on (seed, scale, day) and the days before it only;
-- defects are planted at documented rates and counted exactly in the manifest (see defects).
+- defects are planted at documented rates and counted exactly in the manifest (see defects);
+- generating again into the same folder with the same arguments but more days writes only the
+  new days: a day file already there from the same generation (``generation`` in the manifest)
+  is kept as it is. Bronze has read it, and an erasure may have removed a person's lines from
+  it, which a rewrite would put back. Remove the folder to get pristine files.
 
 No Spark here: numpy and pandas, vectorised per day and source.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -95,6 +100,8 @@ def generate(
     sources = _load_sources(Path(sources_file) if sources_file else SOURCES_FILE)
 
     out = Path(out_dir)
+    generation = _generation(spec, int(seed), calendar, rates, sources)
+    keep_existing = _previous_generation(out) == generation
     _remove_previous_output(out, sources, calendar, n_days)
     world = build_world(int(seed), spec, calendar, rates.late_event)
     report = {name: _SourceReport(name, decl) for name, decl in sources.items()}
@@ -111,13 +118,15 @@ def generate(
                                 carried[name])
                 carried[name] = planted.redelivery
                 path = report[name].add_file(out, calendar.iso_date(day), planted)
-                _write(path, planted.text)
+                if not (keep_existing and path.is_file()):
+                    _write(path, planted.text)
                 bar.update(1)
                 bar.set_postfix_str(calendar.iso_date(day))
 
     n_customers = int((world.customers.signup_day < n_days).sum())
     _write_ground_truth(out, world, n_customers)
     manifest = _manifest(spec, int(seed), n_days, calendar, rates, world, n_customers, report)
+    manifest["generation"] = generation
     _write(out / MANIFEST_NAME, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     return manifest
 
@@ -184,10 +193,29 @@ def _file_name(source: str, fmt: str, iso_date: str) -> str:
     return f"{source}_{iso_date}.{EXTENSIONS[fmt]}"
 
 
+def _generation(spec: ScaleSpec, seed: int, calendar: Calendar, rates: DefectRates,
+                sources: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """The arguments that decide a day file's bytes (with the generator's code): two runs of
+    equal generations write equal files for the days they share (prefix stability)."""
+    declared = json.dumps(sources, sort_keys=True, default=str).encode("utf-8")
+    return {"scale": spec.name, "seed": seed, "start_date": calendar.iso_date(0),
+            "defect_rates": rates.as_dict(), "sources_sha256": hashlib.sha256(declared).hexdigest()}
+
+
+def _previous_generation(out: Path) -> dict[str, Any] | None:
+    """The generation recorded by the manifest already in ``out``, if any can be read."""
+    try:
+        previous = json.loads((out / MANIFEST_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return previous.get("generation") if isinstance(previous, dict) else None
+
+
 def _remove_previous_output(out: Path, sources: Mapping[str, Mapping[str, Any]],
                             calendar: Calendar, n_days: int) -> None:
     """Regenerating over an earlier, longer run must not leave its extra days behind (bronze
-    would ingest them). Only files named like ours are touched; the rest are rewritten."""
+    would ingest them). Only files named like ours are touched; the rest are rewritten, or kept
+    when they come from the same generation (see the module notes)."""
     keep = {calendar.iso_date(d) for d in range(n_days)}
     for name, decl in sources.items():
         folder = out / decl["raw_dir"]
