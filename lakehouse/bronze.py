@@ -21,15 +21,19 @@ How, and why this way:
 from __future__ import annotations
 
 import csv
+import json
+import os
+import re
 import time
 from dataclasses import dataclass, replace
 from functools import reduce
+from pathlib import Path
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from lakehouse.catalog import BRONZE_TABLE_PROPERTIES, Catalog
-from lakehouse.config import Config, local_path
+from lakehouse.config import Config, file_uri_path, local_path
 from lakehouse.errors import InputDataError
 from lakehouse.faults import crash_point
 from lakehouse.privacy.pseudonym import pseudonym_key
@@ -477,6 +481,40 @@ def raw_folder_exists(raw_path: str) -> bool:
     return local_path(raw_path).is_dir()
 
 
+def moved_checkpoint_problem(checkpoint_dir: str, raw_path: str, table: str) -> str | None:
+    """Why a source's stream checkpoint does not fit this data root, or None.
+
+    A stream checkpoint records the absolute path of every raw file it took. A data root moved
+    or copied elsewhere keeps them, and Spark then fails inside the stream ("Wrong basePath").
+    The latest entry of the checkpoint's file log is compared with the raw folder read now
+    (local checkpoints only: an object store's paths do not move with a copy).
+    """
+    checkpoint, raw = file_uri_path(checkpoint_dir), file_uri_path(raw_path)
+    log = checkpoint / "sources" / "0" if checkpoint is not None else None
+    if raw is None or log is None or not log.is_dir():
+        return None
+    batches = [p for p in log.iterdir() if re.fullmatch(r"\d+(\.compact)?", p.name)]
+    if not batches:
+        return None
+    latest = max(batches, key=lambda p: int(p.name.split(".")[0]))
+    recorded = None
+    for line in latest.read_text(encoding="utf-8", errors="replace").splitlines()[1:]:
+        try:
+            recorded = file_uri_path(json.loads(line)["path"])
+        except (ValueError, KeyError, TypeError):
+            continue
+        break
+    if recorded is None or Path(os.path.realpath(raw)) in Path(os.path.realpath(recorded)).parents:
+        return None
+    return (
+        f"{table}: its stream checkpoint {checkpoint} lists raw files under {recorded.parent}, "
+        f"but this data root reads them from {raw}: the data root was moved or copied, and "
+        f"stream checkpoints hold absolute paths. Run it from its old place, or build a new "
+        f"lake from the raw files alone (copy raw/ into an empty data root and run `lakehouse "
+        f"run all`); nothing was ingested"
+    )
+
+
 def run_bronze(
     spark: SparkSession, config: Config, sources: dict[str, SourceSpec], run_id: str,
     only: list[str] | None = None,
@@ -490,7 +528,11 @@ def run_bronze(
             f"no raw files for {', '.join(s.name for s in chosen)} under {catalog.raw_root}: "
             f"run `lakehouse generate --scale xs` or deliver files there first"
         )
-    # Before any source lands: a refused file leaves every table as it was.
+    # Before any source lands: a refused file or a moved lake leaves every table as it was.
+    moved = [problem for s in present if (problem := moved_checkpoint_problem(
+        catalog.checkpoint_dir(s.bronze_table), catalog.raw_dir(s.raw_dir), s.bronze_table))]
+    if moved:
+        raise InputDataError(moved[0])
     for s in present:
         check_compressed_files(spark, catalog.raw_dir(s.raw_dir))
     suppression = load_bronze_suppression(spark, config, catalog)

@@ -208,3 +208,25 @@ def test_gzip_bomb_is_refused_by_name_before_any_source_lands(spark, config):
                                                          "clickstream": len(CLICKS_DAY1)}
     assert {r.source: r.ignored_files for r in results} == {
         "orders": ("orders_2026-01-03_late.CSV", "orders_2026-01-04.txt"), "clickstream": ()}
+
+
+def test_a_moved_lake_is_refused_by_name_before_any_source_lands(spark, xs_lake, tmp_path):
+    import shutil
+
+    from lakehouse.config import load_config
+    from lakehouse.errors import InputDataError
+
+    # Copied as a user would (conftest's copy_lake rewrites the checkpoints; this does not).
+    moved = tmp_path / "moved"
+    shutil.copytree(xs_lake.data_dir, moved)
+    config = load_config("local", overrides={"data_dir": str(moved)})
+    catalog, sources = Catalog(config), load_sources(config)
+    versions = {s.bronze_table: catalog.current_version(spark, s.bronze_table)
+                for s in sources.values()}
+    with pytest.raises(InputDataError, match="was moved or copied") as refused:
+        run_bronze(spark, config, sources, "moved")
+    message = str(refused.value)
+    assert len(message.splitlines()) == 1
+    assert str(Path(xs_lake.data_dir) / "raw") in message and str(moved / "raw") in message
+    assert {s.bronze_table: catalog.current_version(spark, s.bronze_table)
+            for s in sources.values()} == versions
