@@ -498,12 +498,15 @@ def moved_checkpoint_problem(checkpoint_dir: str, raw_path: str, table: str) -> 
         return None
     latest = max(batches, key=lambda p: int(p.name.split(".")[0]))
     recorded = None
-    for line in latest.read_text(encoding="utf-8", errors="replace").splitlines()[1:]:
-        try:
-            recorded = file_uri_path(json.loads(line)["path"])
-        except (ValueError, KeyError, TypeError):
-            continue
-        break
+    # Read up to the first entry only: a compacted log lists every file the stream ever took.
+    with latest.open(encoding="utf-8", errors="replace") as log_file:
+        next(log_file, None)  # the format version line ("v1")
+        for line in log_file:
+            try:
+                recorded = file_uri_path(json.loads(line)["path"])
+            except (ValueError, KeyError, TypeError):
+                continue
+            break
     if recorded is None or Path(os.path.realpath(raw)) in Path(os.path.realpath(recorded)).parents:
         return None
     return (
