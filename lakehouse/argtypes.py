@@ -7,12 +7,23 @@ import argparse
 from collections.abc import Callable
 from datetime import date
 
+from lakehouse.asof import future_date_problem
+
 
 def iso_date(text: str) -> date:
     try:
         return date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"'{text}' is not a date of the form YYYY-MM-DD") from None
+
+
+def as_of_date(text: str) -> date:
+    """``--as-of``: a date of the form YYYY-MM-DD, not after today (future_date_problem)."""
+    day = iso_date(text)
+    problem = future_date_problem(day)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return day
 
 
 def whole_number(minimum: int, what: str = "a whole number") -> Callable[[str], int]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 
 from pyspark.sql import DataFrame
 
@@ -19,6 +19,21 @@ def as_date(value: date | str | None) -> date | None:
         except ValueError:
             raise InputDataError(f"as_of must be a date YYYY-MM-DD, got {value!r}") from None
     raise TypeError(f"as_of must be a date, a YYYY-MM-DD string or None, got {value!r}")
+
+
+def future_date_problem(day: date, today: date | None = None) -> str | None:
+    """Why ``day`` cannot be a date that figures are valid for, or None.
+
+    A day after today's UTC date has not happened: gold for it fills every KPI day up to it
+    with zeros, publish labels today's figures with it, and retention would erase people whose
+    data-expiry date has not come yet, which cannot be undone. Such a date is nearly always a
+    mistyped year. The clock is read only to refuse; no figure depends on it.
+    """
+    today = today or datetime.now(UTC).date()
+    if day <= today:
+        return None
+    return (f"{day} is after today ({today}, UTC): no figure can be valid for a day that has "
+            f"not happened (a mistyped year?); give a date up to {today}")
 
 
 def snapshot_dates(df: DataFrame) -> list[date]:

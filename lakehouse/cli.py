@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
-from lakehouse.argtypes import iso_date, positive_int
+from lakehouse.argtypes import as_of_date, positive_int
 from lakehouse.errors import LakehouseError
 from lakehouse.pipeline import ON_DEMAND_STAGES, STAGE_ORDER
 
@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("stage", choices=(*STAGE_ORDER, *ON_DEMAND_STAGES, "all"), metavar="STAGE",
                      help=f"one of: {', '.join((*STAGE_ORDER, 'all'))}; on demand: "
                           f"{', '.join(ON_DEMAND_STAGES)}")
-    run.add_argument("--as-of", type=iso_date, default=None,
+    run.add_argument("--as-of", type=as_of_date, default=None,
                      help="date the figures are valid for (YYYY-MM-DD)")
     run.add_argument("--as-of-version", type=_table_version, action="append", default=[],
                      metavar="TABLE=VERSION",

@@ -26,6 +26,11 @@ def _run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
         (["generate", "--scale", "xs", "--days", "0"], None, "0 must be at least 1"),
         (["run", "bronze", "--env", "nope"], None, "nope.yaml not found"),
         (["run", "bronze", "--as-of", "yesterday"], None, "not a date of the form YYYY-MM-DD"),
+        # A mistyped year: gold would fill KPI days up to it, retention would erase people
+        # whose expiry date has not come, publish would spend budget on an empty week grid.
+        (["run", "all", "--as-of", "2999-01-03"], None, "2999-01-03 is after today"),
+        (["run", "retention", "--as-of", "2999-01-03"], None, "2999-01-03 is after today"),
+        (["publish", "--as-of", "2999-01-03"], None, "2999-01-03 is after today"),
         (["run", "bronze"], {"LAKEHOUSE_DATA_DIR": "/proc/lakehouse"}, "cannot be created"),
         ([], None, "the following arguments are required: COMMAND"),
         # A mistyped option points at the help of the command it was given to.

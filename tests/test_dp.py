@@ -11,7 +11,7 @@ from conftest import XS_AS_OF, copy_lake
 from scipy import stats
 
 from lakehouse.catalog import Catalog
-from lakehouse.errors import PrivacyBudgetError
+from lakehouse.errors import InputDataError, PrivacyBudgetError
 from lakehouse.privacy.dp import (
     Release,
     check_budget,
@@ -150,6 +150,18 @@ def test_publish_writes_noisy_reports_with_their_epsilon_and_a_ledger(spark, lak
     ledger = catalog.read(spark, "audit.privacy_ledger").toPandas()
     assert sorted(ledger["report"]) == sorted([SEGMENT_COUNTRY, CHANNEL_WEEK, REVENUE_WEEK])
     assert ledger["epsilon"].sum() == pytest.approx(3.0)
+
+
+def test_a_date_gold_does_not_hold_is_refused_before_any_budget_is_spent(spark, lake):
+    from datetime import date
+
+    catalog = Catalog(lake)
+    names = (SEGMENT_COUNTRY, CHANNEL_WEEK, REVENUE_WEEK, "audit.privacy_ledger")
+    versions = {n: catalog.current_version(spark, n) for n in names}
+    for wrong in ("1999-01-01", "2026-01-02"):
+        with pytest.raises(InputDataError, match=f"holds as_of {XS_AS_OF}, not {wrong}"):
+            publish(spark, lake, as_of=date.fromisoformat(wrong))
+    assert {n: catalog.current_version(spark, n) for n in names} == versions
 
 
 def test_budget_exhaustion_raises_and_writes_nothing(spark, lake):

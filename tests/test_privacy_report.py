@@ -11,8 +11,9 @@ import yaml
 from conftest import XS_AS_OF, copy_lake, crm_customer_key
 from pyspark.sql import functions as F
 
+from lakehouse.asof import future_date_problem
 from lakehouse.catalog import Catalog
-from lakehouse.errors import SubjectNotFoundError
+from lakehouse.errors import InputDataError, SubjectNotFoundError
 from lakehouse.pipeline import RunContext
 from lakehouse.privacy.retention import run_retention
 from lakehouse.privacy.subject_report import subject_report, write_report_json
@@ -86,6 +87,17 @@ def test_retention_erases_customers_past_their_expiry(spark, retained):
     assert {r[0] for r in catalog.read(spark, "silver.customers").select("customer_key")
             .collect()} == kept
     assert any("retention" in line for line in lines)
+
+
+def test_retention_refuses_a_run_date_after_today(spark, config):
+    from datetime import UTC, datetime, timedelta
+
+    today = datetime.now(UTC).date()
+    assert future_date_problem(today, today=today) is None
+    assert "2026-01-02 is after today (2026-01-01, UTC)" in future_date_problem(
+        date(2026, 1, 2), today=date(2026, 1, 1))
+    with pytest.raises(InputDataError, match="after today.*nobody was erased"):
+        run_retention(spark, config, RunContext(run_id="t", as_of=today + timedelta(days=1)))
 
 
 def test_retention_keeps_marketing_outputs_to_consenting_customers(spark, retained):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from lakehouse.argtypes import iso_date, positive_float, positive_int
+from lakehouse.argtypes import as_of_date, positive_float, positive_int
 
 
 def _session(args: argparse.Namespace):
@@ -85,7 +85,7 @@ def add_commands(sub, common: Callable[[argparse.ArgumentParser], None]) -> dict
     common(erase)
 
     pub = sub.add_parser("publish", help="release differentially private reports (publish layer)")
-    pub.add_argument("--as-of", type=iso_date, default=None,
+    pub.add_argument("--as-of", type=as_of_date, default=None,
                      help="date of the gold snapshot (default: the one in gold)")
     pub.add_argument("--epsilon", type=positive_float, default=None,
                      help="epsilon per report (default privacy.epsilon_per_report)")

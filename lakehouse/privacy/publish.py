@@ -21,6 +21,7 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from lakehouse.asof import choose_snapshot
 from lakehouse.catalog import Catalog
 from lakehouse.config import Config, load_yaml_file
 from lakehouse.errors import InputDataError, TableNotFoundError
@@ -179,10 +180,10 @@ def build_reports(
                 f"before `lakehouse publish`"
             )
     customers = catalog.read(spark, "gold.customer_360")
-    if as_of is None:
-        as_of = customers.agg(F.max("as_of")).first()[0]
-        if as_of is None:
-            raise InputDataError("gold.customer_360 is empty: nothing to publish")
+    # A date gold does not hold is refused before any budget is spent: the reports would
+    # label today's counts with it, and their weeks would hold only noise.
+    as_of = choose_snapshot(customers, as_of, "gold.customer_360",
+                            "gold.customer_360 is empty: nothing to publish")
     countries = _countries(config)
     customers = with_public_country(customers, countries)
     segments = None

@@ -10,7 +10,8 @@
    too, so this step only catches consent withdrawn since the last of those runs.
 
 The run date is ``ctx.as_of`` when given, else today's UTC date: expiry is about the real
-calendar, unlike the gold figures.
+calendar, unlike the gold figures. A run date after today is refused before anything is read
+(a mistyped year would erase people whose expiry date has not come).
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from datetime import UTC, datetime
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from lakehouse.asof import future_date_problem
 from lakehouse.catalog import Catalog
 from lakehouse.config import Config
+from lakehouse.errors import InputDataError
 from lakehouse.gold import has_marketing_consent
 from lakehouse.privacy.erasure import erase_people, keyed_hash
 from lakehouse.privacy.pseudonym import pseudonym, pseudonym_key
@@ -46,6 +49,11 @@ def filter_without_consent(customers_df: DataFrame) -> DataFrame:
 def run_retention(spark: SparkSession, config: Config, ctx) -> list[str]:
     catalog = Catalog(config)
     run_date = ctx.as_of or datetime.now(UTC).date()
+    problem = future_date_problem(run_date)
+    if problem:
+        # Checked before anything is read: erasing someone whose expiry date has not come
+        # yet cannot be undone.
+        raise InputDataError(f"retention: {problem}; nobody was erased")
     if not catalog.exists(spark, "silver.customers"):
         return ["retention: silver.customers does not exist yet; nothing to do"]
     customers = catalog.read(spark, "silver.customers")
