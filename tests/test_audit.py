@@ -232,3 +232,33 @@ def test_reproduce_retrains_a_segment_run_to_the_same_segments(spark, full_xs_la
     assert checks[0].rows == customers > 0
     assert checks[0].identical, checks[0].line()
     assert "identical" in lines[-1] and "MLflow run" in lines[-1]
+
+
+def test_gold_is_checked_against_silver_as_an_erasure_left_it(spark, config):
+    """comparable_version: gold built from version v of a silver table still matches it after
+    commits that add no row (an erasure's delete-only MERGE); a commit that adds rows stops the
+    walk, and a version whose files VACUUM removed is one clear error naming the remedy."""
+    from delta.tables import DeltaTable
+
+    from lakehouse.audit.reconcile import comparable_version
+    from lakehouse.errors import VersionNotAvailableError
+    from lakehouse.privacy.erasure import vacuum_now
+
+    catalog = Catalog(config)
+    path = catalog.path("silver.orders")
+    rows = spark.createDataFrame([("o1", 1.0), ("o2", 2.0)], "order_id string, amount_eur double")
+    rows.write.format("delta").save(path)                                 # version 0
+    rows.limit(0).union(spark.createDataFrame([("o3", 3.0)], rows.schema)).write.format(
+        "delta").mode("append").save(path)                                # 1: adds a row
+    gone = spark.createDataFrame([("o1",)], "order_id string")
+    DeltaTable.forPath(spark, path).alias("t").merge(
+        gone.alias("s"), "t.order_id = s.order_id").whenMatchedDelete().execute()  # 2: deletes
+    assert comparable_version(spark, catalog, "silver.orders", 1) == 2
+    assert comparable_version(spark, catalog, "silver.orders", 0) == 0
+    vacuum_now(spark, catalog, "silver.orders", 0)  # version 0's only file was rewritten at 2
+    # VACUUM logs its own commits (start, end), which add no row either.
+    newest = catalog.current_version(spark, "silver.orders")
+    assert newest > 2
+    assert comparable_version(spark, catalog, "silver.orders", 1) == newest
+    with pytest.raises(VersionNotAvailableError, match="silver.orders version 0.*run gold"):
+        comparable_version(spark, catalog, "silver.orders", 0)

@@ -11,6 +11,8 @@
 
 Gold is compared with the silver versions it was built from (its latest lineage record), so a
 silver run after gold does not make the check fail; without lineage, silver's newest version.
+An erasure after gold deleted the person from both and vacuumed the versions gold was built
+from: gold is then compared with the version right after the erasure (comparable_version).
 The expected figures are computed here from silver directly, not with gold's builders.
 """
 
@@ -23,8 +25,10 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from lakehouse.audit import LINEAGE_TABLE
+from lakehouse.audit.timetravel import missing_files
 from lakehouse.catalog import Catalog
 from lakehouse.config import Config
+from lakehouse.errors import VersionNotAvailableError
 
 CHECK_SCHEMA = (
     "audit_run_id string, check string, subject string, expected double, actual double, "
@@ -45,6 +49,50 @@ def gold_input_versions(spark: SparkSession, catalog: Catalog) -> dict[str, int]
         return {}
     rows = lineage.where((F.col("run_id") == latest) & (F.col("direction") == "input")).collect()
     return {r["dataset"]: int(r["version"]) for r in rows if r["version"] is not None}
+
+
+# Commits that add and change no row: an erasure's or retention's delete (a MERGE that only
+# deletes), VACUUM's bookkeeping, compaction.
+_NO_ROW_ADDED_OPERATIONS = frozenset({"DELETE", "VACUUM START", "VACUUM END", "OPTIMIZE"})
+
+
+def _adds_no_row(operation: str, metrics: dict[str, str] | None) -> bool:
+    if operation in _NO_ROW_ADDED_OPERATIONS:
+        return True
+    metrics = metrics or {}
+    return operation == "MERGE" and all(
+        int(metrics.get(m, "1")) == 0 for m in ("numTargetRowsInserted", "numTargetRowsUpdated")
+    )
+
+
+def comparable_version(spark: SparkSession, catalog: Catalog, name: str, built_from: int) -> int:
+    """The version of silver table ``name`` that gold, built from ``built_from``, now matches.
+
+    An erasure (or retention) deletes the person from silver and from gold alike, then VACUUM
+    removes the files of every version before its delete, ``built_from`` among them. Gold
+    then matches ``built_from`` advanced over the commits right after it that add or change
+    no row. A version that can no longer be read (a silver run came between, then an erasure)
+    raises VersionNotAvailableError naming the remedy, instead of a failed read inside Spark.
+    """
+    later = (
+        catalog.delta_table(spark, name).history()
+        .where(F.col("version") > built_from)
+        .select("version", "operation", "operationMetrics")
+        .orderBy("version")
+        .collect()
+    )
+    version = built_from
+    for commit in later:
+        if not _adds_no_row(commit["operation"], commit["operationMetrics"]):
+            break
+        version = commit["version"]
+    if missing_files(spark, catalog, name, version):
+        raise VersionNotAvailableError(
+            f"gold was built from {name} version {built_from}, whose data files VACUUM has "
+            f"removed since (an erasure after a later silver run), so gold cannot be checked "
+            f"against it: run `lakehouse run gold`, then the audit again"
+        )
+    return version
 
 
 def _latest_orders(orders_df: DataFrame) -> DataFrame:
@@ -68,7 +116,11 @@ def _check(check: str, subject: str, expected: float, actual: float, detail: str
 def gold_checks(spark: SparkSession, catalog: Catalog) -> list[dict[str, Any]]:
     if not all(catalog.exists(spark, t) for t in ("gold.customer_360", "gold.kpi_daily")):
         return []
-    versions = gold_input_versions(spark, catalog)
+    versions = {
+        name: comparable_version(spark, catalog, name, version)
+        for name, version in gold_input_versions(spark, catalog).items()
+        if name in ("silver.customers", "silver.orders")
+    }
     silver = {
         name: catalog.read(spark, name, version=versions.get(name))
         for name in ("silver.customers", "silver.orders")
