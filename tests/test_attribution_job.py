@@ -210,6 +210,7 @@ def test_spark_order_choice_matches_plain_python(spark):
     )
     got = choose_order_spark(paths.repartition(3))
     assert got.order == plain.order
+    assert ("no order beats" in got.reason) == ("no order beats" in plain.reason)
     for column in ("log_loss", "auc", "unseen_share", "test_journeys"):
         assert got.scores[column].tolist() == pytest.approx(plain.scores[column].tolist())
 

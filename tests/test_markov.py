@@ -363,6 +363,25 @@ def test_choose_order_ties_go_to_the_lower_order():
     assert choice.scores["log_loss"].nunique() == 1
 
 
+def test_an_order_whose_held_out_states_are_all_unseen_does_not_win():
+    """Two paths, each the only one that ends in its order-2 state. Worked out by hand (folds
+    split by path, smoothing 1): at orders 2-4 each held-out journey gets its folds' training
+    conversion rate kept off 0 and 1 (1/6 for "A", 5/6 for "B > A"), log-loss ln 6; at order
+    1, "A" ends in the state that ended "B > A" twice without converting: (0 + 1/6) / 3 = 1/18,
+    log-loss ln 18. The lowest log-loss (ln 6, orders 2-4) is the training rate alone, which
+    is no evidence for any order: the lowest order is kept, and the reason says why."""
+    rows = [(["A"], 2.0, 20.0, 0.0), (["B", "A"], 0.0, 0.0, 2.0)]
+    choice = choose_order(rows)
+    scores = choice.scores.set_index("order")
+    assert scores.loc[1, "log_loss"] == pytest.approx(math.log(18))
+    for order in (2, 3, 4):
+        assert scores.loc[order, "log_loss"] == pytest.approx(math.log(6))
+        assert scores.loc[order, "unseen_share"] == 1.0
+    assert choice.order == 1
+    assert (f"no order beats the training conversion rate (log-loss {math.log(6):.6f})"
+            in choice.reason)
+
+
 def test_choose_order_without_journeys():
     choice = choose_order([(["A"], 0, 0, 0)])
     assert choice.order == 1 and "no journeys" in choice.reason

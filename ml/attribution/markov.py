@@ -942,8 +942,10 @@ def choose_order(
 
     Score: journey-weighted log-loss of the out-of-fold predictions (a proper scoring rule;
     AUC is reported too but ignores calibration and ties). The lowest order within
-    ``tolerance`` of the best log-loss wins. (The reference package's choose_order scores the
-    same last-state prediction, but in-sample, by an AUC penalised for the number of states.)
+    ``tolerance`` of the best log-loss wins, provided it beats the training conversion rate
+    alone (see _order_verdict); otherwise the lowest order is kept. (The reference package's
+    choose_order scores the same last-state prediction, but in-sample, by an AUC penalised for
+    the number of states.)
     """
     if folds < 2:
         raise ValueError(f"folds must be at least 2, got {folds}")
@@ -964,9 +966,12 @@ def choose_order(
     conv = np.array([c for _, c, _ in data])
     null = np.array([n for _, _, n in data])
     records = []
+    baseline = math.nan
     for order in orders:
         last = [p[-order:] for p, _, _ in data]  # last state, short paths included as a whole
-        predicted, unseen = _out_of_fold(last, fold_of, conv, null, folds, smoothing)
+        predicted, unseen, fallback = _out_of_fold(last, fold_of, conv, null, folds, smoothing)
+        if math.isnan(baseline):
+            baseline = _log_loss(fallback, conv, null)
         records.append(
             {
                 "order": order,
@@ -976,7 +981,7 @@ def choose_order(
                 "test_journeys": total,
             }
         )
-    return _order_verdict(records, folds, total, tolerance)
+    return _order_verdict(records, folds, total, tolerance, baseline)
 
 
 def _no_journeys_choice(orders: Sequence[int]) -> OrderChoice:
@@ -996,19 +1001,35 @@ def _no_journeys_choice(orders: Sequence[int]) -> OrderChoice:
 
 
 def _order_verdict(
-    records: list[dict], folds: int, total: float, tolerance: float
+    records: list[dict], folds: int, total: float, tolerance: float, baseline: float
 ) -> OrderChoice:
-    """The order with the lowest held-out log-loss (ties to the lower order), and why."""
+    """The order with the lowest held-out log-loss (ties to the lower order), and why.
+
+    ``baseline`` is the log-loss of the fallback alone (each fold's training conversion rate
+    for every journey): an order whose held-out last states are all unseen scores exactly
+    this, so it carries no evidence for the order. Only an order that beats it can win;
+    when none does, the lowest order is kept.
+    """
     scores = pd.DataFrame(records)
-    best = scores["log_loss"].min()
-    chosen = int(scores.loc[scores["log_loss"] <= best + tolerance, "order"].min())
+    useful = scores[scores["log_loss"] < baseline - tolerance]
+    if useful.empty:
+        chosen = int(scores["order"].min())
+    else:
+        best = useful["log_loss"].min()
+        chosen = int(useful.loc[useful["log_loss"] <= best + tolerance, "order"].min())
     listing = ", ".join(
         f"order {int(r.order)}: log-loss {r.log_loss:.6f}, AUC {r.auc:.4f}, unseen {r.unseen_share:.1%}"
         for r in scores.itertuples()
     )
+    why = (
+        "lowest held-out log-loss"
+        if not useful.empty
+        else f"no order beats the training conversion rate (log-loss {baseline:.6f}), lowest kept"
+    )
     reason = (
-        f"order {chosen} chosen: lowest held-out log-loss ({folds}-fold split by path, "
-        f"{total:g} journeys; ties go to the lower order) [{listing}]"
+        f"order {chosen} chosen: {why} ({folds}-fold split by path, "
+        f"{total:g} journeys; ties go to the lower order) [training conversion rate alone: "
+        f"log-loss {baseline:.6f}; {listing}]"
     )
     return OrderChoice(chosen, scores, reason)
 
@@ -1041,6 +1062,7 @@ def choose_order_from_sums(
         raise ValueError(f"order-choice sums are missing column(s): {', '.join(missing)}")
     records = []
     total = 0.0
+    baseline = math.nan
     for order in orders:
         part = sums[sums["order"] == order]
         conv = part["conversions"].to_numpy(dtype=float)
@@ -1050,7 +1072,9 @@ def choose_order_from_sums(
             break
         last = [tuple(s) for s in part["last_state"]]
         fold_of = part["fold"].to_numpy(dtype=np.int64)
-        predicted, unseen = _out_of_fold(last, fold_of, conv, null, folds, smoothing)
+        predicted, unseen, fallback = _out_of_fold(last, fold_of, conv, null, folds, smoothing)
+        if math.isnan(baseline):
+            baseline = _log_loss(fallback, conv, null)
         records.append(
             {
                 "order": order,
@@ -1062,7 +1086,7 @@ def choose_order_from_sums(
         )
     if total == 0:
         return _no_journeys_choice(orders)
-    return _order_verdict(records, folds, total, tolerance)
+    return _order_verdict(records, folds, total, tolerance, baseline)
 
 
 def _out_of_fold(
@@ -1072,8 +1096,9 @@ def _out_of_fold(
     null: np.ndarray,
     folds: int,
     smoothing: float,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Out-of-fold P(conversion) per row, and whether its last state was unseen in training."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Out-of-fold P(conversion) per row, whether its last state was unseen in training (never
+    ended a training journey), and the fallback (the training conversion rate) it got then."""
     ids: dict[State, int] = {}
     state_ids = np.array([ids.setdefault(s, len(ids)) for s in last], dtype=np.int64)
     n_states = len(ids)
@@ -1085,6 +1110,7 @@ def _out_of_fold(
     conv_all, null_all = conv_by.sum(axis=0), null_by.sum(axis=0)
     predicted = np.empty(len(last))
     unseen = np.zeros(len(last), dtype=bool)
+    fallback = np.empty(len(last))
     for f in range(folds):
         rows = np.flatnonzero(fold_of == f)
         if rows.size == 0:
@@ -1099,7 +1125,8 @@ def _out_of_fold(
         c, n = train_conv[state_ids[rows]], train_null[state_ids[rows]]
         predicted[rows] = (c + smoothing * base) / (c + n + smoothing)
         unseen[rows] = (c + n) <= 0
-    return predicted, unseen
+        fallback[rows] = base
+    return predicted, unseen, fallback
 
 
 def _log_loss(predicted: np.ndarray, conv: np.ndarray, null: np.ndarray) -> float:
