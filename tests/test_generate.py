@@ -273,9 +273,19 @@ def test_bad_arguments_raise_input_data_error(tmp_path: Path, kwargs: dict, mess
     assert not any(tmp_path.iterdir())
 
 
-def test_regenerating_fewer_days_removes_the_extra_days(tmp_path: Path) -> None:
+def test_fewer_days_of_the_same_generation_are_refused_and_every_file_kept(
+    tmp_path: Path,
+) -> None:
+    """Delivered files may have been landed by bronze: deleting them would leave a raw folder
+    that no longer rebuilds the lake. Another generation replaces every file (and so removes
+    the extra days, which bronze would otherwise ingest as that generation's)."""
     generate(tmp_path, "xs", days=3, progress=False)
-    generate(tmp_path, "xs", days=1, progress=False)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    with pytest.raises(InputDataError, match="up to 2026-01-03: --days 1 would delete.*"
+                                             "pass --days 3 or more"):
+        generate(tmp_path, "xs", days=1, progress=False)
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+    generate(tmp_path, "xs", seed=7, days=1, progress=False)
     assert all(len(day_files(tmp_path, source)) == 1 for source in SOURCES)
 
 

@@ -102,7 +102,18 @@ def generate(
     out = Path(out_dir)
     generation = _generation(spec, int(seed), calendar, rates, sources)
     keep_existing = _previous_generation(out) == generation
-    _remove_previous_output(out, sources, calendar, n_days)
+    later = _files_after(out, sources, calendar, n_days)
+    if keep_existing and later:
+        last = max(day for day, _ in later)
+        raise InputDataError(
+            f"{out} already holds this generation up to {last}: --days {n_days} would delete "
+            f"the files of the later days, which bronze may have landed; pass --days "
+            f"{(date.fromisoformat(last) - date.fromisoformat(calendar.iso_date(0))).days + 1} "
+            f"or more, or remove {out} to start over"
+        )
+    for _, path in later:
+        path.unlink()
+    (out / MANIFEST_NAME).unlink(missing_ok=True)
     world = build_world(int(seed), spec, calendar, rates.late_event)
     report = {name: _SourceReport(name, decl) for name, decl in sources.items()}
     carried: dict[str, Redelivery | None] = dict.fromkeys(sources)
@@ -211,12 +222,14 @@ def _previous_generation(out: Path) -> dict[str, Any] | None:
     return previous.get("generation") if isinstance(previous, dict) else None
 
 
-def _remove_previous_output(out: Path, sources: Mapping[str, Mapping[str, Any]],
-                            calendar: Calendar, n_days: int) -> None:
-    """Regenerating over an earlier, longer run must not leave its extra days behind (bronze
-    would ingest them). Only files named like ours are touched; the rest are rewritten, or kept
-    when they come from the same generation (see the module notes)."""
+def _files_after(out: Path, sources: Mapping[str, Mapping[str, Any]], calendar: Calendar,
+                 n_days: int) -> list[tuple[str, Path]]:
+    """(ISO date, path) of the files named like ours for a day after the ``n_days`` asked for.
+
+    Another generation's are removed, or bronze would ingest them; the same generation's were
+    delivered and are kept (generate refuses instead). Other files are never touched."""
     keep = {calendar.iso_date(d) for d in range(n_days)}
+    found: list[tuple[str, Path]] = []
     for name, decl in sources.items():
         folder = out / decl["raw_dir"]
         if not folder.is_dir():
@@ -226,8 +239,8 @@ def _remove_previous_output(out: Path, sources: Mapping[str, Mapping[str, Any]],
         for path in folder.iterdir():
             match = pattern.fullmatch(path.name)
             if match and match.group(1) not in keep:
-                path.unlink()
-    (out / MANIFEST_NAME).unlink(missing_ok=True)
+                found.append((match.group(1), path))
+    return found
 
 
 def _write(path: Path, text: str) -> None:
