@@ -4,8 +4,10 @@ says what was expected."""
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
 from datetime import date
+from pathlib import Path
 
 from lakehouse.asof import future_date_problem
 
@@ -61,3 +63,27 @@ def column_list(text: str) -> tuple[str, ...]:
     if not cols:
         raise argparse.ArgumentTypeError("needs at least one column name")
     return cols
+
+
+def output_file(text: str) -> str:
+    """A file to write: not a folder, and under a writable folder (missing folders between are
+    created when it is written). Checked when the command line is read, so a long run does not
+    end in a traceback at its last step."""
+    path = Path(text)
+    if not text.strip() or path.is_dir():
+        raise argparse.ArgumentTypeError(f"'{text}' is a folder, not a file name: add a file name")
+    ancestor = path.parent.resolve()
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise argparse.ArgumentTypeError(f"'{text}': {ancestor} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK):
+        raise argparse.ArgumentTypeError(f"'{text}': folder {ancestor} is not writable")
+    return text
+
+
+def non_blank(text: str) -> str:
+    """A value that must say something (an id, an address): blank is refused."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty: give a value")
+    return text

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
-from lakehouse.argtypes import as_of_date, positive_int
+from lakehouse.argtypes import as_of_date, output_file, positive_int
 from lakehouse.errors import LakehouseError
 from lakehouse.pipeline import ON_DEMAND_STAGES, STAGE_ORDER
 
@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     attr.add_argument("--order", type=_order, default=1,
                       help="Markov order 1-4 (default 1); 0 = choose automatically")
     attr.add_argument("--auto-order", action="store_true", help="choose the order by hold-out")
-    attr.add_argument("--output", default=None, help="write the result as CSV here")
+    attr.add_argument("--output", type=output_file, default=None, help="write the result as CSV here")
 
     for module_name in COMMAND_MODULES:
         if _module_exists(module_name):

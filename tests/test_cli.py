@@ -33,6 +33,14 @@ def _run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
         (["publish", "--as-of", "2999-01-03"], None, "2999-01-03 is after today"),
         (["run", "bronze"], {"LAKEHOUSE_DATA_DIR": "/proc/lakehouse"}, "cannot be created"),
         ([], None, "the following arguments are required: COMMAND"),
+        (["erase", "--customer-id", " ", "--yes"], None, "argument --customer-id: is empty"),
+        # Output paths are checked when the command line is read, not after a long run.
+        (["subject-report", "--customer-id", "C1", "--json", "/tmp"], None,
+         "'/tmp' is a folder, not a file name"),
+        (["subject-report", "--customer-id", "C1", "--json", "/etc/hostname/r.json"], None,
+         "/etc/hostname is a file, not a folder"),
+        (["attribution", "--paths", "p.csv", "--output", "/tmp"], None,
+         "'/tmp' is a folder, not a file name"),
         # A mistyped option points at the help of the command it was given to.
         (["run", "all", "--asof", "2026-01-03"], None,
          "lakehouse run: error: unrecognized arguments: --asof 2026-01-03 "

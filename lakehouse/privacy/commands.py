@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from lakehouse.argtypes import as_of_date, positive_float, positive_int
+from lakehouse.argtypes import (
+    as_of_date,
+    non_blank,
+    output_file,
+    positive_float,
+    positive_int,
+)
 
 
 def _session(args: argparse.Namespace):
@@ -79,8 +85,8 @@ def add_commands(sub, common: Callable[[argparse.ArgumentParser], None]) -> dict
 
     erase = sub.add_parser("erase", help="erase one person from every layer (physically)")
     who = erase.add_mutually_exclusive_group(required=True)
-    who.add_argument("--customer-id", default=None, help="the person's CRM customer id")
-    who.add_argument("--email", default=None, help="the person's email address")
+    who.add_argument("--customer-id", type=non_blank, default=None, help="the person's CRM customer id")
+    who.add_argument("--email", type=non_blank, default=None, help="the person's email address")
     erase.add_argument("--yes", action="store_true", help="confirm: the erasure cannot be undone")
     common(erase)
 
@@ -100,8 +106,8 @@ def add_commands(sub, common: Callable[[argparse.ArgumentParser], None]) -> dict
     common(show)
 
     rep = sub.add_parser("subject-report", help="everything held about one person")
-    rep.add_argument("--customer-id", required=True, help="the person's CRM customer id")
-    rep.add_argument("--json", default=None, metavar="FILE", help="also write the report as JSON")
+    rep.add_argument("--customer-id", type=non_blank, required=True, help="the person's CRM customer id")
+    rep.add_argument("--json", type=output_file, default=None, metavar="FILE", help="also write the report as JSON")
     common(rep)
 
     return {"erase": _cmd_erase, "publish": _cmd_publish, "show": _cmd_show,

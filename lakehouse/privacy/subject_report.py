@@ -136,4 +136,5 @@ def format_report(report: dict[str, Any]) -> list[str]:
 
 
 def write_report_json(report: dict[str, Any], path: str) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
