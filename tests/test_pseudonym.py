@@ -11,7 +11,13 @@ from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from lakehouse.errors import ConfigError
-from lakehouse.privacy.pseudonym import DEV_KEY, normalise, pseudonym, pseudonym_key
+from lakehouse.privacy.pseudonym import (
+    _WARNED_DEV_KEY,
+    DEV_KEY,
+    normalise,
+    pseudonym,
+    pseudonym_key,
+)
 
 
 def _py_hmac(key: bytes, text: str) -> str:
@@ -58,9 +64,12 @@ def test_normalisation_per_kind(spark):
 def test_key_comes_from_the_environment_and_dev_key_only_where_allowed(config, caplog):
     env_var = config.get("privacy.pseudonym_key_env")
     assert pseudonym_key(config, {env_var: "from-env"}) == b"from-env"
+    _WARNED_DEV_KEY.discard(env_var)  # as in a fresh process
     with caplog.at_level(logging.WARNING):
         assert pseudonym_key(config, {}) == DEV_KEY  # local default allows the dev key
+        assert pseudonym_key(config, {}) == DEV_KEY  # a later stage of the same run
     assert env_var in caplog.text and DEV_KEY.decode() not in caplog.text
+    assert caplog.text.count("NOT secret") == 1, caplog.text  # one warning line per run
     strict = config.with_overrides({"privacy.allow_dev_key": False})
     with pytest.raises(ConfigError, match=env_var):
         pseudonym_key(strict, {})

@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 DEV_KEY = b"lakehouse-public-development-key-do-not-use-in-production"
 BLOCK_SIZE = 64  # SHA-256 block size in bytes
 KINDS = ("crm", "email", "phone", "handle", "cookie", "device", "order", "raw")
+# Environment variables whose absence this process has announced already.
+_WARNED_DEV_KEY: set[str] = set()
 
 
 def pseudonym_key(config: Config, environ: Mapping[str, str] | None = None) -> bytes:
@@ -45,10 +47,13 @@ def pseudonym_key(config: Config, environ: Mapping[str, str] | None = None) -> b
     if value:
         return value.encode("utf-8")
     if config.get("privacy.allow_dev_key"):
-        log.warning(
-            "%s is not set: using the public development pseudonymisation key; pseudonyms of "
-            "this run are NOT secret (set %s for real data)", var, var,
-        )
+        if var not in _WARNED_DEV_KEY:
+            # Once per process: every stage of `run all` asks for the key.
+            _WARNED_DEV_KEY.add(var)
+            log.warning(
+                "%s is not set: using the public development pseudonymisation key; pseudonyms "
+                "of this run are NOT secret (set %s for real data)", var, var,
+            )
         return DEV_KEY
     raise ConfigError(
         f"environment variable {var} is not set: it must hold the secret pseudonymisation key "
