@@ -72,3 +72,30 @@ def test_restore_drill(spark, xs_lake, tmp_path, capsys, monkeypatch):
         (F.lower("status") == "completed") & (F.col("order_ts") < F.lit("2026-01-03 00:00:00")))
     assert checks[("order_value", "gold.kpi_daily")]["expected"] == pytest.approx(
         orders.agg(F.sum("amount_eur")).first()[0], abs=1e-6)
+
+
+def test_a_restored_silver_table_gets_its_rows_back_from_bronze(spark, xs_lake, tmp_path,
+                                                                 capsys, monkeypatch):
+    """Restoring silver.orders to its empty first version took out rows of bronze versions
+    that audit.stage_progress records as read: the next silver run must bring them back
+    (before, it read nothing and the table stayed empty), and every bronze row is still
+    accounted for."""
+    from lakehouse.pipeline import RunContext, run_stages
+    from lakehouse.silver.reconcile import reconcile
+
+    config = copy_lake(xs_lake, tmp_path / "lake")
+    catalog = Catalog(config)
+    monkeypatch.setenv("LAKEHOUSE_DATA_DIR", config.data_dir)
+    business = [c for c in catalog.read(spark, "silver.orders").columns if not c.startswith("_")]
+    before = catalog.read(spark, "silver.orders").select(*business)
+    assert before.count() > 0
+
+    assert main(["restore", "silver.orders", "--version", "0", "--yes"]) == 0
+    assert "reads bronze.orders again from version 0" in capsys.readouterr().out
+    assert catalog.read(spark, "silver.orders").count() == 0
+
+    run_stages(spark, config, "silver", RunContext(run_id="after-restore"),
+               echo=lambda line: None)
+    assertDataFrameEqual(catalog.read(spark, "silver.orders").select(*business), before)
+    results = {r["source"]: r for r in reconcile(spark, config)}
+    assert results["orders"]["balanced"], results["orders"]

@@ -132,8 +132,11 @@ def _cmd_restore(args: argparse.Namespace) -> int:
         if not confirm(f"restore {args.table} to version {args.version}?"):
             print("not restored")
             return 1
-    new_version = restore_table(spark, catalog, args.table, args.version)
+    notes: list[str] = []
+    new_version = restore_table(spark, catalog, args.table, args.version, echo=notes.append)
     print(f"restored {args.table} to version {args.version}: new version {new_version} (RESTORE in its history)")
+    for note in notes:
+        print(f"  {note}")
     return 0
 
 

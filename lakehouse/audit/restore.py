@@ -28,9 +28,15 @@ def restore_plan(
 
 
 def restore_table(
-    spark: SparkSession, catalog: Catalog, name: str, version: int, reason: str = ""
+    spark: SparkSession, catalog: Catalog, name: str, version: int, reason: str = "",
+    echo: Callable[[str], None] = lambda line: None,
 ) -> int:
-    """Restore and return the new version. The commit says who restored and from where."""
+    """Restore and return the new version. The commit says who restored and from where.
+
+    A silver table fed by a source is then read again from bronze where the restore took rows
+    out (lakehouse.silver.job.reread_after_restore; ``echo`` gets what was set back), so the
+    next silver run brings back the rows the restored version lacks, with today's rules.
+    """
     check_version(spark, catalog, name, version)
     previous = spark.conf.get(USER_METADATA_CONF, None)
     who = _user()
@@ -45,7 +51,13 @@ def restore_table(
             spark.conf.unset(USER_METADATA_CONF)
         else:
             spark.conf.set(USER_METADATA_CONF, previous)
-    return latest_version(spark, catalog, name)
+    restored = latest_version(spark, catalog, name)
+    if name.startswith("silver."):
+        from lakehouse.silver.job import reread_after_restore
+
+        for line in reread_after_restore(spark, catalog.config, name):
+            echo(line)
+    return restored
 
 
 def _user() -> str:

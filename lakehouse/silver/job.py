@@ -396,3 +396,33 @@ def run_silver(
             plan.evaluated.unpersist()
         if cached is not None:
             cached.unpersist()
+
+
+def reread_after_restore(spark: SparkSession, config: Config, table: str) -> list[str]:
+    """After ``table`` was restored to an older version, let silver read bronze again from there.
+
+    audit.stage_progress records how far silver has read each bronze table; a restore of the
+    silver table a source feeds takes out rows of versions recorded as read, and the next
+    silver run would never bring them back. The progress of that source is set back to the
+    newest bronze version the restored table holds a row of (``_bronze_version``; none: from
+    the start). Reading again is safe: a row already there is not newer, and changes nothing
+    (merge_newer); a quarantined one is there already (insert-only). Returns what was set back.
+    """
+    catalog = Catalog(config)
+    sources = load_sources(config)
+    feeding = [n for n, s in sources.items() if f"silver.{table_spec(s).table}" == table]
+    progress = io.read_progress(spark, catalog, STAGE)
+    if not feeding or not any(n in progress for n in feeding):
+        return []
+    held = catalog.read(spark, table).agg(F.max("_bronze_version")).first()[0]
+    read_to = -1 if held is None else int(held)
+    rewind = {n: (sources[n].bronze_table, read_to) for n in feeding
+              if n in progress and progress[n] > read_to}
+    if not rewind:
+        return []
+    io.write_progress(spark, catalog, STAGE, rewind, run_id=f"restore of {table}")
+    return [
+        f"{table}: the next silver run reads {bronze} again from version {read_to + 1} "
+        f"(it had read up to {progress[n]}; audit.stage_progress set back)"
+        for n, (bronze, _) in rewind.items()
+    ]
