@@ -242,3 +242,26 @@ def test_cli_bad_input_is_one_line(spark, planted, capsys, monkeypatch):
 
     after = {n: Catalog(planted).current_version(spark, n) for n in before}
     assert after == before
+
+
+def test_printed_samples_never_show_personal_data_in_clear():
+    """diff and restore's preview print samples to terminals and job logs: names, emails and
+    raw lines appear masked (first character and '***'), other columns as they are."""
+    from lakehouse.audit.diff import TableDiff
+
+    diff = TableDiff(
+        "silver.customer_pii", 1, 2, "snapshot comparison", ("customer_key",), 1, 1, 1,
+        added_sample=[{"customer_key": "k1", "first_name": "Jane",
+                       "email": "jane.doe@example.com", "country": "DE"}],
+        removed_sample=[{"customer_key": "k3", "_raw": '{"email": "old@example.com"}',
+                         "phone": None}],
+        changed_sample=[{"key": {"customer_key": "k2"},
+                         "columns": {"email": ("a.b@example.com", "c.d@example.com"),
+                                     "country": ("DE", "FR")}}],
+    )
+    text = "\n".join(diff.lines())
+    for clear in ("Jane", "jane.doe", "old@example.com", "a.b@", "c.d@"):
+        assert clear not in text
+    assert "first_name='J***'" in text and "email='j***'" in text and "_raw='{***'" in text
+    assert "phone=None" in text and "country='DE'" in text
+    assert "email: 'a***' -> 'c***'; country: 'DE' -> 'FR'" in text

@@ -25,6 +25,7 @@ from pyspark.sql.types import MapType
 from lakehouse.audit.timetravel import change_files_missing, check_version
 from lakehouse.catalog import Catalog
 from lakehouse.errors import LakehouseError
+from lakehouse.privacy.stats import PERSONAL_COLUMNS
 
 CDF_COLUMNS = ("_change_type", "_commit_version", "_commit_timestamp")
 # One-key grains of the contract tables (docs/tables.md): the default --key.
@@ -74,14 +75,24 @@ class TableDiff:
         if self.changed_sample:
             out.append("  sample changed:")
             for r in self.changed_sample:
-                key = ", ".join(f"{k}={r['key'][k]}" for k in self.key)
-                diffs = "; ".join(f"{c}: {o!r} -> {n!r}" for c, (o, n) in r["columns"].items())
+                key = ", ".join(f"{k}={_shown(k, r['key'][k])}" for k in self.key)
+                diffs = "; ".join(f"{c}: {_shown(c, o)} -> {_shown(c, n)}"
+                                  for c, (o, n) in r["columns"].items())
                 out.append(f"    {key}: {diffs}")
         return out
 
 
+def _shown(column: str, value: Any) -> str:
+    """A sample value as printed: personal data in clear (names, emails, raw lines...) only
+    as its first character and '***', as access.yaml's ``masked`` shows it: the lines end up
+    in terminals and job logs, which the access matrix does not govern."""
+    if column in PERSONAL_COLUMNS and value is not None:
+        return repr(f"{str(value)[:1]}***")
+    return repr(value)
+
+
 def _row_text(row: dict[str, Any]) -> str:
-    text = ", ".join(f"{k}={v!r}" for k, v in row.items())
+    text = ", ".join(f"{k}={_shown(k, v)}" for k, v in row.items())
     return text if len(text) <= 300 else text[:297] + "..."
 
 

@@ -13,11 +13,18 @@ from __future__ import annotations
 
 from pyspark.sql import types as T
 
-# Raw lines, personal data and identifiers, as named across bronze, silver and gold.
-NO_STATS_COLUMNS = frozenset(
+# Personal data in clear, and the raw lines and free text that carry it, as named across bronze,
+# silver and quarantine: never printed by operator commands (diff, restore's preview).
+PERSONAL_COLUMNS = frozenset(
     {
-        "_raw", "_rescued_data", "_malformed_reason", "raw", "raw_record", "reason",
+        "_raw", "_rescued_data", "raw", "raw_record",
         "first_name", "last_name", "email", "phone", "social_handle", "handle", "text",
+    }
+)
+# Raw lines, personal data and identifiers, as named across bronze, silver and gold.
+NO_STATS_COLUMNS = PERSONAL_COLUMNS | frozenset(
+    {
+        "_malformed_reason", "reason",
         "customer_id", "cookie_id", "device_id", "natural_key", "id_value", "line_hmac",
         "customer_key", "email_pseudonym", "phone_pseudonym", "handle_pseudonym", "subject_hash",
     }
