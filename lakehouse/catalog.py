@@ -253,6 +253,11 @@ def ensure_data_dir_writable(config: Config) -> None:
     if not config.is_local_data_dir:
         return
     root = local_path(config.data_dir)
+    if root.exists() and not root.is_dir():
+        raise DataDirError(
+            f"data directory {root} is a file, not a folder: set LAKEHOUSE_DATA_DIR to a "
+            f"writable folder"
+        )
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -183,6 +183,24 @@ def _merge_checked(
             target[key] = value
 
 
+# Smallest value of numeric keys for which less is meaningless (a negative look-back window
+# silently empties every journey); ranges that depend on other keys are checked where used.
+_MINIMUMS = {
+    "spark.shuffle_partitions": 1,
+    "bronze.max_files_per_trigger": 1,
+    "gold.lookback_days": 1,
+    "gold.top_keywords": 1,
+    "attribution.order": 0,
+    "attribution.bootstrap": 0,
+    "privacy.max_rows_per_customer": 1,
+    "privacy.max_value_per_conversion_eur": 1,
+    "privacy.erasure_vacuum_retention_hours": 0,
+    "audit.diff_sample": 0,
+    "segment.k_min": 2,
+    "segment.recency_cap_days": 1,
+}
+
+
 def _check_type(dotted: str, value: Any, default: Any, source: Path | str) -> None:
     if default is None or value is None:
         return
@@ -194,6 +212,10 @@ def _check_type(dotted: str, value: Any, default: Any, source: Path | str) -> No
             f"config key '{dotted}' in {source} must be {expected.__name__}, "
             f"got {type(value).__name__} {value!r}"
         )
+    minimum = _MINIMUMS.get(dotted)
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"config key '{dotted}' in {source} must be at least {minimum}, "
+                          f"got {value!r}")
 
 
 def _set_dotted(

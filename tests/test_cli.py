@@ -32,6 +32,8 @@ def _run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
         (["run", "retention", "--as-of", "2999-01-03"], None, "2999-01-03 is after today"),
         (["publish", "--as-of", "2999-01-03"], None, "2999-01-03 is after today"),
         (["run", "bronze"], {"LAKEHOUSE_DATA_DIR": "/proc/lakehouse"}, "cannot be created"),
+        (["run", "bronze"], {"LAKEHOUSE_DATA_DIR": "/etc/hostname"},
+         "data directory /etc/hostname is a file, not a folder"),
         ([], None, "the following arguments are required: COMMAND"),
         (["erase", "--customer-id", " ", "--yes"], None, "argument --customer-id: is empty"),
         # Output paths are checked when the command line is read, not after a long run.

@@ -50,6 +50,15 @@ def test_wrong_type_names_key_type_and_file(tmp_path):
         load_config("local", conf)
 
 
+def test_a_value_below_its_minimum_names_key_minimum_and_file(tmp_path):
+    conf = _conf_dir(tmp_path, "gold:\n  lookback_days: -5\n")
+    with pytest.raises(ConfigError, match=r"'gold.lookback_days' in .*local.yaml must be at "
+                                          r"least 1, got -5"):
+        load_config("local", conf)
+    with pytest.raises(ConfigError, match="'segment.k_min' in <override> must be at least 2"):
+        load_config("local").with_overrides({"segment.k_min": 1})
+
+
 def test_bool_is_not_accepted_as_a_number(tmp_path):
     conf = _conf_dir(tmp_path, "spark:\n  shuffle_partitions: true\n")
     with pytest.raises(ConfigError, match="must be int"):
