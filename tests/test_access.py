@@ -114,8 +114,20 @@ def test_unknown_role_and_unlisted_table_are_denied(spark, xs_lake):
         view(spark, xs_lake, "intern", "gold.kpi_daily")
     with pytest.raises(AccessDeniedError, match="may not read"):
         view(spark, xs_lake, "analyst", "silver.customer_pii")
-    with pytest.raises(AccessDeniedError, match="may not read"):
+    with pytest.raises(AccessDeniedError, match="no role may read bronze.crm_customers"):
         view(spark, xs_lake, "marketing", "bronze.crm_customers")
+
+
+def test_a_table_no_role_may_read_is_named_as_unlisted():
+    from lakehouse.config import load_config
+    from lakehouse.privacy.access import load_matrix
+
+    matrix = load_matrix(load_config("local"))
+    with pytest.raises(AccessDeniedError, match="no role may read gold.nosuch: conf/access.yaml "
+                                                "grants it to no role .*gold.customer_360"):
+        matrix.grant("analyst", "gold.nosuch")
+    with pytest.raises(AccessDeniedError, match="role 'analyst' may not read silver.customer_pii"):
+        matrix.grant("analyst", "silver.customer_pii")
 
 
 def test_bad_mode_in_matrix_is_one_clear_error():

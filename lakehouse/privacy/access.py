@@ -46,6 +46,13 @@ class AccessMatrix:
                 f"conf/access.yaml)"
             )
         tables = self.roles[role]
+        known = sorted({t for granted in self.roles.values() for t in granted})
+        if table not in known:
+            # Denied all the same (deny by default), but named for what it most likely is.
+            raise AccessDeniedError(
+                f"no role may read {table}: conf/access.yaml grants it to no role (check the "
+                f"name; the tables it grants: {', '.join(known)})"
+            )
         if table not in tables:
             raise AccessDeniedError(
                 f"role '{role}' may not read {table} (conf/access.yaml grants it: "
