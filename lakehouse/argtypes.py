@@ -69,8 +69,8 @@ def output_file(text: str) -> str:
     """A file to write: not a folder, and under a writable folder (missing folders between are
     created when it is written). Checked when the command line is read, so a long run does not
     end in a traceback at its last step."""
-    path = Path(text)
-    if not text.strip() or path.is_dir():
+    path = Path(non_blank(text))
+    if path.is_dir():
         raise argparse.ArgumentTypeError(f"'{text}' is a folder, not a file name: add a file name")
     ancestor = path.parent.resolve()
     while not ancestor.exists():

@@ -183,8 +183,9 @@ def _merge_checked(
             target[key] = value
 
 
-# Smallest value of numeric keys for which less is meaningless (a negative look-back window
-# silently empties every journey); ranges that depend on other keys are checked where used.
+# Smallest value of numeric keys for which less is meaningless, refused when the config is read
+# (a negative look-back window was refused only by the gold stage, after bronze and silver had
+# run); ranges that depend on other keys are checked where used.
 _MINIMUMS = {
     "spark.shuffle_partitions": 1,
     "bronze.max_files_per_trigger": 1,

@@ -26,7 +26,7 @@ from pyspark.sql import functions as F
 
 from lakehouse.audit import LINEAGE_TABLE
 from lakehouse.audit.timetravel import missing_files
-from lakehouse.catalog import Catalog
+from lakehouse.catalog import NO_DATA_OPERATIONS, Catalog
 from lakehouse.config import Config
 from lakehouse.errors import VersionNotAvailableError
 
@@ -51,9 +51,10 @@ def gold_input_versions(spark: SparkSession, catalog: Catalog) -> dict[str, int]
     return {r["dataset"]: int(r["version"]) for r in rows if r["version"] is not None}
 
 
-# Commits that add and change no row: an erasure's or retention's delete (a MERGE that only
-# deletes), VACUUM's bookkeeping, compaction.
-_NO_ROW_ADDED_OPERATIONS = frozenset({"DELETE", "VACUUM START", "VACUUM END", "OPTIMIZE"})
+# Commits that add and change no row: the catalog's no-data commits (VACUUM's bookkeeping,
+# table properties), a DELETE, compaction, and (below) a MERGE that only deletes (an erasure's
+# or retention's).
+_NO_ROW_ADDED_OPERATIONS = NO_DATA_OPERATIONS | {"DELETE", "OPTIMIZE"}
 
 
 def _adds_no_row(operation: str, metrics: dict[str, str] | None) -> bool:

@@ -108,7 +108,7 @@ def generate(
         raise InputDataError(
             f"{out} already holds this generation up to {last}: --days {n_days} would delete "
             f"the files of the later days, which bronze may have landed; pass --days "
-            f"{(date.fromisoformat(last) - date.fromisoformat(calendar.iso_date(0))).days + 1} "
+            f"{(date.fromisoformat(last) - calendar.start).days + 1} "
             f"or more, or remove {out} to start over"
         )
     for _, path in later:
