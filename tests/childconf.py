@@ -9,6 +9,7 @@ are most of the time those tests take.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import shutil
 import tempfile
@@ -39,7 +40,10 @@ def _as_yaml(overrides: dict[str, object]) -> str:
 def light_conf_dir(env: str = "local", attribution: bool = True) -> str:
     """A copy of conf/ whose ``env``.yaml lightens segmentation and, with ``attribution``, the
     Markov order choice (keep it off when the attribution is compared with a default run)."""
-    folder = Path(tempfile.mkdtemp(prefix="lakehouse-child-conf-")) / "conf"
+    parent = tempfile.mkdtemp(prefix="lakehouse-child-conf-")
+    # Removed when the test process ends (every test of the run may use the copy until then).
+    atexit.register(shutil.rmtree, parent, ignore_errors=True)
+    folder = Path(parent) / "conf"
     shutil.copytree(DEFAULT_CONF_DIR, folder)
     with (folder / f"{env}.yaml").open("a", encoding="utf-8") as env_file:
         env_file.write(_as_yaml({**LIGHT_SEGMENT, **(LIGHT_ATTRIBUTION if attribution else {})}))
