@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 from functools import reduce
 from pathlib import Path
 
+from pyspark.errors import AnalysisException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -433,31 +434,65 @@ def gzip_expansion_problem(name: str, compressed: int, isize: int) -> str | None
     )
 
 
-def check_compressed_files(spark: SparkSession, raw_path: str) -> None:
-    """Raises InputDataError naming the first gzip file of ``raw_path`` that may not be read.
+# ISIZE holds at most 2^32 - 1 bytes, so a file larger than this cannot be over the ratio: only
+# files up to this size need their trailer read.
+GZIP_CHECKED_MAX_BYTES = 2**32 // GZIP_MAX_RATIO
 
-    Reads 4 bytes per .gz file through Hadoop's file system (local disk or object store).
-    """
-    jvm = spark.sparkContext._jvm
-    folder = jvm.org.apache.hadoop.fs.Path(raw_path)
-    fs = folder.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-    if not fs.exists(folder):
-        return
-    for status in fs.listStatus(folder):
-        name = status.getPath().getName()
-        length = status.getLen()
-        if not name.endswith(".gz") or name.startswith((".", "_")) or length < 18:
-            continue
-        stream = fs.open(status.getPath())
-        try:
-            stream.seek(length - 4)
-            big_endian = stream.readInt() & 0xFFFFFFFF
-        finally:
-            stream.close()
-        isize = int.from_bytes(big_endian.to_bytes(4, "big"), "little")
-        problem = gzip_expansion_problem(str(status.getPath()), length, isize)
+
+def check_compressed_files(spark: SparkSession, raw_path: str) -> None:
+    """Raises InputDataError naming the first gzip file of ``raw_path`` that may not be read."""
+    for name, compressed, isize in gzip_trailers(spark, raw_path):
+        problem = gzip_expansion_problem(name, compressed, isize)
         if problem:
             raise InputDataError(problem)
+
+
+def gzip_trailers(spark: SparkSession, raw_path: str) -> list[tuple[str, int, int]]:
+    """(file, compressed size, ISIZE) of each .gz file of a raw folder that could be a bomb,
+    sorted by file: a local folder read directly, an object store through Spark."""
+    if "://" not in raw_path or raw_path.startswith("file:"):
+        return local_gzip_trailers(local_path(raw_path))
+    return spark_gzip_trailers(spark, raw_path)
+
+
+def _may_be_bomb(name: str, length: int) -> bool:
+    return (name.endswith(".gz") and not name.startswith((".", "_"))
+            and 18 <= length <= GZIP_CHECKED_MAX_BYTES)
+
+
+def local_gzip_trailers(folder: Path) -> list[tuple[str, int, int]]:
+    """gzip_trailers of a local folder: 4 bytes read per file."""
+    if not folder.is_dir():
+        return []
+    trailers = []
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        size = entry.stat().st_size if entry.is_file() else 0
+        if not _may_be_bomb(entry.name, size):
+            continue
+        with open(entry.path, "rb") as stream:
+            stream.seek(-4, os.SEEK_END)
+            trailers.append((entry.path, size, int.from_bytes(stream.read(4), "little")))
+    return trailers
+
+
+def spark_gzip_trailers(spark: SparkSession, raw_path: str) -> list[tuple[str, int, int]]:
+    """gzip_trailers through Spark's binaryFile source: the DataFrame API, so it works on any
+    file system Spark reaches and over Spark Connect. It has no ranged read, so each file up to
+    GZIP_CHECKED_MAX_BYTES is read whole, on the executors; the size filter is applied to the
+    listing, so larger files are not opened."""
+    try:
+        files = (
+            spark.read.format("binaryFile").option("pathGlobFilter", "*.gz").load(raw_path)
+            .where(F.col("length").between(18, GZIP_CHECKED_MAX_BYTES))
+            .select("path", "length", F.substring("content", -4, 4).alias("trailer"))
+            .collect()  # one small row per file of the folder
+        )
+    except AnalysisException:  # no such folder (yet): nothing to check
+        return []
+    return sorted(
+        (row["path"], row["length"], int.from_bytes(bytes(row["trailer"]), "little"))
+        for row in files if _may_be_bomb(row["path"].rsplit("/", 1)[-1], row["length"])
+    )
 
 
 def ignored_files(raw_path: str, source: SourceSpec) -> tuple[str, ...]:

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from functools import reduce
 
+from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -90,7 +91,7 @@ class Catalog:
     def tables(self, layer: str, spark: SparkSession | None = None) -> list[str]:
         """Logical names of the Delta tables that exist in one layer, sorted.
 
-        A local data root is listed directly; an object store needs ``spark`` (Hadoop FS).
+        A local data root is listed directly; an object store needs ``spark``.
         """
         if layer not in LAYERS:
             raise InvalidTableNameError(f"unknown layer '{layer}' (known: {', '.join(LAYERS)})")
@@ -102,11 +103,7 @@ class Catalog:
         else:
             if spark is None:
                 raise ValueError("listing tables on an object store needs a Spark session")
-            jvm = spark.sparkContext._jvm
-            hpath = jvm.org.apache.hadoop.fs.Path(folder)
-            fs = hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-            names = [s.getPath().getName() for s in fs.listStatus(hpath)] if fs.exists(hpath) \
-                else []
+            names = delta_table_folders(spark, folder)
         return sorted(f"{layer}.{n}" for n in names if IDENTIFIER.match(n))
 
     # -- access ------------------------------------------------------------------------------
@@ -270,3 +267,20 @@ def ensure_data_dir_writable(config: Config) -> None:
             f"data directory {root} is not writable: fix its permissions or set "
             f"LAKEHOUSE_DATA_DIR to a writable folder"
         )
+
+
+def delta_table_folders(spark: SparkSession, folder: str) -> list[str]:
+    """Names of the subfolders of ``folder`` that hold a Delta log, listed by Spark.
+
+    Through the binaryFile source's listing (no file is opened: only the path is selected), so
+    it works on any file system Spark reaches, over Spark Connect too.
+    """
+    try:
+        paths = (
+            spark.read.format("binaryFile").load(f"{folder.rstrip('/')}/*/_delta_log")
+            .select(F.regexp_extract("path", r"([^/]+)/_delta_log/[^/]+$", 1).alias("name"))
+            .distinct().collect()  # one row per table folder
+        )
+    except AnalysisException:  # no such folder, or no table in it
+        return []
+    return sorted(row["name"] for row in paths if row["name"])

@@ -230,3 +230,33 @@ def test_a_moved_lake_is_refused_by_name_before_any_source_lands(spark, xs_lake,
     assert str(Path(xs_lake.data_dir) / "raw") in message and str(moved / "raw") in message
     assert {s.bronze_table: catalog.current_version(spark, s.bronze_table)
             for s in sources.values()} == versions
+
+
+def test_gzip_trailers_are_read_alike_from_a_local_folder_and_through_spark(spark, tmp_path):
+    """The two readers of gzip trailers (local files; Spark's binaryFile source, which object
+    stores and Spark Connect use) agree, and the ISIZE they read is the length gzip itself
+    inflates each file to. Hidden, non-gzip and too-short files are passed over."""
+    import gzip
+
+    from lakehouse.bronze import local_gzip_trailers, spark_gzip_trailers
+
+    folder = tmp_path / "raw"
+    folder.mkdir()
+    contents = {"a.jsonl.gz": b'{"x": 1}\n' * 1000, "b.csv.gz": b"", "c.jsonl.gz": b"0" * 300_000}
+    for name, data in contents.items():
+        (folder / name).write_bytes(gzip.compress(data))
+    (folder / ".hidden.gz").write_bytes(gzip.compress(b"hidden"))
+    (folder / "plain.csv").write_text("a,b\n")
+    (folder / "short.gz").write_bytes(b"\x1f\x8b" + b"\0" * 10)
+    (folder / "sub").mkdir()
+
+    local = local_gzip_trailers(folder)
+    assert [(Path(f).name, size, isize) for f, size, isize in local] == [
+        (name, (folder / name).stat().st_size, len(gzip.decompress((folder / name).read_bytes())))
+        for name in sorted(contents)
+    ]
+    through_spark = spark_gzip_trailers(spark, str(folder))
+    assert [(Path(f).name, size, isize) for f, size, isize in through_spark] == \
+        [(Path(f).name, size, isize) for f, size, isize in local]
+    assert spark_gzip_trailers(spark, str(tmp_path / "nosuch")) == []
+    assert local_gzip_trailers(tmp_path / "nosuch") == []

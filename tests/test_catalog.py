@@ -138,3 +138,19 @@ def test_contiguous_runs():
 
     assert contiguous_runs([7, 1, 2, 3, 5, 8]) == [(1, 3), (5, 5), (7, 8)]
     assert contiguous_runs([]) == []
+
+
+def test_table_folders_listed_through_spark_are_the_delta_tables(spark, tmp_path):
+    """The object-store listing (Spark's file listing, no Hadoop calls from Python) names the
+    folders that hold a Delta log, and no other."""
+    from lakehouse.catalog import delta_table_folders
+
+    layer = tmp_path / "silver"
+    spark.range(3).write.format("delta").save(str(layer / "orders"))
+    spark.range(1).write.format("delta").save(str(layer / "events"))
+    (layer / "not_a_table").mkdir()
+    (layer / "not_a_table" / "part.txt").write_text("x")
+    assert delta_table_folders(spark, str(layer)) == ["events", "orders"]
+    assert delta_table_folders(spark, str(tmp_path / "gold")) == []
+    (tmp_path / "empty").mkdir()
+    assert delta_table_folders(spark, str(tmp_path / "empty")) == []
