@@ -34,7 +34,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from lakehouse.catalog import BRONZE_TABLE_PROPERTIES, Catalog
-from lakehouse.config import Config, file_uri_path, local_path
+from lakehouse.config import Config, file_uri_path, is_local_location, local_path
 from lakehouse.errors import InputDataError
 from lakehouse.faults import crash_point
 from lakehouse.privacy.pseudonym import pseudonym_key
@@ -450,7 +450,7 @@ def check_compressed_files(spark: SparkSession, raw_path: str) -> None:
 def gzip_trailers(spark: SparkSession, raw_path: str) -> list[tuple[str, int, int]]:
     """(file, compressed size, ISIZE) of each .gz file of a raw folder that could be a bomb,
     sorted by file: a local folder read directly, an object store through Spark."""
-    if "://" not in raw_path or raw_path.startswith("file:"):
+    if is_local_location(raw_path):
         return local_gzip_trailers(local_path(raw_path))
     return spark_gzip_trailers(spark, raw_path)
 
@@ -501,7 +501,7 @@ def ignored_files(raw_path: str, source: SourceSpec) -> tuple[str, ...]:
     A delivery named '.CSV' or '.txt' would otherwise be skipped without a word. Object-store
     folders are not listed (the file source alone decides there)."""
     folder = local_path(raw_path)
-    if "://" in raw_path and not raw_path.startswith("file:") or not folder.is_dir():
+    if not is_local_location(raw_path) or not folder.is_dir():
         return ()
     return tuple(sorted(
         p.name for p in folder.iterdir()
@@ -511,7 +511,7 @@ def ignored_files(raw_path: str, source: SourceSpec) -> tuple[str, ...]:
 
 def raw_folder_exists(raw_path: str) -> bool:
     """Local folders are checked; on object stores a prefix exists once a file is there."""
-    if "://" in raw_path and not raw_path.startswith("file:"):
+    if not is_local_location(raw_path):
         return True
     return local_path(raw_path).is_dir()
 

@@ -60,7 +60,7 @@ class Config:
 
     @property
     def is_local_data_dir(self) -> bool:
-        return "://" not in self.data_dir or self.data_dir.startswith("file:")
+        return is_local_location(self.data_dir)
 
     def digest(self) -> str:
         """Stable SHA-256 of the merged values (for lineage: which config made this)."""
@@ -101,6 +101,11 @@ def load_config(
     merged["data_dir"] = _resolve_data_dir(merged["data_dir"])
     config = Config(env, merged, directory, (base_file, env_file))
     return config.with_overrides(overrides) if overrides else config
+
+
+def is_local_location(location: str) -> bool:
+    """A plain path or a ``file:`` URI (not an object store)."""
+    return "://" not in location or location.startswith("file:")
 
 
 def local_path(location: str) -> Path:
