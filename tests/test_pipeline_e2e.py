@@ -81,6 +81,16 @@ def test_gold_reconciles_with_silver(spark, lake):
     converted = journeys.where("converted")
     assert converted.agg(F.sum("conversion_value")).first()[0] == pytest.approx(
         consenting_revenue, rel=1e-9)
+    # kpi_channel_daily's last-touch conversions are those same journeys, the ones with a
+    # touchpoint: no conversion of a customer without consent may be counted there
+    touched = converted.where(F.col("touchpoints") > 0)
+    assert 0 < touched.count() < customers.count()
+    channel_kpis = catalog.read(spark, "gold.kpi_channel_daily").agg(
+        F.sum("conversions").alias("conversions"), F.sum("revenue_eur").alias("revenue"))
+    kpi = channel_kpis.first()
+    assert kpi["conversions"] == touched.count()
+    assert kpi["revenue"] == pytest.approx(
+        touched.agg(F.sum("conversion_value")).first()[0], rel=1e-9)
 
 
 def test_no_gold_or_silver_table_holds_raw_crm_pii(spark, lake):

@@ -328,20 +328,21 @@ def run_gold(
             "include_channels": include_channels,
             "exclude_channels": exclude_channels,
         }
+        # Journeys and the conversions of kpi_channel_daily are marketing outputs: customers
+        # without marketing consent are left out of both (so no run puts back what retention
+        # removed, and the two tables reconcile); touchpoints stay all traffic.
+        marketing_customers = consenting_customers(silver["customers"])
         builders = {
             "customer_360": lambda: build_customer_360(
                 silver["customers"], silver["orders"], silver["events"], silver["social_posts"],
                 silver["iot_readings"], as_of, top_keywords=top_keywords,
             ),
-            # Journeys are a marketing output (the input of attribution): customers without
-            # marketing consent are left out here, so no run puts back what retention removed.
             "journeys": lambda: build_journeys(
-                silver["events"], silver["orders"], consenting_customers(silver["customers"]),
-                as_of, **journey_args
+                silver["events"], silver["orders"], marketing_customers, as_of, **journey_args
             ),
             "kpi_daily": lambda: build_kpi_daily(silver["events"], silver["orders"], as_of),
             "kpi_channel_daily": lambda: build_kpi_channel_daily(
-                silver["events"], silver["orders"], silver["customers"], as_of, **journey_args
+                silver["events"], silver["orders"], marketing_customers, as_of, **journey_args
             ),
         }
         unknown = [t for t in tables if t not in GOLD_TABLES]
