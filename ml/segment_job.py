@@ -28,8 +28,6 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -44,7 +42,7 @@ from pyspark.sql import types as T
 from lakehouse.asof import as_date
 from lakehouse.catalog import Catalog
 from lakehouse.config import Config
-from lakehouse.errors import InputDataError, MlflowStoreError, TableNotFoundError
+from lakehouse.errors import InputDataError, TableNotFoundError
 from lakehouse.faults import crash_point
 from lakehouse.gold import has_marketing_consent
 from ml.features import (
@@ -74,7 +72,11 @@ from ml.segmentation import (
     segment_profile,
     segmentation_model,
 )
-from ml.tracking import delta_versions, tracking_uri, use_experiment, version_params
+from ml.tracking import (
+    check_mlflow_store,
+    delta_versions,
+    version_params,
+)
 
 OUTPUT_TABLE = "gold.customer_segments"
 MODEL_ARTIFACT = "model"
@@ -87,7 +89,6 @@ OUTPUT_SCHEMA = T.StructType(
         T.StructField("as_of", T.DateType()),
     ]
 )
-PROBE_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -165,32 +166,6 @@ class SegmentRun:
 
 
 # --------------------------------------------------------------------------- MLflow edge
-
-
-def check_mlflow_store(config: Config, experiment: str) -> str:
-    """Reach the tracking store and open the experiment, or raise one MlflowStoreError line."""
-    uri = tracking_uri(config)
-    if uri.startswith(("http://", "https://")):
-        # MLflow's own client retries for minutes; a plain probe answers in seconds.
-        try:
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=PROBE_TIMEOUT_S):
-                pass
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise MlflowStoreError(
-                f"MLflow tracking server {uri} cannot be reached ({reason}): start it or fix "
-                f"mlflow.tracking_uri; nothing was trained or registered"
-            ) from None
-    try:
-        return use_experiment(config, experiment)
-    except MlflowStoreError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - any store failure becomes one clear line
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise MlflowStoreError(
-            f"MLflow store {uri} cannot be used ({first[:200]}): fix mlflow.tracking_uri or "
-            f"the store's folder; nothing was trained or registered"
-        ) from None
 
 
 def _silhouette_plot(candidates: Sequence[Candidate], chosen_k: int, path: Path) -> Path:
@@ -348,7 +323,7 @@ def segment_customers(
     """run_segment's work, returning the full result instead of summary lines."""
     started = time.monotonic()
     options = segment_options(config)
-    check_mlflow_store(config, options.experiment)
+    check_mlflow_store(config, options.experiment, "nothing was trained or registered")
     catalog = Catalog(config)
     versions, feature_set, ks = segment_inputs(spark, catalog, options, as_of, input_versions)
     run_as_of = feature_set.as_of

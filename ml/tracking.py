@@ -10,6 +10,8 @@ with that server's own artifact store.
 
 from __future__ import annotations
 
+import urllib.error
+import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -17,7 +19,10 @@ from pyspark.sql import SparkSession
 
 from lakehouse.catalog import Catalog
 from lakehouse.config import Config, local_path
-from lakehouse.errors import ConfigError
+from lakehouse.errors import ConfigError, MlflowStoreError
+
+# A tracking server that does not answer its health page in this time is taken as down.
+PROBE_TIMEOUT_S = 5.0
 
 
 def _configured_uri(config: Config) -> str:
@@ -77,6 +82,36 @@ def use_experiment(config: Config, name: str) -> str:
         experiment_id = experiment.experiment_id
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
+
+
+def check_mlflow_store(config: Config, experiment: str, nothing_done: str) -> str:
+    """Reach the tracking store and open the experiment, or raise one MlflowStoreError line.
+
+    A job calls it before it reads or writes anything, so an unreachable store stops it with
+    every table as it was; ``nothing_done`` ends the message (what the job left undone).
+    """
+    uri = tracking_uri(config)
+    if uri.startswith(("http://", "https://")):
+        # MLflow's own client retries for minutes; a plain probe answers in seconds.
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=PROBE_TIMEOUT_S):
+                pass
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise MlflowStoreError(
+                f"MLflow tracking server {uri} cannot be reached ({reason}): start it or fix "
+                f"mlflow.tracking_uri; {nothing_done}"
+            ) from None
+    try:
+        return use_experiment(config, experiment)
+    except MlflowStoreError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any store failure becomes one clear line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise MlflowStoreError(
+            f"MLflow store {uri} cannot be used ({first[:200]}): fix mlflow.tracking_uri or "
+            f"the store's folder; {nothing_done}"
+        ) from None
 
 
 def delta_versions(

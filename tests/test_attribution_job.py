@@ -4,6 +4,7 @@ segments, bootstrap intervals and a real MLflow store under tmp_path."""
 from __future__ import annotations
 
 import math
+import time
 from datetime import date, datetime
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from lakehouse.catalog import Catalog
-from lakehouse.errors import InputDataError, TableNotFoundError
+from lakehouse.errors import InputDataError, MlflowStoreError, TableNotFoundError
 from ml.attribution.job import (
     EXPERIMENT,
     OUTPUT_COLUMNS,
@@ -187,6 +188,19 @@ def test_segments_and_bootstrap_intervals(spark, config, journeys):
 
     stored = read_output(spark, config)
     assert len(stored) == len(out)
+
+
+def test_unreachable_mlflow_store_stops_before_any_write(spark, config, journeys):
+    unreachable = config.with_overrides({"mlflow.tracking_uri": "http://127.0.0.1:9"})
+    started = time.monotonic()
+    with pytest.raises(MlflowStoreError) as caught:
+        run_attribute(spark, unreachable, "run-down")
+    assert time.monotonic() - started < 30  # not MLflow's minutes of retries
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "MLflow tracking server http://127.0.0.1:9 cannot be reached" in message
+    assert "gold.channel_attribution was left as it was" in message
+    assert not Catalog(config).exists(spark, "gold.channel_attribution")
 
 
 def test_missing_input_and_unknown_as_of(spark, config):

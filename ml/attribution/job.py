@@ -69,7 +69,7 @@ from ml.attribution.spark_paths import (
     collapsed_channels,
     count_transitions_spark_by,
 )
-from ml.tracking import delta_versions, use_experiment, version_params
+from ml.tracking import check_mlflow_store, delta_versions, use_experiment, version_params
 
 EXPERIMENT = "channel_attribution"
 INPUT_TABLE = "gold.journeys"
@@ -501,6 +501,9 @@ def attribute_journeys(
     if isinstance(bootstrap, bool) or not isinstance(bootstrap, int) or bootstrap < 0:
         raise ValueError(f"bootstrap must be a non-negative int, got {bootstrap!r}")
     requested_as_of = as_date(as_of)
+    if log_to_mlflow:
+        # Before anything is read or written: an unreachable store must leave the table as it was.
+        check_mlflow_store(config, EXPERIMENT, "gold.channel_attribution was left as it was")
     catalog = Catalog(config)
 
     # Pin the versions read, so the MLflow run names exactly the data behind the numbers.
