@@ -12,7 +12,7 @@ from typing import Any
 from pyspark.sql import SparkSession
 
 from lakehouse.config import Config
-from lakehouse.errors import LakehouseError
+from lakehouse.errors import ConfigError, LakehouseError
 
 STAGE_ORDER = ("bronze", "silver", "gold", "segment", "attribute", "audit")
 # Stages run on their own, never as part of `all` (retention deletes data: a deliberate act).
@@ -99,8 +99,26 @@ def _gold(spark: SparkSession, config: Config, ctx: RunContext) -> list[str]:
 
 
 def attribute_options(config: Config) -> dict[str, Any]:
-    """run_attribute's keyword arguments from the `attribution.*` config keys."""
+    """run_attribute's keyword arguments from the `attribution.*` config keys, checked.
+
+    Raises ConfigError naming the key, so a `run all` stops before bronze, not after gold.
+    """
+    from ml.attribution.heuristics import check_half_life, check_position_weights
+    from ml.attribution.markov import check_order
+
     options = config.get("attribution")
+    checks: dict[str, Callable[[Any], object]] = {
+        "order": lambda v: v == 0 or check_order(v),
+        "ci_level": _check_ci_level,
+        "half_life_days": check_half_life,
+        "half_life_touches": check_half_life,
+        "position_weights": check_position_weights,
+    }
+    for key, check in checks.items():
+        try:
+            check(options[key])
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"config key 'attribution.{key}': {exc}") from None
     return {
         "order": options["order"] or None,
         "bootstrap": options["bootstrap"],
@@ -110,6 +128,31 @@ def attribute_options(config: Config) -> dict[str, Any]:
         "half_life_touches": options["half_life_touches"],
         "position_weights": tuple(options["position_weights"]),
     }
+
+
+def _check_ci_level(level: float) -> None:
+    if not 0 < level < 1:
+        raise ValueError(f"confidence level must be between 0 and 1 (exclusive), got {level!r}")
+
+
+def _check_segment_options(config: Config) -> None:
+    from ml.segment_job import segment_options
+
+    segment_options(config)
+
+
+def _check_gold_options(config: Config) -> None:
+    from lakehouse.gold import gold_options
+
+    gold_options(config)
+
+
+# Each stage's config keys, checked for every chosen stage before the first one runs.
+STAGE_OPTION_CHECKS: dict[str, Callable[[Config], object]] = {
+    "gold": _check_gold_options,
+    "segment": _check_segment_options,
+    "attribute": attribute_options,
+}
 
 
 def _attribute(spark: SparkSession, config: Config, ctx: RunContext) -> list[str]:
@@ -232,6 +275,8 @@ def run_stages(
             f"(available: {', '.join([s for s in (*STAGE_ORDER, *ON_DEMAND_STAGES) if s in stages] + ['all'])})"
         )
     check_pins(config, chosen, ctx)
+    for name in chosen:
+        STAGE_OPTION_CHECKS.get(name, lambda c: None)(config)
     from lakehouse.locks import pipeline_lock
 
     with pipeline_lock(config, ctx.run_id):

@@ -130,6 +130,13 @@ def segment_options(config: Config) -> SegmentOptions:
         silhouette_tolerance=float(raw["gate"]["silhouette_tolerance"]),
         min_segment_share=float(raw["gate"]["min_segment_share"]),
     )
+    if not 0 <= gate.silhouette_tolerance < 2:  # silhouettes lie in [-1, 1]
+        raise ConfigError(f"segment.gate.silhouette_tolerance must be at least 0 and below 2, "
+                          f"got {gate.silhouette_tolerance!r}")
+    # k_min segments cannot all hold more than 1 / k_min of the customers: no k could pass.
+    if not 0 <= gate.min_segment_share <= 1 / k_min:
+        raise ConfigError(f"segment.gate.min_segment_share must be between 0 and 1 / k_min "
+                          f"({1 / k_min:.3f}), got {gate.min_segment_share!r}")
     return SegmentOptions(
         experiment=str(raw["experiment"]),
         model_name=str(raw["model_name"]),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -99,3 +100,39 @@ def test_progress_bars_only_on_a_terminal(tmp_path, monkeypatch):
     assert result.returncode == 0, result.stderr
     assert "generated scale xs" in result.stdout
     assert "\r" not in result.stderr and "file/s" not in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"attribution.order": 7}, "'attribution.order': Markov order must be one of 1, 2, 3, 4"),
+        ({"attribution.ci_level": 1.5}, "'attribution.ci_level': confidence level must be"),
+        ({"attribution.position_weights": [0.5, 0.5, 0.5]},
+         "'attribution.position_weights': position weights must add up to 1"),
+        ({"attribution.half_life_days": 0.0}, "'attribution.half_life_days': half-life must be"),
+        ({"segment.k_min": 6, "segment.k_max": 5}, "2 <= k_min <= k_max, got 6 / 5"),
+        ({"segment.gate.silhouette_tolerance": -0.1}, "silhouette_tolerance must be at least 0"),
+        ({"segment.gate.min_segment_share": 0.5}, "min_segment_share must be between 0 and"),
+        ({"gold.include_channels": ["search", " "]}, "gold.include_channels holds invalid"),
+    ],
+)
+def test_stage_settings_are_checked_before_the_first_stage_runs(
+    tmp_path, capsys, monkeypatch, override, message
+):
+    """A bad attribution or segment setting stops `run all` before bronze writes anything (it
+    used to surface after bronze, silver and gold had committed). The data folder is empty,
+    so bronze, had it run first, would have failed with its own message instead."""
+    from childconf import _as_yaml
+
+    from lakehouse.config import CONF_DIR_ENV, DEFAULT_CONF_DIR
+
+    conf = tmp_path / "conf"
+    shutil.copytree(DEFAULT_CONF_DIR, conf)
+    with (conf / "local.yaml").open("a", encoding="utf-8") as env_file:
+        env_file.write(_as_yaml(override))
+    monkeypatch.setenv(CONF_DIR_ENV, str(conf))
+    monkeypatch.setenv("LAKEHOUSE_DATA_DIR", str(tmp_path / "data"))
+    assert main(["run", "all", "--as-of", "2026-01-03"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "data" / "lake").exists()

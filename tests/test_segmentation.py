@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from collections import Counter
 from dataclasses import replace
 from math import comb
@@ -283,10 +284,11 @@ def test_kmeans_starts_below_one_is_a_config_error():
 def test_first_model_is_champion_even_below_the_minimum_share(spark, xs_lake, tmp_path_factory):
     config = copy_lake(xs_lake, tmp_path_factory.mktemp("segment-first-small") / "data")
     config = config.with_overrides({**TEST_OVERRIDES, "segment.k_max": 4,
-                                    "segment.gate.min_segment_share": 0.9})
+                                    "segment.gate.min_segment_share": 0.25})
     run = segment_customers(spark, config, "seg-first-small", None)
     assert run.decision.promote and run.champion_version == run.model_version == "1"
-    assert "below the minimum 90.00%" in run.decision.reason
+    # 4 segments: the smallest holds at most a quarter, less unless all four are equal
+    assert "below the minimum 25.00%" in run.decision.reason
     scored = Catalog(config).read(spark, OUTPUT_TABLE).count()
     assert scored == run.scored > 0
 
@@ -323,11 +325,13 @@ def three_runs(spark, segmented):
     kept = _drop_some_customers(spark, config)
     second = segment_customers(spark, config, "reg-2", None)
     second_assignments = _assignments(spark, config)
-    # A gate no model can pass: every segment would need 99% of the customers.
-    strict = config.with_overrides({"segment.gate.min_segment_share": 0.99})
+    # A gate no model of k unequal segments can pass: each would need 1 / k of the customers
+    # (the most the config allows), rounded down to 4 digits.
+    share = math.floor(10_000 / first.chosen_k) / 10_000
+    strict = config.with_overrides({"segment.gate.min_segment_share": share})
     third = segment_customers(spark, strict, "reg-3", None)
     return {
-        "config": config, "runs": (first, second, third), "kept": kept,
+        "config": config, "runs": (first, second, third), "kept": kept, "share": share,
         "assignments": (first_assignments, second_assignments, _assignments(spark, config)),
     }
 
@@ -353,8 +357,9 @@ def test_every_version_has_gate_tags_and_aliases(three_runs):
     assert v2.tags["gate.decision"] == second.decision.label
     assert v2.tags["gate.compared_with"] == "1" and v2.tags["gate.reason"]
     assert v3.tags["gate.decision"] == "rejected"
-    assert "below the minimum 99.00%" in v3.tags["gate.reason"]
-    assert v3.tags["gate.min_segment_share"] == "0.99"
+    share = three_runs["share"]
+    assert f"below the minimum {share:.2%}" in v3.tags["gate.reason"]
+    assert v3.tags["gate.min_segment_share"] == f"{share:g}"
     expected_champion = "2" if second.decision.promote else "1"
     champion = client.get_model_version_by_alias(MODEL, "champion")
     challenger = client.get_model_version_by_alias(MODEL, "challenger")

@@ -36,7 +36,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from lakehouse.catalog import Catalog
-from lakehouse.errors import InputDataError
+from lakehouse.errors import ConfigError, InputDataError
 from lakehouse.faults import crash_point
 from lakehouse.privacy.stats import table_creation_options
 
@@ -251,6 +251,13 @@ def gold_options(config: Config) -> dict[str, object]:
         except KeyError:
             value = default
         options[key] = value if value not in ([], "") else None
+    # Checked here, when a run starts, not when gold builds (after bronze and silver committed).
+    for key in ("include_channels", "exclude_channels"):
+        if options[key] is not None:
+            try:
+                _channel_list(options[key], f"gold.{key}")
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"config key {exc}") from None
     return options
 
 
