@@ -13,7 +13,9 @@ from datetime import datetime
 
 from lakehouse.argtypes import as_of_date, output_file, positive_int
 from lakehouse.errors import LakehouseError
-from lakehouse.pipeline import ON_DEMAND_STAGES, STAGE_ORDER
+from lakehouse.pipeline import ON_DEMAND_STAGES, PINNABLE_STAGES, STAGE_ORDER
+
+_PINNABLE = ", ".join(PINNABLE_STAGES)
 
 SCALES = ("xs", "s", "m", "l")
 # Modules that add their own sub-commands: each defines
@@ -94,11 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="date the figures are valid for (YYYY-MM-DD)")
     run.add_argument("--as-of-version", type=_table_version, action="append", default=[],
                      metavar="TABLE=VERSION",
-                     help="read input TABLE at VERSION (repeatable; stages gold and attribute)")
+                     help=f"read input TABLE at VERSION (repeatable; stages {_PINNABLE})")
     run.add_argument("--as-of-timestamp", type=_table_timestamp, action="append", default=[],
                      metavar="[TABLE=]TIMESTAMP",
                      help="read input TABLE (or, without TABLE=, every input) as it was at "
-                          "TIMESTAMP, e.g. 2026-01-03T12:00:00Z (stages gold and attribute)")
+                          f"TIMESTAMP, e.g. 2026-01-03T12:00:00Z (stages {_PINNABLE})")
     common(run)
 
     attr = sub.add_parser("attribution", help="Markov attribution of a path file")

@@ -5,8 +5,18 @@ Definitions (all from silver rows with a timestamp before the end of `as_of`, UT
 * **Who**: every customer_key of silver.customers whose signup_date is not after `as_of`
   (or unknown): a customer who signed up later did not exist yet on that day. Only
   pseudonymised profile columns are carried (no email, phone, name or handle at all).
+  A customer whose CRM row was quarantined is not in silver.customers, so not here either;
+  their orders still count in gold.kpi_daily (revenue is revenue).
+* **Profile** (country, marketing_consent, data_expiry_date): the customer's current silver
+  profile, the one exception to "valid at the end of `as_of`". Silver keeps one row per customer
+  (the latest CRM version), and a withdrawal of consent or a shorter retention must apply to
+  every output built after it, whatever date the figures are for, so it is not rolled back.
+  For the profile as it stood on a past day, pin silver.customers to a version of that day
+  (`lakehouse run gold --as-of-version silver.customers=N` or `--as-of-timestamp`).
+  A customer past their data_expiry_date stays here until `lakehouse run retention` erases them.
 * **Orders** (RFM): completed orders only (status 'completed', case-insensitive).
-  `frequency` = number of them, `monetary` = their EUR total (0.0 when none),
+  `frequency` = number of them, `monetary` = their EUR total (0.0 when none; each order's
+  amount_eur was rounded to cents in silver when converted from its currency),
   `avg_order_value` = monetary / frequency (null when none), `recency_days` = days from the UTC
   day of the last one to `as_of` (0 = ordered on `as_of`; null = never ordered),
   `first_order_ts` / `last_order_ts` = their first and last timestamps.
@@ -90,7 +100,11 @@ def latest_value(value: str, ts: str, tiebreak: str) -> Column:
 
 
 def current_customers(customers_df: DataFrame, as_of: date) -> DataFrame:
-    """The latest profile per customer_key, for customers who existed on `as_of`."""
+    """The current profile per customer_key, for customers who existed on `as_of`.
+
+    Current, not as of `as_of` (see the module docstring): consent withdrawals and retention
+    apply to every build after them.
+    """
     profile = latest_rows(
         customers_df,
         "customer_key",
