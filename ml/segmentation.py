@@ -28,7 +28,8 @@ Decisions:
   recency (days, ascending), then mean sessions (descending); rank r becomes ``segment_id`` r
   and ``segment_name`` = ``names[r]`` from config. Retraining on similar data reproduces the
   same ranking, so "champions" stays the biggest spenders. The mapping is a SQLTransformer
-  stage inside the model, so the registered model itself outputs segment_id / segment_name.
+  stage inside the model, so the registered model itself outputs segment_id / segment_name,
+  and as an MLflow pyfunc it predicts the segment_name.
 * **The fit sees rows in an order set by their values alone.** k-means|| samples its start
   per partition, in row order, so the same customers arriving in another order (another
   pseudonymisation key orders them differently, another upstream plan partitions them
@@ -59,6 +60,8 @@ from lakehouse.errors import ConfigError
 RAW_VECTOR = "features_raw"
 VECTOR = "features"
 PREDICTION = "prediction"
+# The registered model's raw K-means output column (its `prediction` is the segment name).
+CLUSTER = "kmeans_cluster"
 SOLVERS = ("auto", "row", "block")
 NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_ -]{0,62}$")
 # Profile columns the ranking uses (raw units from ml/features.py).
@@ -277,13 +280,17 @@ def rank_clusters(profile: pd.DataFrame) -> dict[int, int]:
 
 
 def naming_stage(ranks: dict[int, int], names: Sequence[str]) -> SQLTransformer:
-    """SQL stage: prediction -> segment_id int, segment_name string (names checked upstream)."""
+    """SQL stage: kmeans_cluster -> segment_id int, segment_name string and `prediction` (the
+    segment_name again: MLflow's pyfunc of a Spark model returns the `prediction` column, so a
+    registered model scored as a pyfunc gives the segment, not the raw cluster index). Names
+    are checked upstream."""
     ids = " ".join(f"WHEN {c} THEN {r}" for c, r in sorted(ranks.items()))
     labels = " ".join(f"WHEN {c} THEN '{names[r]}'" for c, r in sorted(ranks.items()))
     return SQLTransformer(
         statement=(
-            f"SELECT *, CAST(CASE {PREDICTION} {ids} END AS INT) AS segment_id, "
-            f"CASE {PREDICTION} {labels} END AS segment_name FROM __THIS__"
+            f"SELECT *, CAST(CASE {CLUSTER} {ids} END AS INT) AS segment_id, "
+            f"CASE {CLUSTER} {labels} END AS segment_name, "
+            f"CASE {CLUSTER} {labels} END AS {PREDICTION} FROM __THIS__"
         )
     )
 
@@ -291,7 +298,9 @@ def naming_stage(ranks: dict[int, int], names: Sequence[str]) -> SQLTransformer:
 def segmentation_model(
     scaling: PipelineModel, kmeans: KMeansModel, naming: SQLTransformer
 ) -> PipelineModel:
-    return PipelineModel(stages=[*scaling.stages, kmeans, naming])
+    """The model registered: scaling, K-means writing `kmeans_cluster`, naming (see above)."""
+    clustering = kmeans.copy().setPredictionCol(CLUSTER)
+    return PipelineModel(stages=[*scaling.stages, clustering, naming])
 
 
 def segment_profile(profile: pd.DataFrame, ranks: dict[int, int], names: Sequence[str]

@@ -180,6 +180,30 @@ def test_mlflow_run_has_candidates_params_artifacts_and_model(segmented):
     assert example["columns"] == segment_options(config).features
 
 
+def test_registered_model_as_pyfunc_predicts_the_segment_name(spark, segmented):
+    """Scored through MLflow's generic pyfunc interface (as a model reviewer or a serving
+    endpoint would), the model gives each customer the segment_name the job wrote for them,
+    not K-means' arbitrary cluster index."""
+    import mlflow
+
+    from ml.tracking import configure_mlflow
+
+    config, run, out = segmented
+    options = segment_options(config)
+    _, feature_set, _ = segment_inputs(spark, Catalog(config), options, None, None)
+    features = feature_set.features_df.orderBy("customer_key").limit(40).toPandas()
+    configure_mlflow(config)
+    model = mlflow.pyfunc.load_model(f"models:/customer_segmentation/{run.model_version}")
+    predicted = list(model.predict(features[options.features]))
+    written = dict(zip(out["customer_key"], out["segment_name"], strict=True))
+    expected = [written.get(key) for key in features["customer_key"]]
+    assert sum(e is not None for e in expected) >= 10  # customers with consent are written
+    assert [p for p, e in zip(predicted, expected, strict=True) if e is not None] == [
+        e for e in expected if e is not None
+    ]
+    assert set(predicted) <= set(options.names)
+
+
 def test_first_model_is_champion_with_gate_tags(segmented):
     config, run, _ = segmented
     champion = _client(config).get_model_version("customer_segmentation", "1")
