@@ -110,9 +110,46 @@ def run_notebook(path: str, namespace: dict[str, Any] | None = None) -> dict[str
     return ns
 
 
+def main(argv: list[str]) -> int:
+    """Run notebooks in order. A user's mistake (no lake yet, a wrong path) is one line and a
+    non-zero exit; a bug in a cell's own code keeps its traceback (that is the useful part)."""
+    import sys
+
+    from lakehouse.errors import LakehouseError, TableNotFoundError
+
+    if not argv:
+        sys.stderr.write("usage: python -m lakehouse.notebook NOTEBOOK.py [NOTEBOOK.py ...]\n")
+        return 2
+    for notebook_path in argv:
+        print(f"== {notebook_path}")
+        try:
+            run_notebook(notebook_path)
+        except (LakehouseError, OSError, ValueError) as exc:
+            cell = _failing_cell(exc)
+            if cell is not None and not isinstance(exc, LakehouseError):
+                raise
+            where = notebook_path if cell is None else f"{notebook_path} [cell {cell}]"
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            if isinstance(exc, TableNotFoundError):
+                first += " (build the lake with `lakehouse run all` or `make run`)"
+            sys.stderr.write(f"lakehouse.notebook: error: {where}: {first}\n")
+            return getattr(exc, "exit_code", 2)
+    return 0
+
+
+def _failing_cell(exc: BaseException) -> int | None:
+    """Number of the notebook cell whose code raised ``exc`` (None: not inside a cell)."""
+    import re
+    import traceback
+
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        found = re.search(r"\[cell (\d+)\]$", frame.filename)
+        if found:
+            return int(found.group(1))
+    return None
+
+
 if __name__ == "__main__":
     import sys
 
-    for notebook_path in sys.argv[1:]:
-        print(f"== {notebook_path}")
-        run_notebook(notebook_path)
+    sys.exit(main(sys.argv[1:]))

@@ -52,7 +52,9 @@ client = MlflowClient()
 model_name = nb.config.get("segment.model_name")
 champion = client.get_model_version_by_alias(model_name, "champion")
 print(f"champion: version {champion.version}, run {champion.run_id}")
-for version in client.search_model_versions(f"name = '{model_name}'"):
+for found in client.search_model_versions(f"name = '{model_name}'"):
+    # A search result carries no aliases: fetch each version for them.
+    version = client.get_model_version(model_name, found.version)
     print(f"  version {version.version}: aliases {version.aliases}, tags {dict(version.tags)}")
 
 # COMMAND ----------

@@ -51,3 +51,16 @@ def test_a_broken_cell_fails_with_its_number(tmp_path):
     with pytest.raises(ZeroDivisionError) as info:
         run_notebook(str(notebook))
     assert any("[cell 3]" in str(entry.path) for entry in info.traceback)
+
+
+def test_a_notebook_on_an_empty_lake_says_so_in_one_line(spark, tmp_path, monkeypatch, capsys):
+    from lakehouse.notebook import main
+
+    monkeypatch.setenv("LAKEHOUSE_NB_DATA_DIR", str(tmp_path / "empty"))
+    assert main([str(REPO_ROOT / "notebooks" / "02_customer_360.py")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert "02_customer_360.py [cell" in err[0] and "does not exist yet" in err[0]
+    assert "lakehouse run all" in err[0]
+    assert main([str(tmp_path / "missing.py")]) == 2
+    assert "missing.py" in capsys.readouterr().err
