@@ -42,7 +42,7 @@ from pyspark.sql import types as T
 from lakehouse.asof import as_date
 from lakehouse.catalog import Catalog
 from lakehouse.config import Config
-from lakehouse.errors import InputDataError, TableNotFoundError
+from lakehouse.errors import InputDataError, MlflowStoreError, TableNotFoundError
 from lakehouse.faults import crash_point
 from lakehouse.gold import has_marketing_consent
 from ml.features import (
@@ -331,6 +331,7 @@ def segment_customers(
     started = time.monotonic()
     options = segment_options(config)
     check_mlflow_store(config, options.experiment, "nothing was trained or registered")
+    check_champion_files(options.model_name)
     catalog = Catalog(config)
     versions, feature_set, ks = segment_inputs(spark, catalog, options, as_of, input_versions)
     run_as_of = feature_set.as_of
@@ -554,6 +555,35 @@ def _train_and_log(
             "silhouette": best.silhouette,
             "profile": named,
         }
+
+
+def check_champion_files(model_name: str) -> None:
+    """Raise one MlflowStoreError line when the champion's model files cannot be listed.
+
+    Checked before training: a rejected challenger leaves the old champion to score the
+    customers, and finding its files gone only then left a new version registered and a
+    traceback."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from ml.registry import champion
+
+    client = MlflowClient()
+    version = champion(client, model_name)[0]
+    if version is None:
+        return
+    uri = client.get_model_version_download_uri(model_name, version)
+    try:
+        files = {Path(f.path).name for f in mlflow.artifacts.list_artifacts(artifact_uri=uri)}
+        reason = "no MLmodel file"
+    except Exception as exc:  # noqa: BLE001 - any artifact store failure becomes one line
+        files, reason = set(), (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    if "MLmodel" not in files:
+        raise MlflowStoreError(
+            f"the champion model {model_name} version {version} cannot be loaded from {uri} "
+            f"({reason}): restore its files, or move the champion alias to a version whose files "
+            f"exist (MLflow UI, Models); nothing was trained or registered"
+        )
 
 
 def score_with_champion(

@@ -3,6 +3,7 @@ leaves no model version and no gold.customer_segments behind."""
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -90,3 +91,26 @@ def test_unreachable_mlflow_store_fails_fast_before_training(spark, lake):
     )
     assert not Catalog(lake).exists(spark, OUTPUT_TABLE)
     assert not (Path(lake.data_dir) / "mlflow").exists()
+
+
+def test_champion_without_model_files_stops_before_training(spark, lake):
+    from mlflow import MlflowClient
+
+    from ml.tracking import configure_mlflow
+
+    config = lake.with_overrides({"segment.k_max": 4})
+    run_segment(spark, config, "first", None)
+    model_name = config.get("segment.model_name")
+    configure_mlflow(config)
+    client = MlflowClient()
+    location = client.get_model_version_download_uri(model_name, "1")
+    assert location.startswith("file://")
+    shutil.rmtree(location.removeprefix("file://"))  # the files are gone, the registry remains
+    before = Catalog(config).current_version(spark, OUTPUT_TABLE)
+    with pytest.raises(MlflowStoreError) as caught:
+        run_segment(spark, config, "second", None)
+    message = _one_line(caught.value)
+    assert f"champion model {model_name} version 1 cannot be loaded" in message
+    assert "nothing was trained or registered" in message
+    assert [str(v.version) for v in client.search_model_versions(f"name = '{model_name}'")] == ["1"]
+    assert Catalog(config).current_version(spark, OUTPUT_TABLE) == before
