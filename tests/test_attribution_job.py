@@ -241,3 +241,16 @@ def test_poisson_weights_are_deterministic_with_mean_one(spark):
         return {r["k"]: r["w"] for r in frame.select("k", w).collect()}
 
     assert weights(df) == weights(df.repartition(3))
+
+
+def test_a_day_without_conversions_is_written_empty_and_said_so(spark, config, journeys):
+    run_attribute(spark, config, "run-full", log_to_mlflow=False)
+    assert len(read_output(spark, config)) > 0
+    # The same day rebuilt without any conversion (say every converting customer withdrew
+    # consent): the earlier figures must not outlive the journeys they came from.
+    unconverted = [(*r[:6], False, 0.0, None, r[9]) for r in journey_rows()]
+    spark.createDataFrame(unconverted, JOURNEY_SCHEMA).write.format("delta").mode(
+        "overwrite").save(Catalog(config).path("gold.journeys"))
+    lines = run_attribute(spark, config, "run-empty", log_to_mlflow=False)
+    assert any("holds no converted journey with a channel touch" in line for line in lines)
+    assert read_output(spark, config)["attributed_conversions"].sum() == 0

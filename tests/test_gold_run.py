@@ -147,3 +147,18 @@ def test_an_as_of_before_the_first_event_or_order_is_refused_and_gold_left_as_it
     run_gold(spark, config, "run-4", date(2025, 12, 31), refuse_before_data=False)
     counts = {t: catalog.read(spark, f"gold.{t}").count() for t in GOLD_TABLES}
     assert counts == {"customer_360": 2, "journeys": 0, "kpi_daily": 0, "kpi_channel_daily": 0}
+
+
+def test_channel_lists_naming_channels_no_event_has_are_warned(spark):
+    from lakehouse.gold import unseen_channel_warnings
+
+    schema, rows = SILVER["events"]
+    events = spark.createDataFrame(rows, schema)  # channels: search, email
+    assert unseen_channel_warnings(events, None, ["email"]) == []
+    lines = unseen_channel_warnings(events, ["search", "serach"], ["display", "email"])
+    assert lines == [
+        "  warning: gold.include_channels names channel(s) no event has: serach "
+        "(events have: email, search)",
+        "  warning: gold.exclude_channels names channel(s) no event has: display "
+        "(events have: email, search)",
+    ]

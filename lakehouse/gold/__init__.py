@@ -356,6 +356,8 @@ def run_gold(
         if unknown:
             raise ValueError(f"unknown gold table(s) {unknown}; known: {', '.join(GOLD_TABLES)}")
         lines = [header]
+        if include_channels is not None or exclude_channels is not None:
+            lines += unseen_channel_warnings(silver["events"], include_channels, exclude_channels)
         for name in (t for t in GOLD_TABLES if t in tables):
             started = time.monotonic()
             path = output.path(f"gold.{name}")
@@ -383,6 +385,26 @@ def run_gold(
     finally:
         for df in shared:
             df.unpersist()
+
+
+def unseen_channel_warnings(
+    events_df: DataFrame,
+    include_channels: Iterable[str] | None,
+    exclude_channels: Iterable[str] | None,
+) -> list[str]:
+    """A warning line per channel list that names channels no silver event has (a typo there
+    silently empties the journeys, or silently excludes nothing)."""
+    seen = {r[0] for r in events_df.select("channel").distinct().collect() if r[0]}
+    lines = []
+    for key, channels in (("include_channels", include_channels),
+                          ("exclude_channels", exclude_channels)):
+        unseen = sorted(set(_channel_list(channels, key)) - seen) if channels else []
+        if unseen:
+            lines.append(
+                f"  warning: gold.{key} names channel(s) no event has: {', '.join(unseen)} "
+                f"(events have: {', '.join(sorted(seen)) or 'none'})"
+            )
+    return lines
 
 
 def _rows_written(spark: SparkSession, catalog: Catalog, name: str) -> int:

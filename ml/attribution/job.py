@@ -596,6 +596,13 @@ def describe(run: AttributionRun) -> list[str]:
         + ", ".join(f"{r.channel} {r.attributed_conversions:,.1f}" for r in top.itertuples()),
     ]
     segments = sorted(set(table["segment"]) - {OVERALL})
+    if overall.empty or not overall["attributed_conversions"].sum() > 0:
+        # Written all the same: the day's earlier figures would otherwise outlive the journeys
+        # they came from (an erasure or a consent withdrawal can empty them).
+        lines = [f"  warning: {INPUT_TABLE} at as_of {run.as_of} holds no converted journey "
+                 f"with a channel touch, so there is nothing to attribute and that day's "
+                 f"attribution now credits no channel (if unexpected, check gold.include_channels / "
+                 f"exclude_channels and the gold stage's output)"]
     return [
         *lines,
         f"attribute: as_of {run.as_of}, {len(overall)} channels, "
