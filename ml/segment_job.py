@@ -29,7 +29,7 @@ import json
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -67,10 +67,12 @@ from ml.segmentation import (
     fit_best_start,
     fit_scaling,
     in_value_order,
+    meeting_share,
     naming_stage,
     rank_clusters,
     segment_profile,
     segmentation_model,
+    smallest_share,
 )
 from ml.tracking import (
     check_mlflow_store,
@@ -170,6 +172,8 @@ class SegmentRun:
     output_version: int | None
     seconds: float
     scored: int = 0                     # rows written: the customers with marketing consent
+    passed_over: dict[int, float] = field(default_factory=dict)  # k -> its smallest segment's
+                                        # share, for the k left out of the choice for it
 
 
 # --------------------------------------------------------------------------- MLflow edge
@@ -373,6 +377,7 @@ def segment_customers(
         as_of=run_as_of,
         customers=feature_set.rows,
         candidates=trained["candidates"],
+        passed_over=trained["passed_over"],
         chosen_k=trained["chosen_k"],
         silhouette=trained["silhouette"],
         profile=trained["profile"],
@@ -551,10 +556,18 @@ def _train_and_log(
             "model_uri": info.model_uri,
             "mlflow_run_id": parent.info.run_id,
             "candidates": {c.k: c.silhouette for c in candidates},
+            "passed_over": passed_over(candidates, options.gate.min_segment_share),
             "chosen_k": best.k,
             "silhouette": best.silhouette,
             "profile": named,
         }
+
+
+def passed_over(candidates: Sequence[Candidate], min_segment_share: float) -> dict[int, float]:
+    """k -> smallest segment share of the candidates choose_k left out for being below the
+    minimum share (none when no candidate meets it: then all of them compete)."""
+    meeting = {c.k for c in meeting_share(candidates, min_segment_share)}
+    return {c.k: smallest_share(c) for c in candidates if c.k not in meeting}
 
 
 def check_champion_files(model_name: str) -> None:
@@ -615,7 +628,11 @@ def describe(run: SegmentRun) -> list[str]:
     sizes = ", ".join(
         f"{r.segment_name} {r.customers:,} ({r.share:.0%})" for r in run.profile.itertuples()
     )
-    tried = ", ".join(f"k={k} {s:.3f}" for k, s in sorted(run.candidates.items()))
+    tried = ", ".join(
+        f"k={k} {s:.3f}" + (f" (passed over: smallest segment {run.passed_over[k]:.1%}, below "
+                            f"segment.gate.min_segment_share)" if k in run.passed_over else "")
+        for k, s in sorted(run.candidates.items())
+    )
     if run.champion_version is None:
         outcome = (
             f"segment: as_of {run.as_of}, {run.customers:,} customers NOT scored: no champion "

@@ -13,16 +13,22 @@ import json
 import math
 from collections import Counter
 from dataclasses import replace
+from datetime import date
 from math import comb
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from conftest import XS_AS_OF, copy_lake, crm_customer_key
 from pyspark.sql import functions as F
 
 from lakehouse.catalog import Catalog
+from ml.registry import GateDecision
 from ml.segment_job import (
     OUTPUT_TABLE,
+    SegmentRun,
+    describe,
+    passed_over,
     segment_customers,
     segment_inputs,
     segment_options,
@@ -225,6 +231,21 @@ def test_choose_k_prefers_a_k_whose_segments_all_meet_the_minimum_share():
     assert choose_k([tiny_best, balanced], min_segment_share=0.02).k == 4
     # No candidate qualifies: all compete again (the gate then rejects and says why).
     assert choose_k([tiny_best], min_segment_share=0.02).k == 5
+    # The summary says which k was passed over and why.
+    assert passed_over([tiny_best, balanced], 0.02) == {5: 0.01}
+    assert passed_over([tiny_best], 0.02) == {}
+    run = SegmentRun(
+        as_of=date(2026, 1, 3), customers=100, candidates={4: 0.5, 5: 0.6}, chosen_k=4,
+        silhouette=0.5, profile=pd.DataFrame(
+            {"segment_name": ["a", "b", "c", "d"], "customers": [25] * 4, "share": [0.25] * 4}),
+        model_version="1", decision=GateDecision(True, "first model", None), champion_version="1",
+        input_versions={"gold.customer_360": 0}, mlflow_run_id="r", output_version=0,
+        seconds=1.0, passed_over={5: 0.01},
+    )
+    assert describe(run)[0] == (
+        "  silhouette by k: k=4 0.500, k=5 0.600 (passed over: smallest segment 1.0%, below "
+        "segment.gate.min_segment_share)"
+    )
 
 
 def _squared_distance_cost(points: list[tuple[float, float]], centers) -> float:
