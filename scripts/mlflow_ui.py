@@ -16,9 +16,26 @@ import sys
 from pathlib import Path
 
 
+def tcp_port(text: str) -> int:
+    """argparse type: a TCP port number a server can bind (1-65535)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a port number") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is outside 1-65535")
+    return port
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"mlflow-ui: error: {message} (see --help)\n")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT") or 5000))
+    parser = _OneLineParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=tcp_port, default=os.environ.get("PORT") or "5000",
+                        help="port on 127.0.0.1 (default $PORT or 5000)")
     parser.add_argument("--env", default="local", help="config overlay (default local)")
     args = parser.parse_args(argv)
 
@@ -34,10 +51,15 @@ def main(argv: list[str] | None = None) -> int:
     except LakehouseError as exc:
         print(f"mlflow-ui: error: {exc}", file=sys.stderr)
         return 2
-    if store is None:
+    if store is None and uri.startswith(("http://", "https://")):
         print(f"MLflow tracking server configured: open {uri} (mlflow.tracking_uri)")
         return 0
-    db = store[0]
+    if store is None and not uri.startswith("sqlite:///"):
+        print(f"mlflow-ui: error: mlflow.tracking_uri {uri} is neither a server nor a SQLite "
+              f"store: open that store's own UI", file=sys.stderr)
+        return 2
+    # The default store, or a configured SQLite file: the UI reads it directly.
+    db = store[0] if store is not None else Path(uri.removeprefix("sqlite:///")).resolve()
     if not db.exists():
         print(f"mlflow-ui: error: no MLflow store at {db} yet: run `make run` (or `lakehouse run "
               f"all`) first", file=sys.stderr)

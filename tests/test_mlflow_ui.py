@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -114,3 +115,30 @@ def test_a_port_in_use_is_one_clear_line(full_xs_lake):
     assert result.returncode == 2
     assert f"port {port}" in result.stderr and "in use" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "env_yaml", "message"),
+    [
+        (["--port", "70000"], "", "port 70000 is outside 1-65535"),
+        (["--port", "http"], "", "'http' is not a port number"),
+        # A configured SQLite store is served like the default one (it printed "open sqlite:...").
+        ([], "mlflow:\n  tracking_uri: sqlite:///{tmp}/nowhere.db\n",
+         "no MLflow store at {tmp}/nowhere.db yet"),
+        ([], "mlflow:\n  tracking_uri: databricks\n", "neither a server nor a SQLite store"),
+    ],
+)
+def test_bad_ui_settings_are_one_clear_line(tmp_path, args, env_yaml, message):
+    conf = tmp_path / "conf"
+    shutil.copytree(REPO_ROOT / "conf", conf)
+    with (conf / "local.yaml").open("a", encoding="utf-8") as env_file:
+        env_file.write("\n" + env_yaml.format(tmp=tmp_path))
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "scripts" / "mlflow_ui.py"), *args],
+        env={**os.environ, "LAKEHOUSE_DATA_DIR": str(tmp_path / "data"),
+             "LAKEHOUSE_CONF_DIR": str(conf)},
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message.format(tmp=tmp_path) in lines[0], result.stderr
