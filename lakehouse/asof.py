@@ -55,7 +55,15 @@ def choose_snapshot(df: DataFrame, as_of: date | None, table: str, when_empty: s
         return present[-1]
     if as_of not in present:
         raise InputDataError(
-            f"{table} holds as_of {', '.join(map(str, present))}, not {as_of}: "
-            f"run the gold stage with --as-of {as_of} first"
+            f"{table} holds as_of {_date_list(present)}, not {as_of}: "
+            f"pass one of those, or run the gold stage with --as-of {as_of} first (gold takes "
+            f"days from silver's first event or order day up to today)"
         )
     return as_of
+
+
+def _date_list(days: list[date]) -> str:
+    """Dates for a one-line message: all of a few, else the first and the last three."""
+    if len(days) <= 5:
+        return ", ".join(map(str, days))
+    return f"{days[0]}, ... ({len(days) - 4} more), " + ", ".join(map(str, days[-3:]))
