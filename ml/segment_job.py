@@ -77,6 +77,7 @@ from ml.segmentation import (
 from ml.tracking import (
     check_mlflow_store,
     delta_versions,
+    tracking_uri,
     version_params,
 )
 
@@ -334,9 +335,10 @@ def segment_customers(
     """run_segment's work, returning the full result instead of summary lines."""
     started = time.monotonic()
     options = segment_options(config)
+    catalog = Catalog(config)
+    check_store_not_lost(spark, config, catalog)
     check_mlflow_store(config, options.experiment, "nothing was trained or registered")
     check_champion_files(options.model_name)
-    catalog = Catalog(config)
     versions, feature_set, ks = segment_inputs(spark, catalog, options, as_of, input_versions)
     run_as_of = feature_set.as_of
 
@@ -568,6 +570,25 @@ def passed_over(candidates: Sequence[Candidate], min_segment_share: float) -> di
     minimum share (none when no candidate meets it: then all of them compete)."""
     meeting = {c.k for c in meeting_share(candidates, min_segment_share)}
     return {c.k: smallest_share(c) for c in candidates if c.k not in meeting}
+
+
+def check_store_not_lost(spark: SparkSession, config: Config, catalog: Catalog) -> None:
+    """Refuse to start a new SQLite registry under segments scored by an earlier one.
+
+    MLflow creates a missing SQLite store silently: after a moved, deleted or mistyped store,
+    model versions would start again at 1 while gold.customer_segments names versions of the
+    lost registry, and the gate would promote the first new model unchecked."""
+    uri = tracking_uri(config)
+    if not uri.startswith("sqlite:///") or not catalog.exists(spark, OUTPUT_TABLE):
+        return
+    db = Path(uri.removeprefix("sqlite:///"))
+    if db.exists():
+        return
+    raise MlflowStoreError(
+        f"MLflow store {db} is missing but {OUTPUT_TABLE} names model versions of an earlier "
+        f"one: point mlflow.tracking_uri at it, or, if it is lost, delete {OUTPUT_TABLE}'s "
+        f"folder and run again; nothing was trained or registered"
+    )
 
 
 def check_champion_files(model_name: str) -> None:

@@ -114,3 +114,22 @@ def test_champion_without_model_files_stops_before_training(spark, lake):
     assert "nothing was trained or registered" in message
     assert [str(v.version) for v in client.search_model_versions(f"name = '{model_name}'")] == ["1"]
     assert Catalog(config).current_version(spark, OUTPUT_TABLE) == before
+
+
+def test_a_lost_mlflow_store_is_not_silently_started_anew(spark, full_xs_lake, tmp_path):
+    config = copy_lake(full_xs_lake, tmp_path / "data").with_overrides(OVERRIDES)
+    catalog = Catalog(config)
+    assert catalog.exists(spark, OUTPUT_TABLE)  # scored by the store about to be lost
+    before = catalog.current_version(spark, OUTPUT_TABLE)
+    shutil.rmtree(Path(config.data_dir) / "mlflow")
+    with pytest.raises(MlflowStoreError) as caught:
+        run_segment(spark, config, "lost-store", None)
+    message = _one_line(caught.value)
+    assert "mlflow.db is missing but gold.customer_segments names model versions" in message
+    assert not (Path(config.data_dir) / "mlflow").exists()  # no new, empty registry
+    assert catalog.current_version(spark, OUTPUT_TABLE) == before
+    # A mistyped configured store is the same case.
+    typo = config.with_overrides({"mlflow.tracking_uri": f"sqlite:///{tmp_path}/mlfow.db"})
+    with pytest.raises(MlflowStoreError, match="mlfow.db is missing"):
+        run_segment(spark, typo, "typo-store", None)
+    assert not (tmp_path / "mlfow.db").exists()
