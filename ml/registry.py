@@ -137,7 +137,15 @@ def register_and_gate(
         "gate.min_segment_share": f"{policy.min_segment_share:g}",
         "gate.compared_with": decision.champion_version or "none",
     }
-    registered = mlflow.register_model(model_uri, model_name, tags=version_tags)
+    from mlflow.utils.logging_utils import disable_logging, enable_logging
+
+    # register_model prints "Successfully registered model" / "Created version" itself; the
+    # job's summary line says which version was registered and what the gate decided.
+    disable_logging()
+    try:
+        registered = mlflow.register_model(model_uri, model_name, tags=version_tags)
+    finally:
+        enable_logging()
     version = str(registered.version)
     client.set_registered_model_alias(model_name, CHALLENGER, version)
     if decision.promote:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -544,10 +545,15 @@ def _train_and_log(
         output = model.transform(
             spark.createDataFrame(example)
         ).select(PREDICTION).toPandas()
+        with warnings.catch_warnings():
+            # MLflow hints that integer inputs cannot carry missing values: the features are
+            # imputed (ml/features.py), so a scored row never has one.
+            warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+            signature = infer_signature(example, output)
         info = mlflow.spark.log_model(
             model,
             MODEL_ARTIFACT,
-            signature=infer_signature(example, output),
+            signature=signature,
             input_example=example,
             # Stated rather than inferred: MLflow infers them by loading the model again in a
             # child Python process, which starts a second Spark JVM (15-25 s per run on 2

@@ -10,6 +10,7 @@ with that server's own artifact store.
 
 from __future__ import annotations
 
+import logging
 import urllib.error
 import urllib.request
 from collections.abc import Iterable
@@ -62,6 +63,10 @@ def configure_mlflow(config: Config) -> str:
         artifacts.mkdir(parents=True, exist_ok=True)
     uri = tracking_uri(config)
     mlflow.set_tracking_uri(uri)
+    # INFO lines of a normal run that tell a user nothing (the store's first-use table
+    # creation, where the Spark model's files are copied): warnings and errors still show.
+    for name in ("mlflow.store.db.utils", "mlflow.spark"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     return uri
 
 

@@ -93,13 +93,19 @@ def test_unreachable_mlflow_store_fails_fast_before_training(spark, lake):
     assert not (Path(lake.data_dir) / "mlflow").exists()
 
 
-def test_champion_without_model_files_stops_before_training(spark, lake):
+def test_champion_without_model_files_stops_before_training(spark, lake, capfd):
     from mlflow import MlflowClient
 
     from ml.tracking import configure_mlflow
 
     config = lake.with_overrides({"segment.k_max": 4})
+    capfd.readouterr()
     run_segment(spark, config, "first", None)
+    # A normal run is quiet: MLflow's own chatter is not what a user needs to read.
+    noise = capfd.readouterr().err
+    for line in ("Successfully registered model", "Created version", "Hint: Inferred schema",
+                 "Creating initial MLflow database tables", "already on DFS"):
+        assert line not in noise, noise
     model_name = config.get("segment.model_name")
     configure_mlflow(config)
     client = MlflowClient()
