@@ -104,11 +104,10 @@ def attribute_options(config: Config) -> dict[str, Any]:
     Raises ConfigError naming the key, so a `run all` stops before bronze, not after gold.
     """
     from ml.attribution.heuristics import check_half_life, check_position_weights
-    from ml.attribution.markov import check_order
 
     options = config.get("attribution")
     checks: dict[str, Callable[[Any], object]] = {
-        "order": lambda v: v == 0 or check_order(v),
+        "order": _check_order_or_auto,
         "ci_level": _check_ci_level,
         "half_life_days": check_half_life,
         "half_life_touches": check_half_life,
@@ -130,7 +129,19 @@ def attribute_options(config: Config) -> dict[str, Any]:
     }
 
 
+def _check_order_or_auto(order: int | None) -> None:
+    from ml.attribution.markov import check_order
+
+    if order not in (0, None):  # 0 or empty: chosen automatically
+        try:
+            check_order(order)
+        except ValueError as exc:
+            raise ValueError(f"{exc} (or 0: chosen automatically)") from None
+
+
 def _check_ci_level(level: float) -> None:
+    if isinstance(level, bool) or not isinstance(level, int | float):
+        raise TypeError(f"confidence level must be a number, got {level!r}")
     if not 0 < level < 1:
         raise ValueError(f"confidence level must be between 0 and 1 (exclusive), got {level!r}")
 

@@ -137,17 +137,31 @@ def register_and_gate(
         "gate.min_segment_share": f"{policy.min_segment_share:g}",
         "gate.compared_with": decision.champion_version or "none",
     }
-    from mlflow.utils.logging_utils import disable_logging, enable_logging
-
-    # register_model prints "Successfully registered model" / "Created version" itself; the
-    # job's summary line says which version was registered and what the gate decided.
-    disable_logging()
-    try:
-        registered = mlflow.register_model(model_uri, model_name, tags=version_tags)
-    finally:
-        enable_logging()
+    registered = _quietly(mlflow.register_model, model_uri, model_name, tags=version_tags)
     version = str(registered.version)
     client.set_registered_model_alias(model_name, CHALLENGER, version)
     if decision.promote:
         client.set_registered_model_alias(model_name, CHAMPION, version)
     return version, decision
+
+
+# Lines register_model prints on every success; the job's summary already says which version
+# was registered and what the gate decided.
+_REGISTRATION_CHATTER = ("Successfully registered model", "Created version")
+
+
+def _quietly(call, *args, **kwargs):
+    """``call(*args, **kwargs)`` with MLflow's registration chatter dropped from stderr; any
+    other line it prints (a warning, an error) is passed on."""
+    import contextlib
+    import io
+    import sys
+
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            return call(*args, **kwargs)
+    finally:
+        for line in captured.getvalue().splitlines(keepends=True):
+            if not line.startswith(_REGISTRATION_CHATTER):
+                sys.stderr.write(line)

@@ -78,7 +78,6 @@ from ml.segmentation import (
 from ml.tracking import (
     check_mlflow_store,
     delta_versions,
-    tracking_uri,
     version_params,
 )
 
@@ -115,7 +114,11 @@ def segment_options(config: Config) -> SegmentOptions:
     from lakehouse.errors import ConfigError
 
     raw = config.get("segment")
-    k_min, k_max = int(raw["k_min"]), int(raw["k_max"])
+    try:
+        k_min, k_max = int(raw["k_min"]), int(raw["k_max"])
+    except (TypeError, ValueError):
+        raise ConfigError(f"segment.k_min / k_max must be whole numbers, got {raw['k_min']!r} / "
+                          f"{raw['k_max']!r}") from None
     if not 2 <= k_min <= k_max:
         raise ConfigError(f"segment.k_min / k_max must satisfy 2 <= k_min <= k_max, got "
                           f"{k_min} / {k_max}")
@@ -130,12 +133,16 @@ def segment_options(config: Config) -> SegmentOptions:
             f"segment.features must be distinct names among {', '.join(FEATURE_COLUMNS)}; got "
             f"{', '.join(map(str, features)) or 'none'}"
         )
-    gate = GatePolicy(
-        silhouette_tolerance=float(raw["gate"]["silhouette_tolerance"]),
-        min_segment_share=float(raw["gate"]["min_segment_share"]),
-    )
-    if not 0 <= gate.silhouette_tolerance < 2:  # silhouettes lie in [-1, 1]
-        raise ConfigError(f"segment.gate.silhouette_tolerance must be at least 0 and below 2, "
+    try:
+        gate = GatePolicy(
+            silhouette_tolerance=float(raw["gate"]["silhouette_tolerance"]),
+            min_segment_share=float(raw["gate"]["min_segment_share"]),
+        )
+    except (TypeError, ValueError):
+        raise ConfigError(f"segment.gate.silhouette_tolerance and min_segment_share must be "
+                          f"numbers, got {raw['gate']!r}") from None
+    if not gate.silhouette_tolerance >= 0:  # 2 or more: the silhouette never holds a model back
+        raise ConfigError(f"segment.gate.silhouette_tolerance must be at least 0, "
                           f"got {gate.silhouette_tolerance!r}")
     # k_min segments cannot all hold more than 1 / k_min of the customers: no k could pass.
     if not 0 <= gate.min_segment_share <= 1 / k_min:
@@ -337,7 +344,6 @@ def segment_customers(
     started = time.monotonic()
     options = segment_options(config)
     catalog = Catalog(config)
-    check_store_not_lost(spark, config, catalog)
     check_mlflow_store(config, options.experiment, "nothing was trained or registered")
     check_champion_files(options.model_name)
     versions, feature_set, ks = segment_inputs(spark, catalog, options, as_of, input_versions)
@@ -578,25 +584,6 @@ def passed_over(candidates: Sequence[Candidate], min_segment_share: float) -> di
     return {c.k: smallest_share(c) for c in candidates if c.k not in meeting}
 
 
-def check_store_not_lost(spark: SparkSession, config: Config, catalog: Catalog) -> None:
-    """Refuse to start a new SQLite registry under segments scored by an earlier one.
-
-    MLflow creates a missing SQLite store silently: after a moved, deleted or mistyped store,
-    model versions would start again at 1 while gold.customer_segments names versions of the
-    lost registry, and the gate would promote the first new model unchecked."""
-    uri = tracking_uri(config)
-    if not uri.startswith("sqlite:///") or not catalog.exists(spark, OUTPUT_TABLE):
-        return
-    db = Path(uri.removeprefix("sqlite:///"))
-    if db.exists():
-        return
-    raise MlflowStoreError(
-        f"MLflow store {db} is missing but {OUTPUT_TABLE} names model versions of an earlier "
-        f"one: point mlflow.tracking_uri at it, or, if it is lost, delete {OUTPUT_TABLE}'s "
-        f"folder and run again; nothing was trained or registered"
-    )
-
-
 def check_champion_files(model_name: str) -> None:
     """Raise one MlflowStoreError line when the champion's model files cannot be listed.
 
@@ -612,17 +599,20 @@ def check_champion_files(model_name: str) -> None:
     version = champion(client, model_name)[0]
     if version is None:
         return
-    uri = client.get_model_version_download_uri(model_name, version)
+    # The URI scoring loads (score_with_champion), so a registry that proxies artifacts is
+    # asked the same way.
+    uri = f"models:/{model_name}/{version}"
     try:
         files = {Path(f.path).name for f in mlflow.artifacts.list_artifacts(artifact_uri=uri)}
         reason = "no MLmodel file"
     except Exception as exc:  # noqa: BLE001 - any artifact store failure becomes one line
-        files, reason = set(), (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        files, reason = set(), (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
     if "MLmodel" not in files:
         raise MlflowStoreError(
-            f"the champion model {model_name} version {version} cannot be loaded from {uri} "
-            f"({reason}): restore its files, or move the champion alias to a version whose files "
-            f"exist (MLflow UI, Models); nothing was trained or registered"
+            f"the champion model {model_name} version {version} cannot be loaded ({reason}): "
+            f"restore its files, move the champion alias to a version whose files exist, or "
+            f"delete the alias (the next model is then promoted as a first one); nothing was "
+            f"trained or registered"
         )
 
 

@@ -52,10 +52,43 @@ def tracking_uri(config: Config) -> str:
     return _configured_uri(config) if store is None else f"sqlite:///{store[0]}"
 
 
+# The table whose rows name model versions of the registry (segment_job.OUTPUT_TABLE).
+SCORED_TABLE = "gold.customer_segments"
+
+
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` tracking URI (query string dropped), else None."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
+
+
+def check_store_not_lost(config: Config) -> None:
+    """Refuse to start a new SQLite registry under segments scored by an earlier one.
+
+    MLflow creates a missing SQLite store silently: after a moved, deleted or mistyped store,
+    model versions would start again at 1 while gold.customer_segments names versions of the
+    lost registry, and the gate would promote the first new model unchecked. Checked wherever
+    MLflow is pointed at the store (segment, attribute, reproduce, notebooks), so no entry
+    point creates the empty file that would let the next one through. Local lakes only: an
+    object-store table cannot be looked at without Spark.
+    """
+    db = sqlite_file(tracking_uri(config))
+    if db is None or db.exists() or not config.is_local_data_dir:
+        return
+    if (local_path(Catalog(config).path(SCORED_TABLE)) / "_delta_log").is_dir():
+        raise MlflowStoreError(
+            f"MLflow store {db} is missing but {SCORED_TABLE} names model versions of an "
+            f"earlier one: point mlflow.tracking_uri at it, or, if it is lost, delete "
+            f"{SCORED_TABLE}'s folder and run again; nothing was changed"
+        )
+
+
 def configure_mlflow(config: Config) -> str:
     """Point MLflow at this config's tracking store (creating the local folders); returns its URI."""
     import mlflow
 
+    check_store_not_lost(config)
     store = local_store(config)
     if store is not None:
         db, artifacts = store

@@ -105,8 +105,12 @@ def test_progress_bars_only_on_a_terminal(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ({"attribution.order": 7}, "'attribution.order': Markov order must be one of 1, 2, 3, 4"),
+        ({"attribution.order": 7},
+         "'attribution.order': Markov order must be one of 1, 2, 3, 4, got 7 (or 0: chosen"),
         ({"attribution.ci_level": 1.5}, "'attribution.ci_level': confidence level must be"),
+        ({"attribution.ci_level": None}, "confidence level must be a number, got None"),
+        ({"segment.k_max": None}, "segment.k_min / k_max must be whole numbers"),
+        ({"segment.gate.min_segment_share": None}, "min_segment_share must be numbers"),
         ({"attribution.position_weights": [0.5, 0.5, 0.5]},
          "'attribution.position_weights': position weights must add up to 1"),
         ({"attribution.half_life_days": 0.0}, "'attribution.half_life_days': half-life must be"),
@@ -136,3 +140,12 @@ def test_stage_settings_are_checked_before_the_first_stage_runs(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
     assert not (tmp_path / "data" / "lake").exists()
+
+
+def test_an_empty_markov_order_still_means_automatic():
+    from lakehouse.config import load_config
+    from lakehouse.pipeline import attribute_options
+
+    for order in (0, None):  # `order: 0` or a blank `order:` in YAML
+        config = load_config("local").with_overrides({"attribution.order": order})
+        assert attribute_options(config)["order"] is None

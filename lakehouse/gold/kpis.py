@@ -21,7 +21,8 @@ gold.journeys, so both tables tell the same story:
 * `conversions`: converted journeys whose last touchpoint (time order, ties by event_id) was
   that channel on that day, i.e. last-touch conversions dated by the touch, not by the order.
   They are the journeys of gold.journeys: customers with marketing consent only (`run_gold`
-  passes the same consenting customers to both tables).
+  passes the same consenting customers to both tables). `run retention` deletes a withdrawn
+  customer's journeys at once; this aggregate, which names nobody, follows at the next gold run.
   A last touchpoint is itself a touchpoint of the row, so `conversions <= touchpoints`.
 * `conversion_rate`: conversions / touchpoints, between 0 and 1.
 * `revenue_eur`: conversion value of those journeys (last-touch revenue).
