@@ -133,6 +133,12 @@ def test_a_lost_mlflow_store_is_not_silently_started_anew(spark, full_xs_lake, t
     message = _one_line(caught.value)
     assert "mlflow.db is missing but gold.customer_segments names model versions" in message
     assert not (Path(config.data_dir) / "mlflow").exists()  # no new, empty registry
+    # Nor may another job create it, letting the next segment run through.
+    from ml.attribution.job import run_attribute
+
+    with pytest.raises(MlflowStoreError, match="mlflow.db is missing"):
+        run_attribute(spark, config, "lost-store-attribute")
+    assert not (Path(config.data_dir) / "mlflow").exists()
     assert catalog.current_version(spark, OUTPUT_TABLE) == before
     # A mistyped configured store is the same case.
     typo = config.with_overrides({"mlflow.tracking_uri": f"sqlite:///{tmp_path}/mlfow.db"})
