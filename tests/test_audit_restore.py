@@ -99,3 +99,41 @@ def test_a_restored_silver_table_gets_its_rows_back_from_bronze(spark, xs_lake, 
     assertDataFrameEqual(catalog.read(spark, "silver.orders").select(*business), before)
     results = {r["source"]: r for r in reconcile(spark, config)}
     assert results["orders"]["balanced"], results["orders"]
+
+
+def test_a_restored_quarantine_gets_its_rows_back_from_bronze(spark, xs_lake, tmp_path,
+                                                              capsys, monkeypatch):
+    """Quarantine rows name their source and bronze version: restoring the table to a version
+    without some of them sets each of those sources back, and the next silver run quarantines
+    the same rows again (before, they were gone for good)."""
+    from lakehouse.pipeline import RunContext, run_stages
+
+    config = copy_lake(xs_lake, tmp_path / "lake")
+    catalog = Catalog(config)
+    monkeypatch.setenv("LAKEHOUSE_DATA_DIR", config.data_dir)
+    name = "silver.quarantine"
+    business = ["source", "natural_key", "rule", "severity", "reason", "raw", "bronze_version"]
+    current = catalog.current_version(spark, name)
+    before = catalog.read(spark, name, version=current).select(*business)
+    fewer = [v for v in range(current) if catalog.read(spark, name, version=v).count()
+             < before.count()]
+    assert fewer, "no older quarantine version lacks rows"
+
+    assert main(["restore", name, "--version", str(fewer[-1]), "--yes"]) == 0
+    out = capsys.readouterr().out
+    assert f"{name}: the next silver run reads bronze." in out, out
+    assert catalog.read(spark, name).count() < before.count()
+
+    run_stages(spark, config, "silver", RunContext(run_id="after-restore"),
+               echo=lambda line: None)
+    assertDataFrameEqual(catalog.read(spark, name).select(*business), before)
+
+
+def test_restoring_a_table_built_from_several_sources_says_what_is_not_set_back(
+    spark, xs_lake, tmp_path, capsys, monkeypatch
+):
+    config = copy_lake(xs_lake, tmp_path / "lake")
+    monkeypatch.setenv("LAKEHOUSE_DATA_DIR", config.data_dir)
+    assert main(["restore", "silver.identity_map", "--version", "0", "--yes"]) == 0
+    assert "silver.identity_map is built from several sources, so silver's progress was not " \
+        "set back" in capsys.readouterr().out

@@ -38,6 +38,7 @@ def restore_table(
     next silver run brings back the rows the restored version lacks, with today's rules.
     """
     check_version(spark, catalog, name, version)
+    before = latest_version(spark, catalog, name)
     previous = spark.conf.get(USER_METADATA_CONF, None)
     who = _user()
     spark.conf.set(
@@ -55,7 +56,7 @@ def restore_table(
     if name.startswith("silver."):
         from lakehouse.silver.job import reread_after_restore
 
-        for line in reread_after_restore(spark, catalog.config, name):
+        for line in reread_after_restore(spark, catalog.config, name, before):
             echo(line)
     return restored
 

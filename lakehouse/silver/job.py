@@ -398,7 +398,9 @@ def run_silver(
             cached.unpersist()
 
 
-def reread_after_restore(spark: SparkSession, config: Config, table: str) -> list[str]:
+def reread_after_restore(
+    spark: SparkSession, config: Config, table: str, before: int | None = None
+) -> list[str]:
     """After ``table`` was restored to an older version, let silver read bronze again from there.
 
     audit.stage_progress records how far silver has read each bronze table; a restore of the
@@ -407,22 +409,52 @@ def reread_after_restore(spark: SparkSession, config: Config, table: str) -> lis
     newest bronze version the restored table holds a row of (``_bronze_version``; none: from
     the start). Reading again is safe: a row already there is not newer, and changes nothing
     (merge_newer); a quarantined one is there already (insert-only). Returns what was set back.
+
+    silver.quarantine (``before``: its version before the restore) names the source and bronze
+    version of each row: every source is set back to just before the oldest row the restore
+    took out. Tables built from several sources without a bronze version (identity_map,
+    customer_pii) are not set back; a warning line says so.
     """
     catalog = Catalog(config)
     sources = load_sources(config)
     feeding = [n for n, s in sources.items() if f"silver.{table_spec(s).table}" == table]
     progress = io.read_progress(spark, catalog, STAGE)
-    if not feeding or not any(n in progress for n in feeding):
+    if table == QUARANTINE and before is not None:
+        # Quarantine rows name their source and bronze version: each source is read again
+        # from the oldest bronze version among the rows the restore took out.
+        removed = (
+            catalog.read(spark, table, version=before)
+            .exceptAll(catalog.read(spark, table))
+            .groupBy("source").agg(F.min("bronze_version").alias("oldest"))
+            .collect()
+        )
+        rewind = {r["source"]: (sources[r["source"]].bronze_table, int(r["oldest"]) - 1)
+                  for r in removed
+                  if r["source"] in sources and progress.get(r["source"], -1) >= r["oldest"]}
+        return _set_back(spark, catalog, table, rewind, progress)
+    if not feeding:
+        return [f"warning: {table} is built from several sources, so silver's progress was not "
+                f"set back: rows the restore took out come back only when their sources "
+                f"deliver those keys again"] if progress else []
+    if not any(n in progress for n in feeding):
         return []
     held = catalog.read(spark, table).agg(F.max("_bronze_version")).first()[0]
     read_to = -1 if held is None else int(held)
     rewind = {n: (sources[n].bronze_table, read_to) for n in feeding
               if n in progress and progress[n] > read_to}
+    return _set_back(spark, catalog, table, rewind, progress)
+
+
+def _set_back(
+    spark: SparkSession, catalog: Catalog, table: str, rewind: Mapping[str, tuple[str, int]],
+    progress: Mapping[str, int],
+) -> list[str]:
+    """Record ``rewind`` (source -> (bronze table, version read up to)); a line per source."""
     if not rewind:
         return []
     io.write_progress(spark, catalog, STAGE, rewind, run_id=f"restore of {table}")
     return [
         f"{table}: the next silver run reads {bronze} again from version {read_to + 1} "
         f"(it had read up to {progress[n]}; audit.stage_progress set back)"
-        for n, (bronze, _) in rewind.items()
+        for n, (bronze, read_to) in sorted(rewind.items())
     ]
