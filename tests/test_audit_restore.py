@@ -129,11 +129,98 @@ def test_a_restored_quarantine_gets_its_rows_back_from_bronze(spark, xs_lake, tm
     assertDataFrameEqual(catalog.read(spark, name).select(*business), before)
 
 
-def test_restoring_a_table_built_from_several_sources_says_what_is_not_set_back(
+def test_restored_identity_map_and_customer_pii_get_their_rows_back_from_bronze(
     spark, xs_lake, tmp_path, capsys, monkeypatch
 ):
+    """identity_map and customer_pii rows carry no bronze version: restoring them to their
+    empty first version sets the sources that feed them back to where silver stood before
+    (here: nothing read), and the next silver run rebuilds both as they were (before, progress
+    was left alone and both stayed empty). The other silver tables do not change."""
+    from lakehouse.pipeline import RunContext, run_stages
+
     config = copy_lake(xs_lake, tmp_path / "lake")
+    catalog = Catalog(config)
     monkeypatch.setenv("LAKEHOUSE_DATA_DIR", config.data_dir)
+    tables = ("silver.identity_map", "silver.customer_pii", "silver.events")
+
+    def business(name):
+        df = catalog.read(spark, name)
+        return df.select(*[c for c in df.columns if not c.startswith("_")])
+
+    before = {name: business(name).collect() for name in tables}
+    assert all(before.values())
+    identity_version = catalog.current_version(spark, "silver.identity_map")
+
+    # Not while a pipeline run holds the lake: nothing is restored.
+    from lakehouse.locks import pipeline_lock
+
+    with pipeline_lock(config, "a silver run"):
+        assert main(["restore", "silver.identity_map", "--version", "0", "--yes"]) != 0
+    assert "another pipeline run is working on" in capsys.readouterr().err
+    assert catalog.current_version(spark, "silver.identity_map") == identity_version
+
+    # customer_pii is fed by the CRM alone; identity_map also by clickstream and IoT readings.
+    assert main(["restore", "silver.customer_pii", "--version", "0", "--yes"]) == 0
+    out = capsys.readouterr().out
+    assert "silver.customer_pii: the next silver run reads bronze.crm_customers again from " \
+        "version 0" in out, out
+    assert "bronze.clickstream" not in out
     assert main(["restore", "silver.identity_map", "--version", "0", "--yes"]) == 0
-    assert "silver.identity_map is built from several sources, so silver's progress was not " \
-        "set back" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    for bronze in ("bronze.clickstream", "bronze.iot_readings"):
+        assert f"silver.identity_map: the next silver run reads {bronze} again from version 0" \
+            in out, out
+    assert "bronze.orders" not in out
+    assert catalog.read(spark, "silver.identity_map").count() == 0
+    assert catalog.read(spark, "silver.customer_pii").count() == 0
+
+    run_stages(spark, config, "silver", RunContext(run_id="after-restore"),
+               echo=lambda line: None)
+    for name in tables:
+        assertDataFrameEqual(business(name), before[name])
+
+
+def test_silver_is_set_back_to_the_progress_before_the_first_commit_taken_out(spark, tmp_path):
+    """A run commits its tables, then its progress: restoring identity_map to version v sets
+    silver back to the progress written before the run that made commit v + 1. The run is
+    found by its commit metadata, not by commit times (here made useless: the progress commits
+    look older than every table commit, as after a copy of the lake that lost file times)."""
+    import os
+    import time
+
+    from lakehouse.audit.lineage import USER_METADATA_CONF
+    from lakehouse.config import load_config
+    from lakehouse.silver import io
+    from lakehouse.silver.job import reread_after_restore
+
+    config = load_config("local", overrides={"data_dir": str(tmp_path / "data")})
+    catalog = Catalog(config)
+    name = "silver.identity_map"
+    fed_by = ("crm_customers", "clickstream", "iot_readings")
+
+    def silver_run(run_id, read_to):
+        spark.conf.set(USER_METADATA_CONF, f"run_id={run_id} stage=silver")
+        try:
+            io.append(spark, catalog, name, spark.createDataFrame([(run_id,)], "x string"))
+            made = catalog.current_version(spark, name)
+            io.write_progress(spark, catalog, "silver",
+                              {n: (f"bronze.{n}", read_to) for n in fed_by}, run_id)
+        finally:
+            spark.conf.unset(USER_METADATA_CONF)
+        return made
+
+    silver_run("r1", 4)
+    second = silver_run("r2", 9)
+    third = silver_run("r3", 12)
+    # A day earlier, in commit order (within Delta's 7 days of time travel).
+    log = tmp_path / "data" / "lake" / "audit" / "stage_progress" / "_delta_log"
+    day_earlier = time.time() - 86_400
+    for i, commit in enumerate(sorted(log.glob("*.json"))):
+        os.utime(commit, (day_earlier + i, day_earlier + i))
+
+    lines = reread_after_restore(spark, config, name, third, restored_to=second)
+    assert len(lines) == 3, lines
+    assert all("again from version 10 (it had read up to 12" in line for line in lines), lines
+    lines = reread_after_restore(spark, config, name, third, restored_to=second - 1)
+    assert all("again from version 5 (it had read up to 9" in line for line in lines), lines
+    assert io.read_progress(spark, catalog, "silver") == dict.fromkeys(fed_by, 4)

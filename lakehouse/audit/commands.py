@@ -132,8 +132,13 @@ def _cmd_restore(args: argparse.Namespace) -> int:
         if not confirm(f"restore {args.table} to version {args.version}?"):
             print("not restored")
             return 1
+    from lakehouse.locks import pipeline_lock
+
     notes: list[str] = []
-    new_version = restore_table(spark, catalog, args.table, args.version, echo=notes.append)
+    # Not while a pipeline run writes: its progress write would undo the set-back of silver's
+    # progress that restoring a silver table makes, and the rows taken out would not return.
+    with pipeline_lock(config, f"restore of {args.table}"):
+        new_version = restore_table(spark, catalog, args.table, args.version, echo=notes.append)
     print(f"restored {args.table} to version {args.version}: new version {new_version} (RESTORE in its history)")
     for note in notes:
         print(f"  {note}")

@@ -33,8 +33,8 @@ def restore_table(
 ) -> int:
     """Restore and return the new version. The commit says who restored and from where.
 
-    A silver table fed by a source is then read again from bronze where the restore took rows
-    out (lakehouse.silver.job.reread_after_restore; ``echo`` gets what was set back), so the
+    For a silver table, silver's progress is then set back to where the restore took rows out
+    (lakehouse.silver.job.reread_after_restore; ``echo`` gets what was set back), so the
     next silver run brings back the rows the restored version lacks, with today's rules.
     """
     check_version(spark, catalog, name, version)
@@ -56,7 +56,7 @@ def restore_table(
     if name.startswith("silver."):
         from lakehouse.silver.job import reread_after_restore
 
-        for line in reread_after_restore(spark, catalog.config, name, before):
+        for line in reread_after_restore(spark, catalog.config, name, before, version):
             echo(line)
     return restored
 

@@ -24,6 +24,9 @@ from pyspark.sql import types as T
 from lakehouse.silver.transforms import ANONYMITY_PARTITION
 
 ID_TYPES = ("crm_id", "email", "phone", "cookie", "device", "handle")
+# The sources whose clean rows identity_links reads (their progress is set back after a
+# restore of the map takes links out).
+IDENTITY_SOURCES = ("crm_customers", "clickstream", "iot_readings")
 IDENTITY_SCHEMA = T.StructType(
     [
         T.StructField("customer_key", T.StringType()),

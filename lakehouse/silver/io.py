@@ -46,6 +46,53 @@ def read_progress(spark: SparkSession, catalog: Catalog, stage: str) -> dict[str
     return {r["source"]: int(r["bronze_version"]) for r in rows}
 
 
+def progress_before_commit(
+    spark: SparkSession, catalog: Catalog, stage: str, table: str, version: int
+) -> dict[str, int]:
+    """``stage``'s progress as recorded before ``table``'s commit ``version`` was made.
+
+    A run commits its tables first and its progress last, so this is how far the run that made
+    that commit had read when it started. The run is found by the metadata every commit of a
+    stage carries (``run_id=... stage=...``): the progress version before that run's own
+    progress commit. When the run wrote no progress (it stopped before) or the metadata is
+    missing, by commit times instead: the newest progress commit older than ``version``.
+    Empty (read everything again) when there was no progress yet, or when that version of the
+    progress table can no longer be read.
+    """
+    if not catalog.exists(spark, PROGRESS_TABLE):
+        return {}
+    # unix_micros keeps the commit instants exact and zone-free on their way to the driver.
+    made = (
+        catalog.delta_table(spark, table).history()
+        .where(F.col("version") == version)
+        .select("userMetadata", F.unix_micros("timestamp").alias("us")).first()
+    )
+    if made is None:
+        return {}
+    history = catalog.delta_table(spark, PROGRESS_TABLE).history()
+    by_run = None
+    if made["userMetadata"]:
+        by_run = (history.where(F.col("userMetadata") == made["userMetadata"])
+                  .agg(F.min("version")).first()[0])
+    if by_run is not None:
+        before = by_run - 1
+    else:
+        # Commit times order commits across tables only as far as the clock and copies of
+        # the lake kept file times: the fallback, not the rule.
+        before = (history.where(F.unix_micros("timestamp") < F.lit(made["us"]))
+                  .agg(F.max("version")).first()[0])
+    if before is None or before < 0:
+        return {}
+    try:
+        rows = (catalog.read(spark, PROGRESS_TABLE, version=int(before))
+                .where(F.col("stage") == stage).collect())
+    except Exception:
+        # That version's files are gone (VACUUM; on an object store Spark only finds out when
+        # reading): reading everything again is slower, never wrong.
+        return {}
+    return {r["source"]: int(r["bronze_version"]) for r in rows}
+
+
 def write_progress(
     spark: SparkSession, catalog: Catalog, stage: str, done: Mapping[str, tuple[str, int]],
     run_id: str,

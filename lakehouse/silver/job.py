@@ -51,6 +51,7 @@ from lakehouse.silver.cleanse import (
 )
 from lakehouse.silver.identity import (
     IDENTITY_SCHEMA,
+    IDENTITY_SOURCES,
     identity_links,
     identity_view,
     merge_identity,
@@ -72,6 +73,9 @@ QUARANTINE = "silver.quarantine"
 IDENTITY = "silver.identity_map"
 PII_TABLE = "silver.customer_pii"
 DQ_METRICS = "audit.dq_metrics"
+# Silver tables whose rows carry no bronze version, and the sources that feed each
+# (identity_links reads three; to_customer_pii the CRM only).
+MULTI_SOURCE_TABLES = {IDENTITY: IDENTITY_SOURCES, PII_TABLE: ("crm_customers",)}
 QUARANTINE_KEY = ("source", "natural_key", "rule", "raw")
 
 
@@ -399,21 +403,26 @@ def run_silver(
 
 
 def reread_after_restore(
-    spark: SparkSession, config: Config, table: str, before: int | None = None
+    spark: SparkSession, config: Config, table: str, before: int | None = None,
+    restored_to: int | None = None,
 ) -> list[str]:
     """After ``table`` was restored to an older version, let silver read bronze again from there.
 
-    audit.stage_progress records how far silver has read each bronze table; a restore of the
-    silver table a source feeds takes out rows of versions recorded as read, and the next
-    silver run would never bring them back. The progress of that source is set back to the
-    newest bronze version the restored table holds a row of (``_bronze_version``; none: from
-    the start). Reading again is safe: a row already there is not newer, and changes nothing
-    (merge_newer); a quarantined one is there already (insert-only). Returns what was set back.
+    audit.stage_progress records how far silver has read each bronze table; a restore of a
+    silver table takes out rows of versions recorded as read, and the next silver run would
+    never bring them back. Reading again is safe: a row already there is not newer, and changes
+    nothing (merge_newer); a quarantined one is there already (insert-only). Returns what was
+    set back. How far back, by table:
 
-    silver.quarantine (``before``: its version before the restore) names the source and bronze
-    version of each row: every source is set back to just before the oldest row the restore
-    took out. Tables built from several sources without a bronze version (identity_map,
-    customer_pii) are not set back; a warning line says so.
+    - a table one source feeds: to the newest bronze version the restored table holds a row of
+      (``_bronze_version``; none: from the start);
+    - silver.quarantine (``before``: its version before the restore) names the source and
+      bronze version of each row: every source is set back to just before the oldest row the
+      restore took out;
+    - identity_map and customer_pii, whose rows carry no bronze version (``restored_to``: the
+      version restored): the sources feeding them are set back to
+      the progress recorded before the first commit the restore took out, which is how far
+      silver had read when the run that made that commit started.
     """
     catalog = Catalog(config)
     sources = load_sources(config)
@@ -432,11 +441,17 @@ def reread_after_restore(
                   for r in removed
                   if r["source"] in sources and progress.get(r["source"], -1) >= r["oldest"]}
         return _set_back(spark, catalog, table, rewind, progress)
-    if not feeding:
-        return [f"warning: {table} is built from several sources, so silver's progress was not "
-                f"set back: rows the restore took out come back only when their sources "
-                f"deliver those keys again"] if progress else []
-    if not any(n in progress for n in feeding):
+    if table in MULTI_SOURCE_TABLES:
+        if restored_to is None:
+            return [f"warning: {table} rows carry no bronze version, so silver's progress was "
+                    f"not set back: rows the restore took out come back only when their "
+                    f"sources deliver those keys again"] if progress else []
+        earlier = io.progress_before_commit(spark, catalog, STAGE, table, restored_to + 1)
+        rewind = {n: (sources[n].bronze_table, earlier.get(n, -1))
+                  for n in MULTI_SOURCE_TABLES[table]
+                  if n in sources and progress.get(n, -1) > earlier.get(n, -1)}
+        return _set_back(spark, catalog, table, rewind, progress)
+    if not feeding or not any(n in progress for n in feeding):
         return []
     held = catalog.read(spark, table).agg(F.max("_bronze_version")).first()[0]
     read_to = -1 if held is None else int(held)
