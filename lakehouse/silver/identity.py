@@ -24,9 +24,22 @@ from pyspark.sql import types as T
 from lakehouse.silver.transforms import ANONYMITY_PARTITION
 
 ID_TYPES = ("crm_id", "email", "phone", "cookie", "device", "handle")
-# The sources whose clean rows identity_links reads (their progress is set back after a
-# restore of the map takes links out).
-IDENTITY_SOURCES = ("crm_customers", "clickstream", "iot_readings")
+# Per source: the identifiers its clean rows link to their customer_key, as
+# (id_type, id column, time column). Only rows that name their customer (customer_key set)
+# link: a clickstream event does when its session is logged in.
+LINKED_IDENTIFIERS = {
+    "crm_customers": (
+        ("crm_id", "customer_id", "updated_at"),
+        ("email", "email_pseudonym", "updated_at"),
+        ("phone", "phone_pseudonym", "updated_at"),
+        ("handle", "handle_pseudonym", "updated_at"),
+    ),
+    "clickstream": (("cookie", "cookie_id", "event_ts"),),
+    "iot_readings": (("device", "device_id", "reading_ts"),),
+}
+# The sources the map is built from (their progress is set back when a restore of the map
+# takes links out).
+IDENTITY_SOURCES = tuple(LINKED_IDENTIFIERS)
 IDENTITY_SCHEMA = T.StructType(
     [
         T.StructField("customer_key", T.StringType()),
@@ -53,20 +66,11 @@ def identity_links(clean: Mapping[str, DataFrame]) -> DataFrame | None:
 
     ``clean`` maps a source name to its clean (typed, extras applied) rows.
     """
-    parts = []
-    if "crm_customers" in clean:
-        crm = clean["crm_customers"]
-        parts += [
-            _links(crm, "crm_id", "customer_id", "updated_at"),
-            _links(crm, "email", "email_pseudonym", "updated_at"),
-            _links(crm, "phone", "phone_pseudonym", "updated_at"),
-            _links(crm, "handle", "handle_pseudonym", "updated_at"),
-        ]
-    if "clickstream" in clean:
-        # Only a logged-in event names its customer; customer_key is then set from it.
-        parts.append(_links(clean["clickstream"], "cookie", "cookie_id", "event_ts"))
-    if "iot_readings" in clean:
-        parts.append(_links(clean["iot_readings"], "device", "device_id", "reading_ts"))
+    parts = [
+        _links(clean[source], id_type, id_col, seen_col)
+        for source, identifiers in LINKED_IDENTIFIERS.items() if source in clean
+        for id_type, id_col, seen_col in identifiers
+    ]
     if not parts:
         return None
     links = reduce(DataFrame.unionByName, parts)
