@@ -202,6 +202,7 @@ _MINIMUMS = {
     "privacy.max_value_per_conversion_eur": 1,
     "privacy.erasure_vacuum_retention_hours": 0,
     "audit.diff_sample": 0,
+    "audit.time_travel_days": 7,
     "segment.k_min": 2,
     "segment.recency_cap_days": 1,
 }

@@ -86,6 +86,16 @@ def session_settings(config: Config, *, show_progress: bool | None = None) -> di
         # Every table keeps a change data feed: silver reads only what bronze added, and
         # `lakehouse diff` shows row-level changes between versions.
         "spark.databricks.delta.properties.defaults.enableChangeDataFeed": "true",
+        # Time travel (diff, restore, pins, reproduce) reaches back audit.time_travel_days:
+        # Delta refuses versions older than deletedFileRetentionDuration (default 7 days),
+        # files or not. Nothing here VACUUMs with the default retention, and the log must be
+        # kept as long as the files it names (Delta's default for the log: 30 days).
+        "spark.databricks.delta.properties.defaults.deletedFileRetentionDuration": (
+            f"interval {int(config.get('audit.time_travel_days'))} days"
+        ),
+        "spark.databricks.delta.properties.defaults.logRetentionDuration": (
+            f"interval {max(int(config.get('audit.time_travel_days')), 30)} days"
+        ),
         "spark.driver.extraJavaOptions": (
             f"-Dlog4j2.configurationFile=file:{LOG4J_CONF} "
             f"-Dlakehouse.logLevel={config.get('spark.log_level')}"

@@ -224,3 +224,35 @@ def test_silver_is_set_back_to_the_progress_before_the_first_commit_taken_out(sp
     lines = reread_after_restore(spark, config, name, third, restored_to=second - 1)
     assert all("again from version 5 (it had read up to 9" in line for line in lines), lines
     assert io.read_progress(spark, catalog, "silver") == dict.fromkeys(fed_by, 4)
+
+
+def test_versions_older_than_seven_days_can_still_be_read_and_diffed(spark, tmp_path, capsys,
+                                                                      monkeypatch):
+    """Delta refuses time travel past a table's deletedFileRetentionDuration (7 days unless
+    set) even when every file is there; tables get audit.time_travel_days instead, so a
+    10-day-old version can be read and diffed (before: one line, refused)."""
+    import os
+    import time
+
+    from lakehouse.config import load_config
+    from lakehouse.silver import io
+
+    config = load_config("local", overrides={"data_dir": str(tmp_path / "data")})
+    monkeypatch.setenv("LAKEHOUSE_DATA_DIR", config.data_dir)
+    catalog = Catalog(config)
+    name = "gold.kpi_daily"
+    for i in range(3):
+        io.append(spark, catalog, name, spark.createDataFrame([(i,)], "x int"))
+    days = config.get("audit.time_travel_days")
+    assert days >= 10
+    properties = catalog.delta_table(spark, name).detail().first()["properties"]
+    assert properties["delta.deletedFileRetentionDuration"] == f"interval {days} days"
+    # The commits made ten days ago, in order (their files all still there).
+    log = tmp_path / "data" / "lake" / "gold" / "kpi_daily" / "_delta_log"
+    ten_days_ago = time.time() - 10 * 86_400
+    for i, commit in enumerate(sorted(log.glob("*.json"))):
+        os.utime(commit, (ten_days_ago + i, ten_days_ago + i))
+
+    assert catalog.read(spark, name, version=1).collect() == [(0,)]
+    assert main(["diff", name, "--from", "1", "--to", "3", "--key", "x"]) == 0
+    assert "2 added, 0 removed" in capsys.readouterr().out
