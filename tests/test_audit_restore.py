@@ -224,6 +224,12 @@ def test_silver_is_set_back_to_the_progress_before_the_first_commit_taken_out(sp
     lines = reread_after_restore(spark, config, name, third, restored_to=second - 1)
     assert all("again from version 5 (it had read up to 9" in line for line in lines), lines
     assert io.read_progress(spark, catalog, "silver") == dict.fromkeys(fed_by, 4)
+    # A commit without run metadata (another tool wrote it): the newest progress older than it
+    # by commit time, here the set-back just written.
+    io.append(spark, catalog, name, spark.createDataFrame([("other",)], "x string"))
+    assert io.progress_before_commit(
+        spark, catalog, "silver", name, catalog.current_version(spark, name)
+    ) == dict.fromkeys(fed_by, 4)
 
 
 def test_versions_older_than_seven_days_can_still_be_read_and_diffed(spark, tmp_path, capsys,
