@@ -70,11 +70,15 @@ def test_latest_version_per_key_wins_deterministically(spark):
         ("k2", None, 0, "no time"),
         ("k3", datetime(2026, 1, 1), 5, "late delivery of an old event"),
         ("k3", datetime(2026, 1, 3), 2, "newest event"),
+        # Same event time, other content: the first delivery, as a later run's MERGE keeps it.
+        ("k4", datetime(2026, 1, 2), 3, "delivered again, changed"),
+        ("k4", datetime(2026, 1, 2), 1, "delivered first"),
     ]
     df = spark.createDataFrame(rows, "id string, ts timestamp, _commit_version int, _raw string")
     got = filter_latest_per_key(df.withColumn("_ingested_at", F.col("ts")), ("id",), "ts")
     expected = spark.createDataFrame(
-        [rows[1], rows[3], rows[6]], "id string, ts timestamp, _commit_version int, _raw string"
+        [rows[1], rows[4], rows[6], rows[8]],
+        "id string, ts timestamp, _commit_version int, _raw string",
     )
     assertDataFrameEqual(got.drop("_ingested_at"), expected)
 

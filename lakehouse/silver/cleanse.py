@@ -141,13 +141,19 @@ def with_quarantine_raw(bronze_df: DataFrame, source: SourceSpec, key: bytes) ->
 
 
 def latest_first(event_time: str) -> list[Column]:
-    """Order of versions of one key, newest first: event time, then the later bronze commit and
-    ingestion, then the raw line itself so that even identical timestamps break the same way
-    on every run."""
+    """Order of versions of one key, newest first: the latest event time; among versions with
+    the same event time (or none), the first delivered (earliest bronze commit and ingestion),
+    then the raw line itself so that even identical timestamps break the same way on every run.
+
+    The first delivery, because that is what a later run keeps: its MERGE replaces a row only
+    by a strictly newer event time (merge_newer), so a re-delivered file changes nothing. With
+    the same rule inside a batch, a full rebuild and day-by-day runs keep the same version of a
+    key whose deliveries share an event time but differ in content (before, the batch kept the
+    last delivery and the day-by-day runs the first)."""
     return [
         F.col(event_time).desc_nulls_last(),
-        F.col("_commit_version").desc_nulls_last(),
-        F.col("_ingested_at").desc_nulls_last(),
+        F.col("_commit_version").asc_nulls_last(),
+        F.col("_ingested_at").asc_nulls_last(),
         F.col("_raw").desc_nulls_last(),
     ]
 
