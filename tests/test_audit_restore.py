@@ -262,3 +262,16 @@ def test_versions_older_than_seven_days_can_still_be_read_and_diffed(spark, tmp_
     assert catalog.read(spark, name, version=1).collect() == [(0,)]
     assert main(["diff", name, "--from", "1", "--to", "3", "--key", "x"]) == 0
     assert "2 added, 0 removed" in capsys.readouterr().out
+
+    # A table created with Delta's 7 days (before the setting): one line that says why.
+    old = "gold.kpi_channel_daily"
+    for i in range(2):
+        spark.createDataFrame([(i,)], "x int").write.format("delta").mode("append").option(
+            "delta.deletedFileRetentionDuration", "interval 7 days").save(catalog.path(old))
+    old_log = tmp_path / "data" / "lake" / "gold" / "kpi_channel_daily" / "_delta_log"
+    for i, commit in enumerate(sorted(old_log.glob("*.json"))):
+        os.utime(commit, (ten_days_ago + i, ten_days_ago + i))
+    assert main(["diff", old, "--from", "0", "--to", "1", "--key", "x"]) == 2
+    err = capsys.readouterr().err
+    assert "is older than the table's time-travel window" in err, err
+    assert len(err.strip().splitlines()) == 1, err

@@ -73,14 +73,23 @@ def test_latest_version_per_key_wins_deterministically(spark):
         # Same event time, other content: the first delivery, as a later run's MERGE keeps it.
         ("k4", datetime(2026, 1, 2), 3, "delivered again, changed"),
         ("k4", datetime(2026, 1, 2), 1, "delivered first"),
+        # Both files in one bronze commit (a backlog): the earlier file, not the larger line.
+        ("k5", datetime(2026, 1, 2), 4, "z from the later file"),
+        ("k5", datetime(2026, 1, 2), 4, "a from the earlier file"),
     ]
-    df = spark.createDataFrame(rows, "id string, ts timestamp, _commit_version int, _raw string")
-    got = filter_latest_per_key(df.withColumn("_ingested_at", F.col("ts")), ("id",), "ts")
-    expected = spark.createDataFrame(
-        [rows[1], rows[4], rows[6], rows[8]],
-        "id string, ts timestamp, _commit_version int, _raw string",
-    )
-    assertDataFrameEqual(got.drop("_ingested_at"), expected)
+    schema = "id string, ts timestamp, _commit_version int, _raw string"
+    files = {"z from the later file": "f_2026-01-03.csv", "a from the earlier file": "f_2026-01-02.csv"}
+    df = spark.createDataFrame(rows, schema).withColumns({
+        "_ingested_at": F.col("ts"),
+        "_source_file": F.coalesce(
+            F.create_map(*[F.lit(x) for kv in files.items() for x in kv])[F.col("_raw")],
+            F.lit("f_2026-01-01.csv"),
+        ),
+    })
+    got = filter_latest_per_key(df, ("id",), "ts")
+    expected = spark.createDataFrame([rows[1], rows[4], rows[6], rows[8], rows[10]], schema)
+    assert rows[10][3] == "a from the earlier file"
+    assertDataFrameEqual(got.drop("_ingested_at", "_source_file"), expected)
 
 
 def test_customer_identity_normalises_and_pseudonymises(spark):

@@ -142,8 +142,8 @@ def with_quarantine_raw(bronze_df: DataFrame, source: SourceSpec, key: bytes) ->
 
 def latest_first(event_time: str) -> list[Column]:
     """Order of versions of one key, newest first: the latest event time; among versions with
-    the same event time (or none), the first delivered (earliest bronze commit and ingestion),
-    then the raw line itself so that even identical timestamps break the same way on every run.
+    the same event time (or none), the first delivered (earliest bronze commit, ingestion and
+    source file), then the raw line itself so that even identical timestamps break the same way on every run.
 
     The first delivery, because that is what a later run keeps: its MERGE replaces a row only
     by a strictly newer event time (merge_newer), so a re-delivered file changes nothing. With
@@ -154,6 +154,9 @@ def latest_first(event_time: str) -> list[Column]:
         F.col(event_time).desc_nulls_last(),
         F.col("_commit_version").asc_nulls_last(),
         F.col("_ingested_at").asc_nulls_last(),
+        # One bronze commit can hold several days' files (a backlog, a rebuild from raw/):
+        # the file name (dated by the feeds) stands for the order of delivery within it.
+        F.col("_source_file").asc_nulls_last(),
         F.col("_raw").desc_nulls_last(),
     ]
 
