@@ -60,6 +60,7 @@ def session_settings(config: Config, *, show_progress: bool | None = None) -> di
         # summary line, but in a log file (cron, CI, spark-submit's driver log, `| tee`) its
         # frames ran into those lines. The config's true means "on a terminal".
         progress = bool(config.get("spark.show_progress")) and stderr_is_terminal()
+    time_travel_days = int(config.get("audit.time_travel_days"))
     settings: dict[str, Any] = {
         "spark.sql.extensions": DELTA_EXTENSION,
         "spark.sql.catalog.spark_catalog": DELTA_CATALOG,
@@ -91,10 +92,10 @@ def session_settings(config: Config, *, show_progress: bool | None = None) -> di
         # files or not. Nothing here VACUUMs with the default retention, and the log must be
         # kept as long as the files it names (Delta's default for the log: 30 days).
         "spark.databricks.delta.properties.defaults.deletedFileRetentionDuration": (
-            f"interval {int(config.get('audit.time_travel_days'))} days"
+            f"interval {time_travel_days} days"
         ),
         "spark.databricks.delta.properties.defaults.logRetentionDuration": (
-            f"interval {max(int(config.get('audit.time_travel_days')), 30)} days"
+            f"interval {max(time_travel_days, 30)} days"
         ),
         "spark.driver.extraJavaOptions": (
             f"-Dlog4j2.configurationFile=file:{LOG4J_CONF} "

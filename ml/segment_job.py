@@ -76,12 +76,14 @@ from ml.segmentation import (
     smallest_share,
 )
 from ml.tracking import (
+    SCORED_TABLE,
     check_mlflow_store,
     delta_versions,
     version_params,
 )
 
-OUTPUT_TABLE = "gold.customer_segments"
+# The table whose rows name model versions, which the lost-store check looks for.
+OUTPUT_TABLE = SCORED_TABLE
 MODEL_ARTIFACT = "model"
 OUTPUT_SCHEMA = T.StructType(
     [

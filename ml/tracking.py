@@ -52,7 +52,7 @@ def tracking_uri(config: Config) -> str:
     return _configured_uri(config) if store is None else f"sqlite:///{store[0]}"
 
 
-# The table whose rows name model versions of the registry (segment_job.OUTPUT_TABLE).
+# The table whose rows name model versions of the registry (segment_job writes it).
 SCORED_TABLE = "gold.customer_segments"
 
 

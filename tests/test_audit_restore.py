@@ -218,10 +218,10 @@ def test_silver_is_set_back_to_the_progress_before_the_first_commit_taken_out(sp
     for i, commit in enumerate(sorted(log.glob("*.json"))):
         os.utime(commit, (day_earlier + i, day_earlier + i))
 
-    lines = reread_after_restore(spark, config, name, third, restored_to=second)
+    lines = reread_after_restore(spark, config, name, third, second)
     assert len(lines) == 3, lines
     assert all("again from version 10 (it had read up to 12" in line for line in lines), lines
-    lines = reread_after_restore(spark, config, name, third, restored_to=second - 1)
+    lines = reread_after_restore(spark, config, name, third, second - 1)
     assert all("again from version 5 (it had read up to 9" in line for line in lines), lines
     assert io.read_progress(spark, catalog, "silver") == dict.fromkeys(fed_by, 4)
     # A commit without run metadata (another tool wrote it): the newest progress older than it

@@ -206,17 +206,16 @@ def missing_files(spark: SparkSession, catalog: Catalog, name: str, version: int
             .load(catalog.path(name)).inputFiles()
         )
     except Exception as exc:  # noqa: BLE001 - a log too old to replay is "not available" too
-        if "BEYOND_DELETED_FILE_RETENTION_DURATION" in str(exc):
-            raise VersionNotAvailableError(
-                f"version {version} of table {name} is older than the table's time-travel "
-                f"window (its delta.deletedFileRetentionDuration; tables created before "
-                f"audit.time_travel_days had Delta's 7 days): raise the property with ALTER "
-                f"TABLE to reach it (README, time travel); "
-                f"{version_range(spark, catalog, name).describe()}"
-            ) from None
+        why = (
+            "is older than the table's time-travel window (its "
+            "delta.deletedFileRetentionDuration; tables created before audit.time_travel_days "
+            "had Delta's 7 days): raise the property with ALTER TABLE to reach it (README, "
+            "time travel)"
+            if "BEYOND_DELETED_FILE_RETENTION_DURATION" in str(exc)
+            else f"cannot be reconstructed from its log ({str(exc).splitlines()[0][:160]})"
+        )
         raise VersionNotAvailableError(
-            f"version {version} of table {name} cannot be reconstructed from its log "
-            f"({str(exc).splitlines()[0][:160]}); "
+            f"version {version} of table {name} {why}; "
             f"{version_range(spark, catalog, name).describe()}"
         ) from None
     return sum(not _file_path(f).exists() for f in files)

@@ -143,7 +143,8 @@ def with_quarantine_raw(bronze_df: DataFrame, source: SourceSpec, key: bytes) ->
 def latest_first(event_time: str) -> list[Column]:
     """Order of versions of one key, newest first: the latest event time; among versions with
     the same event time (or none), the first delivered (earliest bronze commit, ingestion and
-    source file), then the raw line itself so that even identical timestamps break the same way on every run.
+    source file), then the raw line itself so that even identical timestamps break the same
+    way on every run.
 
     The first delivery, because that is what a later run keeps: its MERGE replaces a row only
     by a strictly newer event time (merge_newer), so a re-delivered file changes nothing. With

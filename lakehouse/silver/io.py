@@ -38,11 +38,15 @@ _SAFE_WIDENING = {
 }
 
 
-def read_progress(spark: SparkSession, catalog: Catalog, stage: str) -> dict[str, int]:
-    """Last processed bronze version per source (one small row per source)."""
+def read_progress(
+    spark: SparkSession, catalog: Catalog, stage: str, version: int | None = None
+) -> dict[str, int]:
+    """Last processed bronze version per source (one small row per source), as of the progress
+    table's ``version`` (None: now)."""
     if not catalog.exists(spark, PROGRESS_TABLE):
         return {}
-    rows = catalog.read(spark, PROGRESS_TABLE).where(F.col("stage") == stage).collect()
+    rows = (catalog.read(spark, PROGRESS_TABLE, version=version)
+            .where(F.col("stage") == stage).collect())
     return {r["source"]: int(r["bronze_version"]) for r in rows}
 
 
@@ -84,13 +88,11 @@ def progress_before_commit(
     if before is None or before < 0:
         return {}
     try:
-        rows = (catalog.read(spark, PROGRESS_TABLE, version=int(before))
-                .where(F.col("stage") == stage).collect())
+        return read_progress(spark, catalog, stage, version=int(before))
     except Exception:
         # That version's files are gone (VACUUM; on an object store Spark only finds out when
         # reading): reading everything again is slower, never wrong.
         return {}
-    return {r["source"]: int(r["bronze_version"]) for r in rows}
 
 
 def write_progress(

@@ -75,7 +75,7 @@ PII_TABLE = "silver.customer_pii"
 DQ_METRICS = "audit.dq_metrics"
 # Silver tables whose rows carry no bronze version, and the sources that feed each
 # (identity_links reads three; to_customer_pii the CRM only).
-MULTI_SOURCE_TABLES = {IDENTITY: IDENTITY_SOURCES, PII_TABLE: ("crm_customers",)}
+UNVERSIONED_TABLE_SOURCES = {IDENTITY: IDENTITY_SOURCES, PII_TABLE: ("crm_customers",)}
 QUARANTINE_KEY = ("source", "natural_key", "rule", "raw")
 
 
@@ -403,8 +403,7 @@ def run_silver(
 
 
 def reread_after_restore(
-    spark: SparkSession, config: Config, table: str, before: int | None = None,
-    restored_to: int | None = None,
+    spark: SparkSession, config: Config, table: str, before: int, restored_to: int
 ) -> list[str]:
     """After ``table`` was restored to an older version, let silver read bronze again from there.
 
@@ -420,15 +419,15 @@ def reread_after_restore(
       bronze version of each row: every source is set back to just before the oldest row the
       restore took out;
     - identity_map and customer_pii, whose rows carry no bronze version (``restored_to``: the
-      version restored): the sources feeding them are set back to
-      the progress recorded before the first commit the restore took out, which is how far
-      silver had read when the run that made that commit started.
+      version restored): the sources feeding them are set back to the progress recorded before
+      the first commit the restore took out, which is how far silver had read when the run
+      that made that commit started.
     """
     catalog = Catalog(config)
     sources = load_sources(config)
     feeding = [n for n, s in sources.items() if f"silver.{table_spec(s).table}" == table]
     progress = io.read_progress(spark, catalog, STAGE)
-    if table == QUARANTINE and before is not None:
+    if table == QUARANTINE:
         # Quarantine rows name their source and bronze version: each source is read again
         # from the oldest bronze version among the rows the restore took out.
         removed = (
@@ -441,14 +440,10 @@ def reread_after_restore(
                   for r in removed
                   if r["source"] in sources and progress.get(r["source"], -1) >= r["oldest"]}
         return _set_back(spark, catalog, table, rewind, progress)
-    if table in MULTI_SOURCE_TABLES:
-        if restored_to is None:
-            return [f"warning: {table} rows carry no bronze version, so silver's progress was "
-                    f"not set back: rows the restore took out come back only when their "
-                    f"sources deliver those keys again"] if progress else []
+    if table in UNVERSIONED_TABLE_SOURCES:
         earlier = io.progress_before_commit(spark, catalog, STAGE, table, restored_to + 1)
         rewind = {n: (sources[n].bronze_table, earlier.get(n, -1))
-                  for n in MULTI_SOURCE_TABLES[table]
+                  for n in UNVERSIONED_TABLE_SOURCES[table]
                   if n in sources and progress.get(n, -1) > earlier.get(n, -1)}
         return _set_back(spark, catalog, table, rewind, progress)
     if not feeding or not any(n in progress for n in feeding):
