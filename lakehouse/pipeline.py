@@ -152,6 +152,12 @@ def _check_segment_options(config: Config) -> None:
     segment_options(config)
 
 
+def _check_silver_config(config: Config) -> None:
+    from lakehouse.silver.job import check_silver_config
+
+    check_silver_config(config)
+
+
 def _check_gold_options(config: Config) -> None:
     from lakehouse.gold import gold_options
 
@@ -160,6 +166,7 @@ def _check_gold_options(config: Config) -> None:
 
 # Each stage's config keys, checked for every chosen stage before the first one runs.
 STAGE_OPTION_CHECKS: dict[str, Callable[[Config], object]] = {
+    "silver": _check_silver_config,
     "gold": _check_gold_options,
     "segment": _check_segment_options,
     "attribute": attribute_options,

@@ -13,18 +13,20 @@ quarantine row per record, under the first failed drop rule, with every failed r
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from lakehouse.config import Config, load_yaml_file
 from lakehouse.errors import ConfigError, QualityRuleError
+from lakehouse.privacy.pseudonym import trim_whitespace
 from lakehouse.sources import SourceSpec
 
 QUALITY_FILE = "quality.yaml"
@@ -122,15 +124,43 @@ def load_quality(
     config: Config,
     sources: Mapping[str, SourceSpec],
     derived: Mapping[str, Iterable[str]] | None = None,
+    produced: Mapping[str, str] | None = None,
 ) -> dict[str, SourceRules]:
     """Rules of every declared source from conf/quality.yaml, validated (names key and file).
 
     ``derived`` lists, per source, the columns silver adds that rules may name
-    (customer_key, amount_eur, ...).
+    (customer_key, amount_eur, ...); ``produced``: see parse_quality.
     """
     path = Path(config.conf_dir) / QUALITY_FILE
     doc = load_yaml_file(path, "data-quality rules")
-    return parse_quality(doc, sources, derived or {}, str(path))
+    return parse_quality(doc, sources, derived or {}, str(path), produced)
+
+
+def check_patterns(spark: SparkSession, rules: Mapping[str, SourceRules], where: str) -> None:
+    """Every regex rule's pattern compiles as Spark's (Java) regular expression, else one
+    ConfigError naming the rule: a bad pattern would otherwise fail inside the silver run with
+    the JVM's message and no rule named. One constant expression per pattern (no data read)."""
+    for source, source_rules in rules.items():
+        for rule in source_rules.rules:
+            if rule.kind != "regex":
+                continue
+            pattern = rule.params["pattern"]
+            try:
+                spark.range(1).select(F.lit("").rlike(whole_match(pattern))).collect()
+            except Exception:  # noqa: BLE001 - Spark's error for a bad pattern varies
+                raise ConfigError(
+                    f"{where}: {source} rule '{rule.name}': pattern '{pattern}' is not a valid "
+                    f"Java regular expression{_python_regex_hint(pattern)}"
+                ) from None
+
+
+def _python_regex_hint(pattern: str) -> str:
+    """What Python's re says is wrong with a pattern (the JVM's message does not say)."""
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        return f" ({exc})"
+    return ""
 
 
 def parse_quality(
@@ -138,34 +168,54 @@ def parse_quality(
     sources: Mapping[str, SourceSpec],
     derived: Mapping[str, Iterable[str]],
     where: str = "quality rules",
+    produced: Mapping[str, str] | None = None,
 ) -> dict[str, SourceRules]:
-    defaults = doc.get("defaults") or {}
+    """Rules of every source, every value checked here: a mistake in the file is one
+    ConfigError naming the file, the source and the rule, before any stage reads data.
+
+    ``produced`` maps each silver table a source writes to that source
+    (``{"silver.customers": "crm_customers"}``); when given, a referential rule must name one
+    of them and a column that table can hold.
+    """
+    _mapping(doc, where, ("defaults", "sources"))
+    defaults = _mapping(doc.get("defaults"), f"{where}: defaults",
+                        ("castable_severity", "completeness_threshold"))
     cast_severity = defaults.get("castable_severity", "drop")
     if cast_severity not in SEVERITIES:
         raise ConfigError(f"{where}: defaults.castable_severity must be one of {SEVERITIES}")
-    default_completeness = float(defaults.get("completeness_threshold", DEFAULT_COMPLETENESS))
+    default_completeness = _number_in_unit(
+        defaults.get("completeness_threshold", DEFAULT_COMPLETENESS),
+        f"{where}: defaults.completeness_threshold",
+    )
     declared = doc.get("sources") or {}
     if not isinstance(declared, Mapping):
         raise ConfigError(f"{where}: 'sources' must be a mapping of source name to rules")
     unknown = sorted(set(declared) - set(sources))
     if unknown:
         raise ConfigError(f"{where}: rules for undeclared source(s) {', '.join(unknown)}")
+    referable = None
+    if produced is not None:
+        referable = {
+            table: {c for c in sources[name].columns if c not in sources[name].pii}
+            | set(derived.get(name, ()))
+            for table, name in produced.items()
+        }
     result: dict[str, SourceRules] = {}
     for name, spec in sources.items():
-        entry = declared.get(name) or {}
+        entry = _mapping(declared.get(name), f"{where}: sources.{name}",
+                         ("rules", "completeness"))
         known_columns = set(spec.columns) | set(derived.get(name, ()))
         rules = [
             Rule(f"not_null:{k}", "not_null", "drop", (k,), DEFAULT_COMPLETENESS)
             for k in spec.natural_key
         ]
         rules.append(Rule("castable", "castable", cast_severity, (), DEFAULT_COMPLETENESS))
-        for i, raw_rule in enumerate(entry.get("rules") or []):
-            rule = _parse_rule(raw_rule, known_columns, f"{where}: {name}.rules[{i}]")
-            if rule.kind == "not_after_arrival" and spec.columns.get(rule.column) != "timestamp":
-                raise ConfigError(
-                    f"{where}: {name}.rules[{i}]: not_after_arrival needs a timestamp column; "
-                    f"{rule.column} is declared {spec.columns.get(rule.column, 'by silver')}"
-                )
+        listed = entry.get("rules") or []
+        if not isinstance(listed, list):
+            raise ConfigError(f"{where}: {name}.rules must be a list of rules")
+        for i, raw_rule in enumerate(listed):
+            rule = _parse_rule(raw_rule, spec, known_columns, referable,
+                               f"{where}: {name}.rules[{i}]")
             rules.append(rule)
         names = [r.name for r in rules]
         repeated = sorted({n for n in names if names.count(n) > 1})
@@ -174,15 +224,24 @@ def parse_quality(
                 f"{where}: source {name} has repeated rule name(s) {', '.join(repeated)}: "
                 f"give them distinct 'name's"
             )
-        completeness = dict(entry.get("completeness") or {})
-        bad = sorted(set(completeness) - set(spec.columns))
-        if bad:
-            raise ConfigError(f"{where}: {name}.completeness names undeclared {', '.join(bad)}")
+        completeness = dict(_mapping(entry.get("completeness"), f"{where}: {name}.completeness",
+                                     spec.columns))
+        for column, share in completeness.items():
+            completeness[column] = _number_in_unit(share, f"{where}: {name}.completeness.{column}")
         result[name] = SourceRules(name, tuple(rules), completeness, default_completeness)
     return result
 
 
-def _parse_rule(raw: Any, known_columns: set[str], where: str) -> Rule:
+_COMMON_KEYS = ("kind", "severity", "name", "threshold")
+_OPTIONAL = {"range": ("min", "max"), "not_after_arrival": ("tolerance_hours",)}
+_NUMERIC_TYPES = ("int", "long", "double")
+_SCALAR = (str, int, float, bool)
+
+
+def _parse_rule(
+    raw: Any, source: SourceSpec, known_columns: set[str],
+    referable: Mapping[str, set[str]] | None, where: str,
+) -> Rule:
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where} must be a mapping with kind and severity")
     kind, severity = raw.get("kind"), raw.get("severity")
@@ -190,26 +249,125 @@ def _parse_rule(raw: Any, known_columns: set[str], where: str) -> Rule:
         raise ConfigError(f"{where}: kind {kind!r} is not one of {', '.join(KINDS)}")
     if severity not in SEVERITIES:
         raise ConfigError(f"{where}: severity {severity!r} is not one of {', '.join(SEVERITIES)}")
+    _mapping(raw, f"{where} ({kind})", (*_COMMON_KEYS, *_NEEDS[kind], *_OPTIONAL.get(kind, ())))
     missing = [k for k in _NEEDS[kind] if k not in raw]
     if missing:
         raise ConfigError(f"{where}: a {kind} rule needs {', '.join(missing)}")
-    columns = tuple(raw["columns"]) if kind == "unique" else (
-        (raw["column"],) if "column" in raw else ()
-    )
+    if kind == "unique":
+        listed = raw["columns"]
+        if (not isinstance(listed, list) or not listed
+                or not all(isinstance(c, str) for c in listed) or len(set(listed)) != len(listed)):
+            raise ConfigError(f"{where}: columns must be a non-empty list of distinct column names")
+        columns = tuple(listed)
+    elif "column" in raw:
+        if not isinstance(raw["column"], str):
+            raise ConfigError(f"{where}: column must be a column name, not {raw['column']!r}")
+        columns = (raw["column"],)
+    else:
+        columns = ()
     undeclared = [c for c in columns if c not in known_columns]
     if undeclared:
         raise ConfigError(f"{where}: unknown column(s) {', '.join(undeclared)}")
-    if kind == "range" and "min" not in raw and "max" not in raw:
-        raise ConfigError(f"{where}: a range rule needs min and/or max")
+    col_type = source.columns.get(columns[0]) if columns else None
+    if kind == "range":
+        _check_range(raw, col_type, where)
+    if kind == "regex" and (not isinstance(raw["pattern"], str) or not raw["pattern"]):
+        raise ConfigError(f"{where}: pattern must be a non-empty (Java) regular expression")
+    if kind == "allowed_values":
+        values = raw["values"]
+        if not isinstance(values, list) or not values or not all(
+            isinstance(v, _SCALAR) for v in values
+        ):
+            raise ConfigError(f"{where}: values must be a non-empty list of plain values")
+    if kind == "referential":
+        _check_reference(raw, referable, where)
+    if kind == "not_after_arrival" and col_type != "timestamp":
+        raise ConfigError(
+            f"{where}: not_after_arrival needs a timestamp column; "
+            f"{columns[0]} is declared {col_type or 'by silver'}"
+        )
     tolerance = raw.get("tolerance_hours", DEFAULT_ARRIVAL_TOLERANCE_HOURS)
     if kind == "not_after_arrival" and (
         isinstance(tolerance, bool) or not isinstance(tolerance, int | float) or tolerance < 0
     ):
         raise ConfigError(f"{where}: tolerance_hours must be a number of hours >= 0")
     default_name = f"{kind}:{','.join(columns)}" if columns else kind
-    threshold = float(raw.get("threshold", DEFAULT_COMPLETENESS))
-    params = {k: v for k, v in raw.items() if k not in {"kind", "severity", "name", "threshold"}}
-    return Rule(str(raw.get("name") or default_name), kind, severity, columns, threshold, params)
+    name = raw.get("name") or default_name
+    if not isinstance(name, str) or not name.strip() or any(ch in name for ch in "`\n\r\t"):
+        raise ConfigError(f"{where}: name must be one line of text without backticks")
+    threshold = _number_in_unit(raw.get("threshold", DEFAULT_COMPLETENESS), f"{where}: threshold")
+    params = {k: v for k, v in raw.items() if k not in _COMMON_KEYS}
+    return Rule(name, kind, severity, columns, threshold, params)
+
+
+def _check_range(raw: Mapping[str, Any], col_type: str | None, where: str) -> None:
+    """min / max: numbers, or for a date or timestamp column dates; min not above max."""
+    bounds = {k: raw[k] for k in ("min", "max") if raw.get(k) is not None}
+    if not bounds:
+        raise ConfigError(f"{where}: a range rule needs min and/or max")
+    temporal = col_type in ("date", "timestamp")
+    for key, value in bounds.items():
+        if temporal:
+            ok = isinstance(value, date) or (
+                isinstance(value, str) and _parses_as_datetime(value))
+            what = "a date such as 2026-01-31 (or an ISO timestamp)"
+        else:
+            ok = not isinstance(value, bool) and isinstance(value, int | float)
+            what = "a number"
+        if not ok:
+            raise ConfigError(f"{where}: {key} must be {what}, not {value!r}")
+    if len(bounds) == 2 and not temporal and bounds["min"] > bounds["max"]:
+        raise ConfigError(f"{where}: min {bounds['min']} is above max {bounds['max']}")
+
+
+def _parses_as_datetime(text: str) -> bool:
+    try:
+        datetime.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_reference(
+    raw: Mapping[str, Any], referable: Mapping[str, set[str]] | None, where: str
+) -> None:
+    table, column = raw["ref_table"], raw["ref_column"]
+    if not isinstance(table, str) or not isinstance(column, str):
+        raise ConfigError(f"{where}: ref_table and ref_column must be names")
+    if referable is None:
+        return
+    if table not in referable:
+        raise ConfigError(
+            f"{where}: ref_table {table} is not a silver table a source writes "
+            f"(one of {', '.join(sorted(referable))})"
+        )
+    if column not in referable[table]:
+        raise ConfigError(
+            f"{where}: ref_column {column} is not a column of {table} "
+            f"(one of {', '.join(sorted(referable[table]))})"
+        )
+
+
+def _number_in_unit(value: Any, where: str) -> float:
+    """A share between 0 and 1 (thresholds): a clear error for text, booleans or percentages."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise ConfigError(f"{where} must be a number between 0 and 1 (e.g. 0.95), not {value!r}")
+    return float(value)
+
+
+def _mapping(value: Any, where: str, allowed: Iterable[str]) -> Mapping[str, Any]:
+    """``value`` as a mapping (None: empty) whose keys are all in ``allowed``."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where} must be a mapping, not {type(value).__name__}")
+    allowed = tuple(allowed)
+    unknown = sorted(str(k) for k in value if k not in allowed)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(allowed)})"
+        )
+    return value
 
 
 # -- evaluation (pure) -----------------------------------------------------------------------
@@ -222,17 +380,32 @@ def _shown(column: str, value: Column, pii: Iterable[str]) -> Column:
     return F.concat(F.lit("'"), value.cast("string"), F.lit("'"))
 
 
-def _reason(rule: Rule, pii: Iterable[str], ref_flag: str | None) -> Column:
-    """Column: the readable reason this rule fails for the row, or null when it passes."""
+def whole_match(pattern: str) -> str:
+    """A regex rule's pattern anchored at both ends: rlike finds a match anywhere, the rule
+    says the whole value must match (a 5-digit pattern must not accept 'abc123456789')."""
+    return f"^(?:{pattern})$"
+
+
+def _yaml_text(value: Any) -> str:
+    """An allowed value as Spark writes it (YAML's True is Spark's 'true')."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _reason(
+    rule: Rule, pii: Iterable[str], ref_flag: str | None, helper: str, col_type: str | None,
+) -> Column:
+    """Column: the readable reason this rule fails for the row, or null when it passes.
+
+    ``helper``: the column with_rule_results computed for it (unique: distinct keys);
+    ``col_type``: the Spark type of the rule's column."""
     kind = rule.kind
     if kind == "castable":
         return F.when(F.size("_cast_errors") > 0, F.array_join("_cast_errors", "; "))
     if kind == "unique":
         cols = ", ".join(rule.columns)
         return F.when(
-            F.col(f"_uniq_{rule.name}") > 1,
-            F.format_string(f"{cols} shared by %d records with different keys",
-                            F.col(f"_uniq_{rule.name}")),
+            F.col(helper) > 1,
+            F.format_string(f"{cols} shared by %d records with different keys", F.col(helper)),
         )
     column = F.col(rule.column)
     shown = _shown(rule.column, column, pii)
@@ -263,17 +436,20 @@ def _reason(rule: Rule, pii: Iterable[str], ref_flag: str | None) -> Column:
                      F.lit(f" UTC) by more than {hours:g} h")),
         )
     if kind == "regex":
-        pattern = str(rule.params["pattern"])
         return F.when(
-            column.isNotNull() & ~column.cast("string").rlike(pattern),
+            column.isNotNull() & ~column.cast("string").rlike(whole_match(rule.params["pattern"])),
             F.concat(F.lit(f"{rule.column} "), shown, F.lit(" does not match the pattern")),
         )
     if kind == "allowed_values":
-        values = [str(v) for v in rule.params["values"]]
+        values = rule.params["values"]
+        # Compared as the column's type: as text, a boolean column's 'true' never equals
+        # YAML's True and a double's '1.0' never equals 1. A value that is not of that type
+        # (try_cast: null) matches nothing.
+        allowed = [F.lit(_yaml_text(v)).try_cast(col_type or "string") for v in values]
         return F.when(
-            column.isNotNull() & ~column.cast("string").isin(values),
+            column.isNotNull() & ~column.isin(*allowed),
             F.concat(F.lit(f"{rule.column} = "), shown,
-                     F.lit(f" is not one of {', '.join(values)}")),
+                     F.lit(f" is not one of {', '.join(_yaml_text(v) for v in values)}")),
         )
     if kind == "referential":
         target = f"{rule.params['ref_table']}.{rule.params['ref_column']}"
@@ -313,7 +489,8 @@ def with_rule_results(
             is_complete = F.lit(True)
             for c in rule.columns:
                 is_complete = is_complete & F.col(c).isNotNull()
-            out = out.withColumn(f"_uniq_{rule.name}", F.when(is_complete, distinct_keys))
+            # Helper columns are named by position: a rule's name is free text.
+            out = out.withColumn(f"_uniq_{i}", F.when(is_complete, distinct_keys))
         elif rule.kind == "referential":
             table = str(rule.params["ref_table"])
             if ref_keys is None or table not in ref_keys:
@@ -331,8 +508,11 @@ def with_rule_results(
             )
             ref_flags[rule.name] = flag
     # Each reason is computed once into its own column, then gathered: the plan stays small.
+    types = {f.name: f.dataType.simpleString() for f in out.schema.fields}
     reasons = {
-        f"_reason_{i}": _reason(r, pii, ref_flags.get(r.name)) for i, r in enumerate(rules.rules)
+        f"_reason_{i}": _reason(r, pii, ref_flags.get(r.name), f"_uniq_{i}",
+                                types.get(r.columns[0]) if r.columns else None)
+        for i, r in enumerate(rules.rules)
     }
     out = out.withColumns(reasons)
     failures = F.array(
@@ -502,7 +682,7 @@ def to_quarantine_rows(
     ``df`` holds bronze metadata plus ``_drop_rule``/``_drop_reason``; ``raw`` is the raw
     record as it may be stored (see silver: personal data is withheld for PII sources).
     """
-    key = F.concat_ws("|", *[F.trim(F.col(k)) for k in natural_key])
+    key = F.concat_ws("|", *[trim_whitespace(k) for k in natural_key])
     malformed = F.col("_is_malformed")
     return (
         df.where(malformed | F.col("_drop_rule").isNotNull())

@@ -86,6 +86,15 @@ def _parse_source(name: str, spec: Any, path: Path) -> SourceSpec:
             raise ConfigError(f"{where}: {role} names undeclared column(s) {', '.join(undeclared)}")
     if not key:
         raise ConfigError(f"{where}: natural_key must name at least one column")
+    # Keys are compared as the strings they arrived as (quarantine rows, reconciliation with
+    # bronze): a typed key would merge ' 7', '007' and '+7' into one row while reconciliation
+    # still counted three, and a key that fails its cast could never be matched again.
+    typed_keys = [c for c in key if columns[c] != "string"]
+    if typed_keys:
+        raise ConfigError(
+            f"{where}: natural_key column(s) {', '.join(typed_keys)} must be declared string "
+            f"(identifiers are kept as they arrived)"
+        )
     raw_dir = spec["raw_dir"]
     if not isinstance(raw_dir, str) or not IDENTIFIER.match(raw_dir):
         raise ConfigError(f"{where}: raw_dir must be a plain folder name")

@@ -142,6 +142,40 @@ def test_stage_settings_are_checked_before_the_first_stage_runs(
     assert not (tmp_path / "data" / "lake").exists()
 
 
+@pytest.mark.parametrize(
+    ("file", "old", "new", "message"),
+    [
+        ("quality.yaml", "{kind: not_null, column: email, severity: warn}",
+         "{kind: not_null, column: email, severity: warn, threshold: high}",
+         "crm_customers.rules[2]: threshold must be a number between 0 and 1"),
+        ("quality.yaml", "pattern: '^\\s*[^@\\s]+@", "pattern: '^\\s*[^@\\s+@",
+         "crm_customers rule 'regex:email': pattern"),
+        ("quality.yaml", "ref_table: silver.customers", "ref_table: silver.custmers",
+         "ref_table silver.custmers is not a silver table a source writes"),
+        ("sources.yaml", "      n_items: int\n", "      n_items: int\n      order_id: long\n",
+         "natural_key column(s) order_id must be declared string"),
+    ],
+)
+def test_a_mistake_in_rules_or_sources_stops_run_all_before_bronze(
+    tmp_path, capsys, monkeypatch, file, old, new, message
+):
+    """conf/quality.yaml used to be read by silver only: `run all` landed bronze first, and
+    some mistakes surfaced as a traceback or after silver tables had been merged."""
+    from lakehouse.config import CONF_DIR_ENV, DEFAULT_CONF_DIR
+
+    conf = tmp_path / "conf"
+    shutil.copytree(DEFAULT_CONF_DIR, conf)
+    text = (conf / file).read_text(encoding="utf-8")
+    assert old in text
+    (conf / file).write_text(text.replace(old, new, 1), encoding="utf-8")
+    monkeypatch.setenv(CONF_DIR_ENV, str(conf))
+    monkeypatch.setenv("LAKEHOUSE_DATA_DIR", str(tmp_path / "data"))
+    assert main(["run", "all", "--as-of", "2026-01-03"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "data" / "lake").exists()
+
+
 def test_an_empty_markov_order_still_means_automatic():
     from lakehouse.config import load_config
     from lakehouse.pipeline import attribute_options

@@ -164,3 +164,140 @@ def test_a_timestamp_later_than_its_arrival_is_dropped_with_the_arrival_named(sp
 def test_not_after_arrival_configuration_errors_are_named(rule, message):
     with pytest.raises(ConfigError, match=message):
         parse_quality({"sources": {"orders": {"rules": [rule]}}}, {"orders": ORDERS}, {})
+
+
+# -- a rule file's mistakes: one ConfigError naming the place, before any data is read ------
+
+CUSTOMERS = SourceSpec(
+    "crm_customers", "csv", "crm_customers", ("customer_id",), "updated_at", ("email",),
+    {"customer_id": "string", "email": "string", "updated_at": "timestamp"},
+)
+PRODUCED = {"silver.orders": "orders", "silver.customers": "crm_customers"}
+
+
+def _rules_doc(*rules, **entry):
+    return {"sources": {"orders": {"rules": list(rules), **entry}}}
+
+
+@pytest.mark.parametrize("doc, message", [
+    ({"defaults": {"completeness_threshold": "95%"}},
+     r"defaults.completeness_threshold must be a number between 0 and 1.*'95%'"),
+    ({"defaults": {"completeness_threshold": 95}}, "between 0 and 1"),
+    ({"defaults": ["drop"]}, "defaults must be a mapping"),
+    ({"defaults": {"castable_severty": "warn"}}, r"unknown key\(s\) castable_severty"),
+    ({"sources": {"orders": [{"kind": "not_null"}]}}, "sources.orders must be a mapping"),
+    ({"sources": {"orders": {"rule": []}}}, r"sources.orders: unknown key\(s\) rule"),
+    ({"sourcs": {}}, r"unknown key\(s\) sourcs"),
+    (_rules_doc({"kind": "not_null", "column": "amount", "severity": "warn"}, rules=None,
+                completeness={"status": "high"}), r"orders.completeness.status must be a number"),
+    ({"sources": {"orders": {"rules": {"kind": "not_null"}}}}, "orders.rules must be a list"),
+    (_rules_doc({"kind": "not_null", "column": None, "severity": "warn"}),
+     r"orders.rules\[0\]: column must be a column name"),
+    (_rules_doc({"kind": "not_null", "column": "amount", "severity": "warn", "threshold": "high"}),
+     r"orders.rules\[0\]: threshold must be a number between 0 and 1"),
+    (_rules_doc({"kind": "not_null", "column": "amount", "severity": "warn", "threshold": 5}),
+     "threshold must be a number between 0 and 1"),
+    (_rules_doc({"kind": "range", "column": "amount", "maximum": 5, "severity": "warn"}),
+     r"unknown key\(s\) maximum"),
+    (_rules_doc({"kind": "range", "column": "amount", "min": "zero", "severity": "warn"}),
+     "min must be a number, not 'zero'"),
+    (_rules_doc({"kind": "range", "column": "amount", "min": 5, "max": 1, "severity": "warn"}),
+     "min 5 is above max 1"),
+    (_rules_doc({"kind": "range", "column": "order_ts", "min": "last year", "severity": "warn"}),
+     "min must be a date"),
+    (_rules_doc({"kind": "allowed_values", "column": "status", "values": "done",
+                 "severity": "warn"}), "values must be a non-empty list"),
+    (_rules_doc({"kind": "unique", "columns": [], "severity": "warn"}),
+     "columns must be a non-empty list"),
+    (_rules_doc({"kind": "regex", "column": "code", "pattern": None, "severity": "warn"}),
+     "pattern must be a non-empty"),
+    (_rules_doc({"kind": "referential", "column": "customer_key", "ref_table": "silver.custmers",
+                 "ref_column": "customer_key", "severity": "warn"}),
+     "ref_table silver.custmers is not a silver table a source writes"),
+    (_rules_doc({"kind": "referential", "column": "customer_key", "ref_table": "silver.customers",
+                 "ref_column": "email", "severity": "warn"}),
+     "ref_column email is not a column of silver.customers"),
+    (_rules_doc({"kind": "not_null", "column": "amount", "severity": "warn", "name": "a`b"}),
+     "name must be one line of text without backticks"),
+])
+def test_a_mistake_in_the_rule_file_is_one_config_error_naming_it(doc, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_quality(doc, {"orders": ORDERS, "crm_customers": CUSTOMERS},
+                      {"crm_customers": ("customer_key",)}, "quality.yaml", PRODUCED)
+
+
+def test_a_valid_reference_and_dated_range_are_accepted():
+    from datetime import date
+
+    doc = _rules_doc(
+        {"kind": "referential", "column": "customer_key", "ref_table": "silver.customers",
+         "ref_column": "customer_key", "severity": "warn"},
+        {"kind": "range", "column": "order_ts", "min": date(2020, 1, 1), "severity": "warn"},
+    )
+    rules = parse_quality(doc, {"orders": ORDERS, "crm_customers": CUSTOMERS},
+                          {"crm_customers": ("customer_key",)}, "quality.yaml", PRODUCED)
+    assert [r.kind for r in rules["orders"].rules][-2:] == ["referential", "range"]
+
+
+def test_an_invalid_java_pattern_is_named_before_any_data_is_read(spark):
+    from lakehouse.quality import check_patterns
+
+    doc = _rules_doc({"kind": "regex", "column": "code", "pattern": "[A-Z", "name": "code_form",
+                      "severity": "warn"})
+    rules = parse_quality(doc, {"orders": ORDERS}, {})
+    with pytest.raises(ConfigError, match=r"quality.yaml: orders rule 'code_form': pattern "
+                                          r"'\[A-Z' is not a valid Java regular expression"):
+        check_patterns(spark, rules, "quality.yaml")
+    # Java syntax Python's re does not know is valid here.
+    ok = parse_quality(_rules_doc({"kind": "regex", "column": "code", "pattern": r"\p{Lu}+",
+                                   "severity": "warn"}), {"orders": ORDERS}, {})
+    check_patterns(spark, ok, "quality.yaml")
+
+
+# -- rule semantics ----------------------------------------------------------------------------
+
+TYPED = SourceSpec(
+    "orders", "csv", "orders", ("order_id",), "order_ts", (),
+    {"order_id": "string", "order_ts": "timestamp", "code": "string", "paid": "boolean",
+     "score": "double"},
+)
+
+
+def _drop_reasons(spark, rules_list, rows):
+    rules = parse_quality({"sources": {"orders": {"rules": rules_list}}}, {"orders": TYPED}, {})
+    batch = spark.createDataFrame(
+        rows, "order_id string, code string, paid boolean, score double"
+    ).withColumns({"order_ts": F.lit(None).cast("timestamp"),
+                   "_cast_errors": F.array().cast("array<string>")})
+    out = with_rule_results(batch, rules["orders"], ("order_id",))
+    return {r["order_id"]: r["_drop_reason"] for r in out.collect()}
+
+
+def test_a_regex_must_match_the_whole_value(spark):
+    got = _drop_reasons(spark, [{"kind": "regex", "column": "code", "pattern": "[0-9]{5}",
+                                 "severity": "drop"}],
+                        [("o1", "12345", True, 1.0), ("o2", "abc123456789xyz", True, 1.0),
+                         ("o3", None, True, 1.0)])
+    assert got == {"o1": None, "o2": "code 'abc123456789xyz' does not match the pattern",
+                   "o3": None}
+
+
+def test_allowed_values_compare_booleans_and_numbers_as_their_type(spark):
+    got = _drop_reasons(spark, [
+        {"kind": "allowed_values", "column": "paid", "values": [True], "severity": "drop"},
+        {"kind": "allowed_values", "column": "score", "values": [1, 2.5], "severity": "drop"},
+    ], [("o1", "x", True, 1.0), ("o2", "x", True, 2.5), ("o3", "x", False, 2.0),
+        ("o4", "x", None, None)])
+    assert got == {
+        "o1": None, "o2": None,
+        "o3": "paid = 'false' is not one of true; score = '2.0' is not one of 1, 2.5",
+        "o4": None,
+    }
+
+
+def test_a_rule_name_with_dots_and_spaces_works(spark):
+    got = _drop_reasons(spark, [{"kind": "unique", "columns": ["code"], "severity": "drop",
+                                 "name": "code.unique per run"}],
+                        [("o1", "A", True, 1.0), ("o2", "A", True, 1.0), ("o3", "B", True, 1.0)])
+    assert got == {"o1": "code shared by 2 records with different keys",
+                   "o2": "code shared by 2 records with different keys", "o3": None}

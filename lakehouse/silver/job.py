@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import reduce
+from pathlib import Path
 from typing import Any
 
 from pyspark.sql import Column, DataFrame, SparkSession, Window
@@ -33,9 +34,11 @@ from lakehouse.errors import InputDataError
 from lakehouse.privacy.pseudonym import pseudonym_key
 from lakehouse.quality import (
     DQ_METRICS_SCHEMA,
+    QUALITY_FILE,
     QUARANTINE_SCHEMA,
     SourceRules,
     check_fail_rules,
+    check_patterns,
     failing_metrics,
     load_quality,
     metric_rows,
@@ -364,6 +367,28 @@ def sources_with_unread_bronze(
     return unread
 
 
+def silver_rules(
+    spark: SparkSession | None, config: Config, sources: Mapping[str, SourceSpec],
+) -> tuple[dict[str, TableSpec], dict[str, SourceRules]]:
+    """Each source's table spec and its quality rules, every rule checked (regex patterns
+    too, when a session is given): a mistake in conf/quality.yaml is one ConfigError."""
+    specs = {n: table_spec(s) for n, s in sources.items()}
+    produced = {f"silver.{specs[n].table}": n for n in sources}
+    rules = load_quality(config, sources, {n: sp.derived for n, sp in specs.items()}, produced)
+    if spark is not None:
+        check_patterns(spark, rules, str(Path(config.conf_dir) / QUALITY_FILE))
+    return specs, rules
+
+
+def check_silver_config(config: Config) -> None:
+    """The silver stage's configuration (sources, reference data, quality rules), checked
+    before the first stage of a run: `run all` must not land bronze and then stop on a typo
+    in the rules."""
+    sources = load_sources(config)
+    load_reference(config)
+    silver_rules(SparkSession.getActiveSession(), config, sources)
+
+
 def run_silver(
     spark: SparkSession, config: Config, run_id: str,
     sources: Mapping[str, SourceSpec] | None = None,
@@ -373,8 +398,7 @@ def run_silver(
     sources = dict(sources) if sources is not None else load_sources(config)
     key = pseudonym_key(config)
     ref = load_reference(config)
-    specs = {n: table_spec(s) for n, s in sources.items()}
-    rules = load_quality(config, sources, {n: sp.derived for n, sp in specs.items()})
+    specs, rules = silver_rules(spark, config, sources)
     progress = io.read_progress(spark, catalog, STAGE)
     producer = {f"silver.{specs[n].table}": n for n in sources}
     plans: dict[str, SourcePlan] = {}
