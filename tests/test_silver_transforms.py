@@ -61,6 +61,24 @@ def test_typed_columns_convert_or_say_why(spark):
     assertDataFrameEqual(got, expected)
 
 
+def test_tabs_and_no_break_spaces_are_trimmed_and_an_overflowing_number_is_an_error(spark):
+    bronze = spark.createDataFrame(
+        [("\ta\u00a0", "2026-01-03T10:15:00Z", "\u20033\t", "1e400", None, "true\u3000",
+          "\u00a0A@B.c\t"),
+         ("b", "2026-01-03T10:15:00Z", "3", "-1e400", None, None, None),
+         ("c", "2026-01-03T10:15:00Z", "3", "1e300", None, None, None)],
+        ROW,
+    )
+    got = with_typed_columns(bronze, SOURCE).select("id", "n", "x", "ok", "email", "_cast_errors")
+    expected = spark.createDataFrame(
+        [("a", 3, None, True, "A@B.c", ["x '1e400' is not a valid double"]),
+         ("b", 3, None, None, None, ["x '-1e400' is not a valid double"]),
+         ("c", 3, 1e300, None, None, [])],
+        "id string, n int, x double, ok boolean, email string, _cast_errors array<string>",
+    )
+    assertDataFrameEqual(got, expected)
+
+
 def test_latest_version_per_key_wins_deterministically(spark):
     rows = [
         ("k1", datetime(2026, 1, 1), 0, "old"),

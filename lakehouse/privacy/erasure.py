@@ -50,7 +50,7 @@ from pyspark.sql import types as T
 from lakehouse.catalog import Catalog
 from lakehouse.config import Config, local_path
 from lakehouse.errors import DataDirError, SubjectNotFoundError
-from lakehouse.privacy.pseudonym import pseudonym_key
+from lakehouse.privacy.pseudonym import pseudonym_key, trim_whitespace
 from lakehouse.privacy.suppression import (
     SUPPRESSION_TABLE,
     identifier_hashes,
@@ -199,9 +199,9 @@ def resolve_subject(
 
     crm = read("bronze.crm_customers")
     if crm is not None:
-        match = F.trim("customer_id").isin(sorted(ids)) if ids else F.lit(False)
+        match = trim_whitespace("customer_id").isin(sorted(ids)) if ids else F.lit(False)
         if emails:
-            match = match | F.lower(F.trim("email")).isin(sorted(emails))
+            match = match | F.lower(trim_whitespace("email")).isin(sorted(emails))
         rows = crm.where(match).select("customer_id", "email", "social_handle").collect()
         ids |= _strings(rows, "customer_id")
         emails |= {normalise_email(e) for e in _strings(rows, "email")}

@@ -35,6 +35,15 @@ log = logging.getLogger(__name__)
 DEV_KEY = b"lakehouse-public-development-key-do-not-use-in-production"
 BLOCK_SIZE = 64  # SHA-256 block size in bytes
 KINDS = ("crm", "email", "phone", "handle", "cookie", "device", "order", "raw")
+# What Python's str.strip() removes (tab, no-break space, ...). Spark's trim takes only the
+# space: 'C1\t' or an email with a pasted no-break space got a pseudonym of its own, and the
+# Python side (erasure requests) and the Spark side disagreed on the same value.
+WHITESPACE = "".join(chr(c) for c in range(0x3001) if chr(c).isspace())
+
+
+def trim_whitespace(value: Column | str) -> Column:
+    """``value`` without leading and trailing WHITESPACE."""
+    return F.btrim(F.col(value) if isinstance(value, str) else value, F.lit(WHITESPACE))
 # Environment variables whose absence this process has announced already.
 _WARNED_DEV_KEY: set[str] = set()
 
@@ -84,7 +93,7 @@ def normalise(kind: str, value: Column) -> Column:
     writes handles with and without it). phone: '+' and digits only, a '(0)' trunk prefix
     dropped and a leading international '00' written as '+'. Others: trimmed.
     """
-    trimmed = F.trim(value)
+    trimmed = trim_whitespace(value)
     if kind == "email":
         out = F.lower(trimmed)
     elif kind == "handle":

@@ -27,7 +27,7 @@ from lakehouse.config import Config
 from lakehouse.errors import InputDataError
 from lakehouse.gold import has_marketing_consent
 from lakehouse.privacy.erasure import erase_people, keyed_hash
-from lakehouse.privacy.pseudonym import pseudonym, pseudonym_key
+from lakehouse.privacy.pseudonym import pseudonym, pseudonym_key, trim_whitespace
 
 MARKETING_OUTPUTS = ("gold.journeys", "gold.customer_segments")
 
@@ -65,7 +65,7 @@ def run_retention(spark: SparkSession, config: Config, ctx) -> list[str]:
     if catalog.exists(spark, "bronze.crm_customers"):
         # customer_id is only in bronze: match the expired keys to it by recomputing the key.
         crm = catalog.read(spark, "bronze.crm_customers").select(
-            F.trim("customer_id").alias("customer_id")
+            trim_whitespace("customer_id").alias("customer_id")
         ).distinct().withColumn("customer_key", pseudonym("crm", F.col("customer_id"), key))
         customer_ids = sorted(
             r["customer_id"] for r in crm.join(expired_keys, "customer_key", how="left_semi")

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from lakehouse.privacy.pseudonym import pseudonym
+from lakehouse.privacy.pseudonym import pseudonym, trim_whitespace
 from lakehouse.sources import SourceSpec
 
 # Spark's string casts are lenient in ways that would hide defects: '2026' casts to a date,
@@ -45,8 +45,9 @@ CARRIED = (
 
 
 def clean_string(value: Column) -> Column:
-    """Trimmed; empty (a blank CSV field) is null."""
-    trimmed = F.trim(value)
+    """Trimmed of whitespace (a tab, a no-break space: trim_whitespace); empty (a blank CSV
+    field) is null."""
+    trimmed = trim_whitespace(value)
     return F.when(trimmed != "", trimmed)
 
 
@@ -57,7 +58,11 @@ def typed_value(text: Column, col_type: str) -> Column:
     if col_type == "timestamp":
         # 'Z' and '+01:00' offsets are honoured by the cast; the instant is stored (UTC view).
         return F.when(text.rlike(_SHAPES["timestamp"]), text.try_cast("timestamp"))
-    return F.when(text.rlike(_SHAPES[col_type]), text.try_cast(col_type))
+    value = text.try_cast(col_type)
+    if col_type == "double":
+        # A number too large for a double (1e400) casts to Infinity without an error.
+        value = F.when(F.abs(value) < F.lit(float("inf")), value)
+    return F.when(text.rlike(_SHAPES[col_type]), value)
 
 
 def cast_error(column: str, text: Column, typed: Column, col_type: str, pii: bool) -> Column:

@@ -23,7 +23,7 @@ from pyspark.sql import functions as F
 
 from lakehouse.catalog import Catalog
 from lakehouse.config import Config
-from lakehouse.privacy.pseudonym import pseudonym_key
+from lakehouse.privacy.pseudonym import pseudonym_key, trim_whitespace
 from lakehouse.silver import io
 from lakehouse.silver.cleanse import with_quarantine_raw
 from lakehouse.silver.job import QUARANTINE, STAGE
@@ -50,7 +50,7 @@ def reconcile(
         bronze = with_quarantine_raw(
             io.read_bronze_changes(spark, catalog, source.bronze_table, 0, version), source, key
         )
-        natural_key = F.concat_ws("|", *[F.trim(F.col(k)) for k in source.natural_key])
+        natural_key = F.concat_ws("|", *[trim_whitespace(k) for k in source.natural_key])
         rows = bronze.select(
             F.when(natural_key != "", natural_key).alias("natural_key"),
             F.col("_quarantine_raw").alias("raw"),
