@@ -301,31 +301,40 @@ def test_kpi_daily(spark, silver):
 
 
 def test_kpi_channel_daily(spark, silver):
-    # touchpoints per day and channel (ev30 anonymous included); conversions = converted
-    # journeys by their last touch: j1 ev06 social 01-05 (100.0), j2 ev08 email 01-12 (50.5),
-    # c2 ev20 search 01-20 (20.0).
+    # touchpoints per day and channel (ev30 anonymous included); consented touchpoints are
+    # those of the customers passed in (ev30 is not one); conversions = converted journeys by
+    # their last touch: j1 ev06 social 01-05 (100.0), j2 ev08 email 01-12 (50.5), c2 ev20
+    # search 01-20 (20.0). The rate divides by consented touchpoints only.
     expected = spark.createDataFrame(
         [
-            (d("2025-12-28"), "search", 1, 0, 0.0, 0.0),
-            (d("2025-12-29"), "display", 1, 0, 0.0, 0.0),
-            (d("2026-01-02"), "social", 1, 0, 0.0, 0.0),
-            (d("2026-01-03"), "email", 1, 0, 0.0, 0.0),
-            (d("2026-01-03"), "search", 1, 0, 0.0, 0.0),
-            (d("2026-01-05"), "social", 1, 1, 1.0, 100.0),
-            (d("2026-01-10"), "affiliate", 1, 0, 0.0, 0.0),
-            (d("2026-01-12"), "email", 1, 1, 1.0, 50.5),
-            (d("2026-01-18"), "search", 1, 0, 0.0, 0.0),
-            (d("2026-01-20"), "display", 1, 0, 0.0, 0.0),
-            # ev20 (c2) + ev30 (anonymous) = 2 touchpoints, 1 conversion -> 0.5.
-            (d("2026-01-20"), "search", 2, 1, 0.5, 20.0),
+            (d("2025-12-28"), "search", 1, 1, 0, 0.0, 0.0),
+            (d("2025-12-29"), "display", 1, 1, 0, 0.0, 0.0),
+            (d("2026-01-02"), "social", 1, 1, 0, 0.0, 0.0),
+            (d("2026-01-03"), "email", 1, 1, 0, 0.0, 0.0),
+            (d("2026-01-03"), "search", 1, 1, 0, 0.0, 0.0),
+            (d("2026-01-05"), "social", 1, 1, 1, 1.0, 100.0),
+            (d("2026-01-10"), "affiliate", 1, 1, 0, 0.0, 0.0),
+            (d("2026-01-12"), "email", 1, 1, 1, 1.0, 50.5),
+            (d("2026-01-18"), "search", 1, 1, 0, 0.0, 0.0),
+            (d("2026-01-20"), "display", 1, 1, 0, 0.0, 0.0),
+            # ev20 (c2) + ev30 (anonymous) = 2 touchpoints, 1 consented, 1 conversion -> 1.0.
+            (d("2026-01-20"), "search", 2, 1, 1, 1.0, 20.0),
         ],
-        "day date, channel string, touchpoints long, conversions long, "
-        "conversion_rate double, revenue_eur double",
+        "day date, channel string, touchpoints long, consented_touchpoints long, "
+        "conversions long, conversion_rate double, revenue_eur double",
     ).selectExpr("*", "DATE'2026-01-20' AS as_of")
     actual = build_kpi_channel_daily(
         silver["events"], silver["orders"], silver["customers"], AS_OF, lookback_days=LOOKBACK
     )
     assertDataFrameEqual(actual, expected)
+    # Without c2 among the customers (no consent), its touch and its conversion leave the rate
+    # together; the anonymous visitor's touch never counted in it.
+    without_c2 = build_kpi_channel_daily(
+        silver["events"], silver["orders"], silver["customers"].where("customer_key != 'c2'"),
+        AS_OF, lookback_days=LOOKBACK,
+    ).where("day = DATE'2026-01-20' AND channel = 'search'").first()
+    assert (without_c2["touchpoints"], without_c2["consented_touchpoints"],
+            without_c2["conversions"], without_c2["conversion_rate"]) == (2, 0, 0, None)
 
 
 # -- determinism and time ------------------------------------------------------------------------
@@ -395,3 +404,43 @@ def test_only_the_deduplicated_frame_itself_skips_deduplication(silver):
     # Another key or another version order is not taken as already deduplicated.
     by_session = latest_rows(once, "session_id", ["event_id"]).count()
     assert by_session == latest_rows(events, "session_id", ["event_id"]).count() < distinct_ids
+
+
+def test_the_look_back_is_whole_days_of_24_hours_across_a_daylight_saving_change(spark):
+    """Europe/Berlin moves its clocks on 2026-03-29 and 2026-10-25: a notebook session in that
+    zone must cut the same journeys as UTC (timestamp minus a day interval counted days on the
+    session's wall clock: a 23 h or 25 h window)."""
+    customers = spark.createDataFrame([
+        (k, None, None, None, "DE", d("2025-01-01"), True, None, ts("2025-01-01"), 1, "r")
+        for k in ("a", "m", "q")
+    ], CUSTOMERS_SCHEMA)
+    orders = spark.createDataFrame(
+        [("oa", "a", ts("2026-03-29 10:00"), 10.0, "EUR", 10.0, "completed", 1, 1, "r")],
+        ORDERS_SCHEMA)
+
+    def event(event_id, when, key, channel):
+        return (event_id, ts(when), "k", key, "s", "/", "page_view", channel, None, 1, "r")
+
+    events = spark.createDataFrame([
+        event("a1", "2026-03-28 10:00", "a", "email"),   # exactly 24 h before the order: in
+        event("m1", "2026-03-29 00:30", "m", "email"),   # on the as_of day, open journey: in
+        event("q1", "2026-10-24 23:30", "q", "email"),   # the day before the window: out
+        event("q2", "2026-10-25 12:00", "q", "search"),
+    ], EVENTS_SCHEMA)
+
+    def cut():
+        spring = build_journeys(events, orders, customers, d("2026-03-29"), lookback_days=1)
+        autumn = build_journeys(events, orders, customers, d("2026-10-25"), lookback_days=1)
+        return ({r["customer_key"]: list(r["channels"]) for r in spring.collect()},
+                {r["customer_key"]: list(r["channels"]) for r in autumn.collect()})
+
+    previous = spark.conf.get("spark.sql.session.timeZone")
+    spark.conf.set("spark.sql.session.timeZone", "Europe/Berlin")
+    try:
+        in_berlin = cut()
+    finally:
+        spark.conf.set("spark.sql.session.timeZone", previous)
+    expected_spring = {"a": ["email"], "m": ["email"]}
+    assert in_berlin[0] == expected_spring
+    assert in_berlin[1]["q"] == ["search"]
+    assert cut()[0] == expected_spring

@@ -162,7 +162,9 @@ def consenting_customers(customers_df: DataFrame) -> DataFrame:
     """customer_key of every customer whose latest silver profile consents to marketing.
 
     The latest profile, not the one valid on `as_of`: a withdrawal of consent applies to every
-    output built after it, whatever date the figures are for.
+    output built after it, whatever date the figures are for. So does a consent given later:
+    silver keeps one profile per customer, no consent history, so a re-run for an earlier date
+    counts a customer who consents now (the permission to use their data is today's).
     """
     latest = latest_rows(customers_df, "customer_key", ["marketing_consent"],
                          newest_first=["updated_at"])
@@ -337,7 +339,8 @@ def run_gold(
         }
         # Journeys and the conversions of kpi_channel_daily are marketing outputs: customers
         # without marketing consent are left out of both (so no run puts back what retention
-        # removed, and the two tables reconcile); touchpoints stay all traffic.
+        # removed, and the two tables reconcile); touchpoints stay all traffic, next to the
+        # consented ones the conversion rate divides by.
         marketing_customers = consenting_customers(silver["customers"])
         builders = {
             "customer_360": lambda: build_customer_360(

@@ -79,6 +79,9 @@ def check_lookback_days(lookback_days: int) -> int:
     return lookback_days
 
 
+MICROS_PER_DAY = 86_400_000_000
+
+
 def select_touchpoints(
     events_df: DataFrame,
     as_of: date,
@@ -162,13 +165,17 @@ def journey_timeline(
     )
     end_ts = F.max(F.when(F.col("is_conversion"), F.col("ts"))).over(whole_journey)
     with_end = numbered.withColumn("end_ts", end_ts)
-    window_start = F.coalesce(F.col("end_ts"), as_of_cutoff(as_of)) - F.make_dt_interval(
-        F.lit(lookback)
+    # In microseconds since the epoch: lookback_days x 24 h exactly. Timestamp minus a day
+    # interval counts days on the session time zone's wall clock, so a window across a daylight
+    # saving change was 23 or 25 hours long when the session was not in UTC (a notebook's).
+    window_start = (
+        F.unix_micros(F.coalesce(F.col("end_ts"), as_of_cutoff(as_of)))
+        - F.lit(lookback * MICROS_PER_DAY)
     )
     return with_end.withColumns(
         {
             "converted": F.col("end_ts").isNotNull(),
-            "in_window": F.col("is_conversion") | (F.col("ts") >= window_start),
+            "in_window": F.col("is_conversion") | (F.unix_micros("ts") >= window_start),
         }
     ).drop("kind")
 

@@ -5,9 +5,10 @@ Days are UTC calendar days; only rows up to the end of `as_of` count.
 **kpi_daily**, one row for every day from the first day with an event or an order up to `as_of`
 (days without activity are there with zeros, so a chart has no gaps):
 
-* `orders` / `revenue_eur`: completed orders placed that day and their EUR total (the same
-  orders that count as conversions and in customer_360's monetary value); orders of an unknown
-  customer count too: they are revenue all the same.
+* `orders` / `revenue_eur`: completed orders placed that day and their EUR total (the orders
+  of customer_360's monetary value); orders of an unknown customer, and of customers without
+  marketing consent, count too: they are revenue all the same (conversions, below, are the
+  consenting customers' orders only).
 * `active_customers`: distinct customer_keys with an event or an order (any status) that day.
 * `sessions`: distinct session_ids with an event that day, anonymous visitors included (a
   session that spans midnight counts on both days).
@@ -18,13 +19,18 @@ gold.journeys, so both tables tell the same story:
 
 * `touchpoints`: events with that channel that day, anonymous visitors included (they are
   traffic the channel brought, even if they never convert).
+* `consented_touchpoints`: those of them by known customers with marketing consent, the
+  population whose conversions are counted.
 * `conversions`: converted journeys whose last touchpoint (time order, ties by event_id) was
   that channel on that day, i.e. last-touch conversions dated by the touch, not by the order.
   They are the journeys of gold.journeys: customers with marketing consent only (`run_gold`
   passes the same consenting customers to both tables). `run retention` deletes a withdrawn
   customer's journeys at once; this aggregate, which names nobody, follows at the next gold run.
-  A last touchpoint is itself a touchpoint of the row, so `conversions <= touchpoints`.
-* `conversion_rate`: conversions / touchpoints, between 0 and 1.
+  A last touchpoint is itself a consented touchpoint of the row, so
+  `conversions <= consented_touchpoints <= touchpoints`.
+* `conversion_rate`: conversions / consented_touchpoints, between 0 and 1 (null on a row with
+  no consented touchpoint). Numerator and denominator count the same people: dividing by all
+  traffic made the rate fall with consent even when behaviour did not change.
 * `revenue_eur`: conversion value of those journeys (last-touch revenue).
 
 Conversions without any touchpoint in their look-back window (direct orders) belong to no
@@ -55,6 +61,7 @@ CHANNEL_COLUMNS = {
     "day": "date",
     "channel": "string",
     "touchpoints": "long",
+    "consented_touchpoints": "long",
     "conversions": "long",
     "conversion_rate": "double",
     "revenue_eur": "double",
@@ -133,6 +140,11 @@ def build_kpi_channel_daily(
         events_df, orders_df, customers_df, as_of, lookback_days, include_channels,
         exclude_channels,
     )
+    consented = (
+        timeline.where(~F.col("is_conversion"))
+        .groupBy(utc_day(F.col("ts")).alias("day"), "channel")
+        .agg(F.count(F.lit(1)).alias("consented_touchpoints"))
+    )
     last_touches = journey_touchpoints(timeline).where(
         F.col("converted") & F.col("is_last_touch")
     )
@@ -140,13 +152,17 @@ def build_kpi_channel_daily(
         F.count(F.lit(1)).alias("conversions"),
         exact_sum("conversion_value").alias("revenue_eur"),
     )
-    # Every last touch is one of the touchpoints counted above (same filters), so a left join
-    # from the touchpoints loses no conversion.
-    joined = touchpoints.join(conversions, on=["day", "channel"], how="left")
+    # Every consented touch and every last touch is one of the touchpoints counted above (same
+    # filters), so left joins from the touchpoints lose no row.
+    joined = touchpoints.join(consented, on=["day", "channel"], how="left").join(
+        conversions, on=["day", "channel"], how="left"
+    )
     conversions_count = F.coalesce(F.col("conversions"), F.lit(0))
+    consented_count = F.coalesce(F.col("consented_touchpoints"), F.lit(0))
     values = {
+        "consented_touchpoints": consented_count,
         "conversions": conversions_count,
-        "conversion_rate": conversions_count / F.col("touchpoints"),
+        "conversion_rate": F.when(consented_count > 0, conversions_count / consented_count),
         "revenue_eur": F.coalesce(F.col("revenue_eur"), F.lit(0.0)),
         "as_of": F.lit(as_of),
     }
