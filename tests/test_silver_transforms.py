@@ -142,7 +142,8 @@ def test_customer_identity_normalises_and_pseudonymises(spark):
 def test_amount_eur_and_keywords(spark):
     df = spark.createDataFrame(
         [(125.0, " usd", "Loving my garden haul #Deals"), (10.0, "EUR", None),
-         (10.0, "EUR", None), (5.0, "XYZ", "books, books and #books")],
+         (10.0, "EUR", None), (5.0, "XYZ", "books, books and #books"), (7.0, None, None),
+         (None, None, None)],
         "amount double, currency string, text string",
     ).withColumn("_cast_errors", F.array().cast("array<string>"))
     got = with_amount_eur(df.withColumn("currency", F.trim("currency")), REF).select(
@@ -150,7 +151,10 @@ def test_amount_eur_and_keywords(spark):
     )
     expected = spark.createDataFrame(
         [("USD", 100.0, [], ["garden", "deals"]), ("EUR", 10.0, [], []), ("EUR", 10.0, [], []),
-         ("XYZ", None, ["currency 'XYZ' has no reference rate"], ["books"])],
+         ("XYZ", None, ["currency 'XYZ' has no reference rate"], ["books"]),
+         # An amount without a currency cannot be valued; no amount, nothing to value.
+         (None, None, ["currency is missing, so the amount has no EUR value"], []),
+         (None, None, [], [])],
         "currency string, amount_eur double, _cast_errors array<string>, kw array<string>",
     )
     assertDataFrameEqual(got, expected)

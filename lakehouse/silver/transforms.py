@@ -102,10 +102,16 @@ def with_amount_eur(df: DataFrame, ref: Reference) -> DataFrame:
     currency = F.upper(F.col("currency"))
     rate = _literal_map(ref.eur_rates)[currency]
     out = df.withColumns({"currency": currency, "amount_eur": F.round(F.col("amount") / rate, 2)})
+    # An amount without a currency has no EUR value either: left in, a completed order became
+    # a conversion worth null and revenue silently left it out.
     return with_cast_error(
         out,
-        F.col("currency").isNotNull() & rate.isNull(),
-        F.concat(F.lit("currency '"), F.col("currency"), F.lit("' has no reference rate")),
+        (F.col("currency").isNotNull() & rate.isNull())
+        | (F.col("currency").isNull() & F.col("amount").isNotNull()),
+        F.when(F.col("currency").isNull(),
+               F.lit("currency is missing, so the amount has no EUR value"))
+        .otherwise(F.concat(F.lit("currency '"), F.col("currency"),
+                            F.lit("' has no reference rate"))),
     )
 
 
