@@ -102,6 +102,20 @@ def test_progress_bars_only_on_a_terminal(tmp_path, monkeypatch):
     assert "\r" not in result.stderr and "file/s" not in result.stderr, result.stderr
 
 
+def _run_all_is_refused_before_bronze(conf, tmp_path, capsys, monkeypatch, message) -> None:
+    """`run all` with the conf folder ``conf``: exit 2, one error line holding ``message``,
+    and no table written (the data folder is empty, so bronze, had it run first, would have
+    failed with its own message instead)."""
+    from lakehouse.config import CONF_DIR_ENV
+
+    monkeypatch.setenv(CONF_DIR_ENV, str(conf))
+    monkeypatch.setenv("LAKEHOUSE_DATA_DIR", str(tmp_path / "data"))
+    assert main(["run", "all", "--as-of", "2026-01-03"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "data" / "lake").exists()
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [
@@ -128,18 +142,13 @@ def test_stage_settings_are_checked_before_the_first_stage_runs(
     so bronze, had it run first, would have failed with its own message instead."""
     from childconf import _as_yaml
 
-    from lakehouse.config import CONF_DIR_ENV, DEFAULT_CONF_DIR
+    from lakehouse.config import DEFAULT_CONF_DIR
 
     conf = tmp_path / "conf"
     shutil.copytree(DEFAULT_CONF_DIR, conf)
     with (conf / "local.yaml").open("a", encoding="utf-8") as env_file:
         env_file.write(_as_yaml(override))
-    monkeypatch.setenv(CONF_DIR_ENV, str(conf))
-    monkeypatch.setenv("LAKEHOUSE_DATA_DIR", str(tmp_path / "data"))
-    assert main(["run", "all", "--as-of", "2026-01-03"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and message in err[0], err
-    assert not (tmp_path / "data" / "lake").exists()
+    _run_all_is_refused_before_bronze(conf, tmp_path, capsys, monkeypatch, message)
 
 
 @pytest.mark.parametrize(
@@ -161,19 +170,14 @@ def test_a_mistake_in_rules_or_sources_stops_run_all_before_bronze(
 ):
     """conf/quality.yaml used to be read by silver only: `run all` landed bronze first, and
     some mistakes surfaced as a traceback or after silver tables had been merged."""
-    from lakehouse.config import CONF_DIR_ENV, DEFAULT_CONF_DIR
+    from lakehouse.config import DEFAULT_CONF_DIR
 
     conf = tmp_path / "conf"
     shutil.copytree(DEFAULT_CONF_DIR, conf)
     text = (conf / file).read_text(encoding="utf-8")
     assert old in text
     (conf / file).write_text(text.replace(old, new, 1), encoding="utf-8")
-    monkeypatch.setenv(CONF_DIR_ENV, str(conf))
-    monkeypatch.setenv("LAKEHOUSE_DATA_DIR", str(tmp_path / "data"))
-    assert main(["run", "all", "--as-of", "2026-01-03"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and message in err[0], err
-    assert not (tmp_path / "data" / "lake").exists()
+    _run_all_is_refused_before_bronze(conf, tmp_path, capsys, monkeypatch, message)
 
 
 def test_an_empty_markov_order_still_means_automatic():
