@@ -308,7 +308,11 @@ def commit(
             "rows_inserted": inserted,
             "rows_updated": updated,
             "quarantined": malformed + dropped,
-            "duplicates_removed": max(parsed - dropped - inserted - updated, 0),
+            # Rows of this batch that became neither a new silver row nor a quarantine row:
+            # repeats, re-deliveries and versions a newer one replaced, as reconciliation
+            # counts them (bronze = silver + quarantined + duplicates). Not minus `updated`:
+            # that also counts older anonymous rows attributed late, not rows of this batch.
+            "duplicates_removed": parsed - dropped - inserted,
             "warned_rows": int(figures["warned"] or 0),
         }
         plan.seconds += time.monotonic() - started
