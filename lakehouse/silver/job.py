@@ -120,12 +120,17 @@ class SourcePlan:
 # -- phase 1: prepare -----------------------------------------------------------------------
 
 
+def producers(specs: Mapping[str, TableSpec]) -> dict[str, str]:
+    """Each silver table -> the source that writes it (referential rules name tables)."""
+    return {f"silver.{spec.table}": name for name, spec in specs.items()}
+
+
 def processing_order(
     sources: Mapping[str, SourceSpec], specs: Mapping[str, TableSpec],
     rules: Mapping[str, SourceRules],
 ) -> list[str]:
     """Declaration order, except that a source referenced by another's rule comes first."""
-    producer = {f"silver.{specs[n].table}": n for n in sources}
+    producer = producers(specs)
     deps = {
         n: {producer[str(r.params["ref_table"])] for r in rules[n].rules
             if r.kind == "referential" and str(r.params["ref_table"]) in producer} - {n}
@@ -377,8 +382,9 @@ def silver_rules(
     """Each source's table spec and its quality rules, every rule checked (regex patterns
     too, when a session is given): a mistake in conf/quality.yaml is one ConfigError."""
     specs = {n: table_spec(s) for n, s in sources.items()}
-    produced = {f"silver.{specs[n].table}": n for n in sources}
-    rules = load_quality(config, sources, {n: sp.derived for n, sp in specs.items()}, produced)
+    rules = load_quality(
+        config, sources, {n: sp.derived for n, sp in specs.items()}, producers(specs)
+    )
     if spark is not None:
         check_patterns(spark, rules, str(Path(config.conf_dir) / QUALITY_FILE))
     return specs, rules
@@ -404,7 +410,7 @@ def run_silver(
     ref = load_reference(config)
     specs, rules = silver_rules(spark, config, sources)
     progress = io.read_progress(spark, catalog, STAGE)
-    producer = {f"silver.{specs[n].table}": n for n in sources}
+    producer = producers(specs)
     plans: dict[str, SourcePlan] = {}
     cached: DataFrame | None = None
     try:

@@ -78,7 +78,7 @@ def with_customer_identity(df: DataFrame, key: bytes, ref: Reference) -> DataFra
         mapped.withColumn("_phone", normalise("phone", F.col("phone")))
         .withColumns(
             {
-                "customer_key": pseudonym("crm", F.col("customer_id"), key),
+                "customer_key": crm_pseudonym(F.col("customer_id"), key),
                 "email_norm": normalise("email", F.col("email")),
                 "phone_norm": international,
                 "handle_norm": normalise("handle", F.col("social_handle")),
@@ -115,9 +115,15 @@ def with_amount_eur(df: DataFrame, ref: Reference) -> DataFrame:
     )
 
 
+def crm_pseudonym(customer_id: Column, key: bytes) -> Column:
+    """customer_key of a typed customer_id: with_typed_columns has already trimmed it and made
+    an empty one null, which is all that normalising a CRM id does (not done twice per row)."""
+    return pseudonym("crm", customer_id, key, normalised=True)
+
+
 def with_customer_key(df: DataFrame, key: bytes) -> DataFrame:
-    """customer_key of a record that names its CRM customer_id."""
-    return df.withColumn("customer_key", pseudonym("crm", F.col("customer_id"), key))
+    """customer_key of a typed record that names its CRM customer_id."""
+    return df.withColumn("customer_key", crm_pseudonym(F.col("customer_id"), key))
 
 
 def with_handle_pseudonym(df: DataFrame, key: bytes) -> DataFrame:
