@@ -23,10 +23,11 @@ _SHAPES = {
     "long": r"^[+-]?[0-9]+$",
     "double": r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$",
     "date": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$",
-    # ISO date and time, optional fraction and offset ('Z', '+01:00', '+0100').
+    # ISO date and time, optional fraction and offset ('Z', '+01:00', '+0100', '+01'); 'T'
+    # and 'Z' in either case (RFC 3339 allows 't' and 'z').
     "timestamp": (
-        r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?"
-        r"(Z|[+-][0-9]{2}:?[0-9]{2})?$"
+        r"(?i)^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?"
+        r"(Z|[+-][0-9]{2}(:?[0-9]{2})?)?$"
     ),
     "boolean": r"^(?i)(true|false|t|f|yes|no|y|n|1|0)$",
 }
@@ -56,8 +57,9 @@ def typed_value(text: Column, col_type: str) -> Column:
     if col_type == "string":
         return text
     if col_type == "timestamp":
-        # 'Z' and '+01:00' offsets are honoured by the cast; the instant is stored (UTC view).
-        return F.when(text.rlike(_SHAPES["timestamp"]), text.try_cast("timestamp"))
+        # Offsets are honoured by the cast; the instant is stored (UTC view). Spark's cast
+        # takes 'T' and 'Z' in upper case only.
+        return F.when(text.rlike(_SHAPES["timestamp"]), F.upper(text).try_cast("timestamp"))
     value = text.try_cast(col_type)
     if col_type == "double":
         # A number too large for a double (1e400) casts to Infinity without an error.
