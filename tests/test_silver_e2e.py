@@ -194,3 +194,85 @@ def test_incremental_run_reads_only_new_rows_and_attributes_the_cookie(spark, ne
             .where(F.col("cookie_id") == cookie).collect()}
     assert keys == {customer_key}
     assert all(r["balanced"] for r in reconcile(spark, config))
+
+
+def test_a_handle_reaching_the_crm_later_attributes_its_earlier_posts(spark, new_delivery):
+    """A customer's social handle arrives in a CRM update after their posts, in a run that
+    brings no social post: the posts are attributed now, as a full run over the same files
+    would attribute them, not at the social feed's next delivery."""
+    config, _, _ = new_delivery
+    catalog = Catalog(config)
+    anonymous = catalog.read(spark, "silver.social_posts").where(
+        "customer_key IS NULL AND handle_pseudonym IS NOT NULL")
+    post = anonymous.orderBy("post_id").first()
+    handle = catalog.read(spark, "bronze.social_posts").where(
+        F.col("post_id") == post["post_id"]).first()["handle"]
+    columns = list(load_sources(config)["crm_customers"].columns)
+    complete = " AND ".join(f"{c} IS NOT NULL" for c in columns)
+    customer = catalog.read(spark, "bronze.crm_customers").where(
+        f"NOT _is_malformed AND {complete}").orderBy("customer_id").first()
+    updated = {**{c: customer[c] for c in columns}, "social_handle": handle,
+               "updated_at": "2026-01-05T00:00:00Z"}
+    path = Path(config.data_dir) / "raw" / "crm_customers" / "crm_customers_2026-01-05.csv"
+    with path.open("w", newline="", encoding="utf-8") as out:
+        writer = csv.DictWriter(out, fieldnames=columns)
+        writer.writeheader()
+        writer.writerow(updated)
+    run_bronze(spark, config, load_sources(config), "bronze-3", only=["crm_customers"])
+    assert sources_with_unread_bronze(spark, config) == ["crm_customers"]
+
+    lines = run_silver(spark, config, "silver-3")
+
+    customer_key = catalog.read(spark, "silver.identity_map").where(
+        (F.col("id_type") == "crm_id") & (F.col("id_value") == customer["customer_id"])
+    ).first()["customer_key"]
+    posts = catalog.read(spark, "silver.social_posts").where(
+        F.col("handle_pseudonym") == post["handle_pseudonym"]).collect()
+    assert posts and {(r["customer_key"], r["_anonymous"]) for r in posts} == {
+        (customer_key, False)}
+    assert f"{len(posts)} earlier anonymous row(s) attributed" in "\n".join(lines)
+    assert all(r["balanced"] for r in reconcile(spark, config))
+    before = _versions(spark, config)
+    assert run_silver(spark, config, "silver-4") == [
+        "silver: nothing new in bronze since the last run"]
+    assert _versions(spark, config) == before
+
+
+def test_a_line_quarantined_once_and_passing_on_redelivery_reconciles(spark, new_delivery):
+    """A rule that depends on the time of arrival (an event time too far ahead) quarantines a
+    line; delivered again later, the same line passes. Bronze holds it twice: one quarantined
+    row, one silver row, no duplicate. (The first outcome is written to the quarantine table
+    by hand: waiting for a real clock to pass the rule's tolerance has no place in a test.)"""
+    from datetime import datetime
+
+    config, _, _ = new_delivery
+    catalog = Catalog(config)
+    bronze = catalog.read(spark, "bronze.clickstream").where("NOT _is_malformed")
+    once = bronze.groupBy("event_id").count().where("count = 1").select("event_id")
+    first = (
+        bronze.join(once, "event_id")
+        .join(catalog.read(spark, "silver.events").select("event_id"), "event_id")
+        .orderBy("event_id").first()
+    )
+    (Path(config.data_dir) / "raw" / "clickstream" / "clickstream_2026-01-06.jsonl").write_text(
+        first["_raw"] + "\n", encoding="utf-8")
+    run_bronze(spark, config, load_sources(config), "bronze-5", only=["clickstream"])
+    run_silver(spark, config, "silver-5")
+    before = {r["source"]: r for r in reconcile(spark, config)}["clickstream"]
+    assert before["balanced"]
+
+    quarantine = catalog.read(spark, "silver.quarantine")
+    row = {"source": "clickstream", "natural_key": first["event_id"],
+           "rule": "not_after_arrival:event_ts", "severity": "drop",
+           "reason": "event_ts is later than its arrival", "raw": first["_raw"],
+           "source_file": first["_source_file"], "bronze_batch_id": first["_batch_id"],
+           "bronze_version": None,
+           "run_id": "silver-early", "quarantined_at": datetime(2026, 1, 6)}
+    spark.createDataFrame([tuple(row[c] for c in quarantine.columns)], quarantine.schema) \
+        .write.format("delta").mode("append").save(catalog.path("silver.quarantine"))
+
+    after = {r["source"]: r for r in reconcile(spark, config)}["clickstream"]
+    assert (after["bronze_rows"], after["silver_rows"], after["quarantined_rows"],
+            after["duplicates_removed"], after["balanced"]) == (
+        before["bronze_rows"], before["silver_rows"], before["quarantined_rows"] + 1,
+        before["duplicates_removed"] - 1, True)

@@ -143,11 +143,12 @@ def merge_identity(spark: SparkSession, path: str, touched_df: DataFrame) -> Non
 
 def rows_to_reresolve(
     table_df: DataFrame, touched_df: DataFrame, column: str, id_type: str,
-    incoming_df: DataFrame, key: tuple[str, ...],
+    incoming_df: DataFrame | None, key: tuple[str, ...],
 ) -> DataFrame:
     """Rows already in a silver table, still without customer_key, whose ``column`` became
     known in this run (e.g. the anonymous events of a cookie that has now logged in), with
-    customer_key filled; rows this run delivers anew are left to the incoming batch."""
+    customer_key filled; rows this run delivers anew (``incoming_df``, if any) are left to the
+    incoming batch."""
     newly = touched_df.where(F.col("id_type") == id_type).select(
         F.col("id_value").alias("_newly_value"), F.col("customer_key").alias("_newly_key")
     )
@@ -157,10 +158,13 @@ def rows_to_reresolve(
         # The same rows, said in a way that reads only the anonymous partition's files.
         waiting = waiting.where(F.col(ANONYMITY_PARTITION))
         filled[ANONYMITY_PARTITION] = F.lit(False)
-    return (
+    filled_rows = (
         waiting.join(newly, waiting[column] == newly["_newly_value"], how="inner")
         .withColumns(filled)
         .select(*table_df.columns)
-        .join(incoming_df.select(*key), list(key), how="left_anti")
-        .select(*table_df.columns)
+    )
+    if incoming_df is None:
+        return filled_rows
+    return filled_rows.join(incoming_df.select(*key), list(key), how="left_anti").select(
+        *table_df.columns
     )

@@ -18,7 +18,7 @@ next run reads the same bronze versions again and changes nothing that was alrea
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import reduce
@@ -212,6 +212,21 @@ def clean_key_range(column: str) -> list[Column]:
     return [F.min(key).alias("_key_low"), F.max(key).alias("_key_high")]
 
 
+@dataclass
+class LateAttribution:
+    """Rows of a lookup table whose source brought nothing new this run, but whose id became
+    known in it: the posts of a handle that reaches the CRM only after them, say."""
+
+    source: SourceSpec
+    spec: TableSpec
+    rows: DataFrame
+    attributed: int = 0
+
+    @property
+    def table(self) -> str:
+        return f"silver.{self.spec.table}"
+
+
 def key_scope(plan: SourcePlan) -> io.KeyScope:
     """Where in the silver table this batch's keys can be (see io.KeyScope); the anonymous
     partition is read only when the batch re-resolves rows of it."""
@@ -276,12 +291,36 @@ def build_outputs(
     return touched, cached
 
 
+def late_attributions(
+    spark: SparkSession, catalog: Catalog, sources: Mapping[str, SourceSpec],
+    specs: Mapping[str, TableSpec], plans: Mapping[str, SourcePlan], touched: DataFrame | None,
+) -> list[LateAttribution]:
+    """Old anonymous rows, in the tables of sources without a plan this run, that this run's
+    identity links attribute. The links of an id can come from another source (a handle from
+    the CRM): without this, those rows waited for their own source's next delivery, and an
+    incremental lake differed from a full run over the same files."""
+    if touched is None:
+        return []
+    late = []
+    for name, spec in specs.items():
+        if name in plans or spec.lookup is None or not catalog.exists(
+            spark, f"silver.{spec.table}"
+        ):
+            continue
+        column, id_type = spec.lookup
+        rows = rows_to_reresolve(
+            catalog.read(spark, f"silver.{spec.table}"), touched, column, id_type, None, spec.key
+        )
+        late.append(LateAttribution(sources[name], spec, rows))
+    return late
+
+
 # -- phase 2: commit ------------------------------------------------------------------------
 
 
 def commit(
     spark: SparkSession, catalog: Catalog, plans: Mapping[str, SourcePlan],
-    touched: DataFrame | None, run_id: str,
+    touched: DataFrame | None, run_id: str, late: Sequence[LateAttribution] = (),
 ) -> list[tuple]:
     """Write everything prepared; returns the dq metric rows (written last but one)."""
     if touched is not None:
@@ -327,6 +366,18 @@ def commit(
                           if k not in ("warned_rows", "quarantined")},
             versions=plan.versions, measured_at=measured_at,
         )
+    for fill in late:
+        if fill.rows.isEmpty():
+            continue  # no MERGE, no commit: a run that attributes nothing changes nothing
+        flag = fill.spec.partition_by[0] if fill.spec.partition_by else None
+        # Fill only: the rows come from the table itself, and the empty key range inserts
+        # none of them should another writer have moved one meanwhile (see io.KeyScope).
+        merged = io.merge_newer(
+            spark, catalog.path(fill.table), fill.rows, fill.spec.key, fill.source.event_time,
+            "customer_key", filled_with=fill.spec.partition_by,
+            scope=io.KeyScope(fill.spec.key[0], None, None, or_flag=flag),
+        )
+        fill.attributed = merged["updated"]
     # One MERGE for the quarantine rows of every source (fewer commits than one per source).
     quarantine_df = reduce(DataFrame.unionByName, [p.quarantine_df for p in plans.values()])
     io.merge_insert_only(spark, catalog.path(QUARANTINE), quarantine_df, QUARANTINE_KEY)
@@ -335,7 +386,9 @@ def commit(
     return metrics
 
 
-def summary_lines(plans: Mapping[str, SourcePlan], metrics: list[tuple]) -> list[str]:
+def summary_lines(
+    plans: Mapping[str, SourcePlan], metrics: list[tuple], late: Sequence[LateAttribution] = (),
+) -> list[str]:
     lines = []
     for plan in plans.values():
         c = plan.counts
@@ -344,6 +397,10 @@ def summary_lines(plans: Mapping[str, SourcePlan], metrics: list[tuple]) -> list
             f" {c['rows_updated']:>7,} updated  quarantined {c['quarantined']:>7,}"
             f"  duplicates removed {c['duplicates_removed']:>7,}  {plan.seconds:6.1f}s"
         )
+    lines += [
+        f"  {fill.table:<20} {fill.attributed:,} earlier anonymous row(s) attributed"
+        for fill in late if fill.attributed
+    ]
     lines += failing_metrics(metrics)
     total_in = sum(p.counts["rows_in"] for p in plans.values())
     total_q = sum(p.counts["quarantined"] for p in plans.values())
@@ -423,12 +480,13 @@ def run_silver(
         if not plans:
             return ["silver: nothing new in bronze since the last run"]
         touched, cached = build_outputs(spark, catalog, plans, run_id)
-        metrics = commit(spark, catalog, plans, touched, run_id)
+        late = late_attributions(spark, catalog, sources, specs, plans, touched)
+        metrics = commit(spark, catalog, plans, touched, run_id, late)
         io.write_progress(
             spark, catalog, STAGE,
             {n: (p.source.bronze_table, p.versions[1]) for n, p in plans.items()}, run_id,
         )
-        return summary_lines(plans, metrics)
+        return summary_lines(plans, metrics, late)
     finally:
         for plan in plans.values():
             plan.evaluated.unpersist()

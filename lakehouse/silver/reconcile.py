@@ -7,7 +7,10 @@ crashed and replayed runs. For each source, over the bronze versions silver has 
   natural key and its (stored) raw record;
 - the other rows are *clean*; each distinct natural key among them must be exactly one silver
   row, and the further clean rows of a key (re-deliveries, superseded versions) are
-  *duplicates removed*, as are bronze rows equal to a quarantine row already stored.
+  *duplicates removed*, as are bronze rows equal to a quarantine row already stored;
+- except: a key silver holds although all its bronze rows equal a quarantine row was
+  quarantined once and passed on a later delivery of the same line (a rule that depends on
+  the time of arrival): one of those rows is its silver row, not a duplicate.
 
 Then bronze rows = silver rows + quarantined rows + duplicates removed holds exactly when
 nothing was dropped silently (and nothing invented).
@@ -18,12 +21,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pyspark.sql import SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from lakehouse.catalog import Catalog
 from lakehouse.config import Config
-from lakehouse.privacy.pseudonym import pseudonym_key, trim_whitespace
+from lakehouse.privacy.pseudonym import pseudonym, pseudonym_key, trim_whitespace
 from lakehouse.silver import io
 from lakehouse.silver.cleanse import with_quarantine_raw
 from lakehouse.silver.job import QUARANTINE, STAGE
@@ -54,6 +57,7 @@ def reconcile(
         rows = bronze.select(
             F.when(natural_key != "", natural_key).alias("natural_key"),
             F.col("_quarantine_raw").alias("raw"),
+            _silver_key_of_bronze(source, key).alias("silver_key"),
         )
         if has_quarantine:
             quarantine = (
@@ -66,7 +70,7 @@ def reconcile(
                 flags["raw"]
             )
             rows = rows.join(flags, cond, how="left").select(
-                rows["natural_key"], F.col("_q").isNotNull().alias("_q")
+                rows["natural_key"], rows["silver_key"], F.col("_q").isNotNull().alias("_q")
             )
             quarantined = quarantine.count()
         else:
@@ -78,12 +82,15 @@ def reconcile(
             F.sum((~F.col("_q")).cast("long")).alias("clean"),
             F.count_distinct(F.when(~F.col("_q"), F.col("natural_key"))).alias("keys"),
         ).first()
-        silver_rows = catalog.read(spark, silver_table).count() if catalog.exists(
-            spark, silver_table
-        ) else 0
+        silver_rows = passed_later = 0
+        if catalog.exists(spark, silver_table):
+            silver = catalog.read(spark, silver_table)
+            silver_rows = silver.count()
+            if has_quarantine:
+                passed_later = _passed_on_redelivery(rows, silver, table_spec(source).key)
         bronze_rows = int(figures["bronze"] or 0)
         duplicates = (int(figures["clean"] or 0) - int(figures["keys"] or 0)) + (
-            int(figures["q_rows"] or 0) - quarantined
+            int(figures["q_rows"] or 0) - passed_later - quarantined
         )
         results.append(
             {
@@ -98,3 +105,26 @@ def reconcile(
             }
         )
     return results
+
+
+def _silver_key_of_bronze(source: SourceSpec, key: bytes) -> Column:
+    """The silver table's key of a bronze row, as one string: the natural key itself, or for
+    the CRM its customer_key (the pseudonym of customer_id)."""
+    spec = table_spec(source)
+    if spec.key == source.natural_key:
+        return F.concat_ws("|", *[trim_whitespace(k) for k in source.natural_key])
+    if spec.key == ("customer_key",) and source.natural_key == ("customer_id",):
+        return pseudonym("crm", F.col("customer_id"), key)
+    raise ValueError(f"{source.name}: no known silver key for natural key {source.natural_key}")
+
+
+def _passed_on_redelivery(rows: DataFrame, silver: DataFrame, silver_key: tuple[str, ...]) -> int:
+    """Keys silver holds whose bronze rows all equal a quarantine row (``_q``)."""
+    clean_keys = rows.where(~F.col("_q")).select("natural_key")
+    only_quarantined = (
+        rows.where(F.col("_q") & F.col("natural_key").isNotNull())
+        .select("natural_key", "silver_key").distinct()
+        .join(clean_keys, "natural_key", how="left_anti")
+    )
+    held = silver.select(F.concat_ws("|", *silver_key).alias("silver_key"))
+    return only_quarantined.join(held, "silver_key", how="left_semi").count()
