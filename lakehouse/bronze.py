@@ -37,7 +37,7 @@ from lakehouse.catalog import BRONZE_TABLE_PROPERTIES, Catalog
 from lakehouse.config import Config, file_uri_path, is_local_location, local_path
 from lakehouse.errors import InputDataError
 from lakehouse.faults import crash_point
-from lakehouse.privacy.pseudonym import pseudonym_key
+from lakehouse.privacy.keycheck import lake_pseudonym_key
 from lakehouse.privacy.stats import table_creation_options
 from lakehouse.privacy.suppression import (
     SUPPRESSED_COLUMNS,
@@ -316,7 +316,9 @@ def load_bronze_suppression(
     kinds = listed_kinds(spark, catalog)
     if not kinds:
         return None
-    return Suppression(catalog.path(SUPPRESSION_TABLE), kinds, pseudonym_key(config))
+    return Suppression(
+        catalog.path(SUPPRESSION_TABLE), kinds, lake_pseudonym_key(spark, config, catalog)
+    )
 
 
 def ingest_source(

@@ -305,6 +305,12 @@ def _check_range(raw: Mapping[str, Any], col_type: str | None, where: str) -> No
     bounds = {k: raw[k] for k in ("min", "max") if raw.get(k) is not None}
     if not bounds:
         raise ConfigError(f"{where}: a range rule needs min and/or max")
+    if col_type in ("string", "boolean"):
+        # Compared with a number, a text value would fail inside Spark on the first row.
+        raise ConfigError(
+            f"{where}: a range rule needs a numeric, date or timestamp column, and this one is "
+            f"declared {col_type} in sources.yaml"
+        )
     temporal = col_type in ("date", "timestamp")
     for key, value in bounds.items():
         if temporal:

@@ -205,6 +205,8 @@ def _rules_doc(*rules, **entry):
      "min 5 is above max 1"),
     (_rules_doc({"kind": "range", "column": "order_ts", "min": "last year", "severity": "warn"}),
      "min must be a date"),
+    (_rules_doc({"kind": "range", "column": "status", "min": 1, "severity": "warn"}),
+     "a range rule needs a numeric, date or timestamp column, and this one is declared string"),
     (_rules_doc({"kind": "allowed_values", "column": "status", "values": "done",
                  "severity": "warn"}), "values must be a non-empty list"),
     (_rules_doc({"kind": "unique", "columns": [], "severity": "warn"}),

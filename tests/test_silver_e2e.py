@@ -156,12 +156,16 @@ def test_fail_rule_and_unsafe_type_change_commit_nothing(spark, new_delivery, tm
         run_silver(spark, strict, "silver-fail")
     assert _versions(spark, config) == before
 
+    # Wider, narrower (values like 19.99 would no longer convert) and text (meeting a range
+    # rule for numbers): each a type change, refused naming the column.
     sources = load_sources(config)
     orders = sources["orders"]
-    sources["orders"] = dataclasses.replace(orders, columns={**orders.columns, "n_items": "double"})
-    with pytest.raises(SchemaChangeError, match="n_items"):
-        run_silver(spark, config, "silver-schema", sources=sources)
-    assert _versions(spark, config) == before
+    for column, new_type in (("n_items", "double"), ("amount", "int"), ("amount", "string")):
+        sources["orders"] = dataclasses.replace(
+            orders, columns={**orders.columns, column: new_type})
+        with pytest.raises(SchemaChangeError, match=f"column '{column}' is declared {new_type}"):
+            run_silver(spark, config, "silver-schema", sources=sources)
+        assert _versions(spark, config) == before
 
 
 def test_incremental_run_reads_only_new_rows_and_attributes_the_cookie(spark, new_delivery):
@@ -276,3 +280,30 @@ def test_a_line_quarantined_once_and_passing_on_redelivery_reconciles(spark, new
             after["duplicates_removed"], after["balanced"]) == (
         before["bronze_rows"], before["silver_rows"], before["quarantined_rows"] + 1,
         before["duplicates_removed"] - 1, True)
+
+
+def test_a_run_with_another_pseudonymisation_key_is_refused(spark, lake, monkeypatch):
+    """The lake was built with the test key: a run without it (the local default then takes
+    the public development key) or with another key would mix unlinkable pseudonyms into
+    silver, and an erasure would find nobody. Each is one ConfigError, before anything is read
+    or written."""
+    from lakehouse.errors import ConfigError
+    from lakehouse.privacy.erasure import erase_subject
+    from lakehouse.silver.job import check_silver_config
+
+    config = lake
+    customer_id = Catalog(config).read(spark, "silver.identity_map").where(
+        "id_type = 'crm_id'").orderBy("id_value").first()["id_value"]
+    before = _versions(spark, config)
+    for env, message in ((None, "is not set and the public development key is not the key"),
+                         ("another key", "the key in LAKEHOUSE_PSEUDONYM_KEY is not the key")):
+        if env is None:
+            monkeypatch.delenv("LAKEHOUSE_PSEUDONYM_KEY")
+        else:
+            monkeypatch.setenv("LAKEHOUSE_PSEUDONYM_KEY", env)
+        for attempt in (lambda: run_silver(spark, config, "silver-other-key"),
+                        lambda: check_silver_config(config),
+                        lambda: erase_subject(spark, config, customer_id=customer_id)):
+            with pytest.raises(ConfigError, match=message):
+                attempt()
+    assert _versions(spark, config) == before

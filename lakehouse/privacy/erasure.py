@@ -52,7 +52,8 @@ from pyspark.sql import types as T
 from lakehouse.catalog import Catalog
 from lakehouse.config import Config, local_path
 from lakehouse.errors import DataDirError, SubjectNotFoundError
-from lakehouse.privacy.pseudonym import pseudonym_key, trim_whitespace
+from lakehouse.privacy.keycheck import lake_pseudonym_key
+from lakehouse.privacy.pseudonym import trim_whitespace
 from lakehouse.privacy.suppression import (
     SUPPRESSION_TABLE,
     identifier_hashes,
@@ -515,7 +516,7 @@ def erase_subject(
     """
     if bool(customer_id) == bool(email):
         raise ValueError("give exactly one of customer_id or email")
-    key = pseudonym_key(config)
+    key = lake_pseudonym_key(spark, config)
     who = "customer id" if customer_id else "email"
     return erase_people(
         spark, config, subject_hash(key, customer_id, email),
@@ -549,7 +550,7 @@ def erase_people(
     ``stop_after`` (tests only) stops right after that step, as a crash would.
     """
     catalog = Catalog(config)
-    key = key or pseudonym_key(config)
+    key = key or lake_pseudonym_key(spark, config, catalog)
     log = [r for r in _log_rows(spark, catalog) if r["subject_hash"] == subject_id]
     completed = {r["request_id"] for r in log if r["status"] == "complete"}
     open_requests = sorted(

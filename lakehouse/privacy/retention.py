@@ -27,7 +27,8 @@ from lakehouse.config import Config
 from lakehouse.errors import InputDataError
 from lakehouse.gold import has_marketing_consent
 from lakehouse.privacy.erasure import erase_people, keyed_hash
-from lakehouse.privacy.pseudonym import pseudonym, pseudonym_key, trim_whitespace
+from lakehouse.privacy.keycheck import lake_pseudonym_key
+from lakehouse.privacy.pseudonym import pseudonym, trim_whitespace
 
 MARKETING_OUTPUTS = ("gold.journeys", "gold.customer_segments")
 
@@ -57,7 +58,7 @@ def run_retention(spark: SparkSession, config: Config, ctx) -> list[str]:
     if not catalog.exists(spark, "silver.customers"):
         return ["retention: silver.customers does not exist yet; nothing to do"]
     customers = catalog.read(spark, "silver.customers")
-    key = pseudonym_key(config)
+    key = lake_pseudonym_key(spark, config, catalog)
     lines: list[str] = []
 
     expired_keys = filter_expired(customers, run_date)

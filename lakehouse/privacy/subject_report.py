@@ -29,7 +29,7 @@ from lakehouse.privacy.erasure import (
     resolve_subject,
     subject_frame,
 )
-from lakehouse.privacy.pseudonym import pseudonym_key
+from lakehouse.privacy.keycheck import lake_pseudonym_key
 from lakehouse.privacy.suppression import listing_of
 
 UNREGISTERED = "purpose not registered"
@@ -43,7 +43,7 @@ def _usage(config: Config) -> dict[str, Any]:
 def subject_report(spark: SparkSession, config: Config, customer_id: str) -> dict[str, Any]:
     """The report as a JSON-ready dict; SubjectNotFoundError when nothing is held."""
     catalog = Catalog(config)
-    key = pseudonym_key(config)
+    key = lake_pseudonym_key(spark, config, catalog)
     subject = resolve_subject(spark, catalog, key, customer_ids=[customer_id])
     source_df = subject_frame(spark, subject).cache()
     usage = _usage(config)

@@ -30,8 +30,8 @@ from pyspark.sql import functions as F
 
 from lakehouse.catalog import Catalog
 from lakehouse.config import Config
-from lakehouse.errors import InputDataError
-from lakehouse.privacy.pseudonym import pseudonym_key
+from lakehouse.errors import InputDataError, SchemaChangeError
+from lakehouse.privacy.keycheck import lake_pseudonym_key, record_key_check
 from lakehouse.quality import (
     DQ_METRICS_SCHEMA,
     QUALITY_FILE,
@@ -433,12 +433,16 @@ def sources_with_unread_bronze(
     return unread
 
 
+def table_specs(sources: Mapping[str, SourceSpec]) -> dict[str, TableSpec]:
+    return {n: table_spec(s) for n, s in sources.items()}
+
+
 def silver_rules(
     spark: SparkSession | None, config: Config, sources: Mapping[str, SourceSpec],
 ) -> tuple[dict[str, TableSpec], dict[str, SourceRules]]:
     """Each source's table spec and its quality rules, every rule checked (regex patterns
     too, when a session is given): a mistake in conf/quality.yaml is one ConfigError."""
-    specs = {n: table_spec(s) for n, s in sources.items()}
+    specs = table_specs(sources)
     rules = load_quality(
         config, sources, {n: sp.derived for n, sp in specs.items()}, producers(specs)
     )
@@ -447,13 +451,49 @@ def silver_rules(
     return specs, rules
 
 
+# A declared column type (sources.yaml) as its silver table stores it.
+STORED_TYPES = {"string": "string", "int": "int", "long": "bigint", "double": "double",
+                "boolean": "boolean", "date": "date", "timestamp": "timestamp"}
+
+
+def check_declared_types(
+    spark: SparkSession, catalog: Catalog, sources: Mapping[str, SourceSpec],
+    specs: Mapping[str, TableSpec],
+) -> None:
+    """Every declared column has the type its silver table holds, before anything is read.
+
+    A changed declaration cannot be applied safely either way: narrower (double -> int) it
+    quarantines the values that no longer convert ('19.99') while the table quietly widens
+    the rest back, and as text it meets rules written for numbers inside Spark.
+    """
+    for name, source in sources.items():
+        table = f"silver.{specs[name].table}"
+        existing = io.table_schema(spark, catalog, table)
+        if existing is None:
+            continue
+        held = {f.name: f.dataType.simpleString() for f in existing.fields}
+        for column, col_type in source.columns.items():
+            if column in held and held[column] != STORED_TYPES[col_type]:
+                raise SchemaChangeError(
+                    f"{table}: column '{column}' is declared {col_type} in sources.yaml "
+                    f"(source {name}) but the table holds {held[column]}: a type change cannot "
+                    f"be applied safely; nothing was committed (revert the declaration or "
+                    f"migrate the table deliberately)"
+                )
+
+
 def check_silver_config(config: Config) -> None:
-    """The silver stage's configuration (sources, reference data, quality rules), checked
-    before the first stage of a run: `run all` must not land bronze and then stop on a typo
-    in the rules."""
+    """The silver stage's configuration (sources, reference data, quality rules, declared
+    types against the tables), checked before the first stage of a run: `run all` must not
+    land bronze and then stop on a typo in the rules."""
     sources = load_sources(config)
     load_reference(config)
-    silver_rules(SparkSession.getActiveSession(), config, sources)
+    spark = SparkSession.getActiveSession()
+    if spark is not None:
+        lake_pseudonym_key(spark, config)
+        # Before the rules: a rule may be written for the type the table holds.
+        check_declared_types(spark, Catalog(config), sources, table_specs(sources))
+    silver_rules(spark, config, sources)
 
 
 def run_silver(
@@ -463,8 +503,10 @@ def run_silver(
     """Bring every silver table up to date with bronze; summary lines per table."""
     catalog = Catalog(config)
     sources = dict(sources) if sources is not None else load_sources(config)
-    key = pseudonym_key(config)
+    key = lake_pseudonym_key(spark, config, catalog)
     ref = load_reference(config)
+    # Types before rules: a rule may be written for the type the table holds.
+    check_declared_types(spark, catalog, sources, table_specs(sources))
     specs, rules = silver_rules(spark, config, sources)
     progress = io.read_progress(spark, catalog, STAGE)
     producer = producers(specs)
@@ -482,6 +524,8 @@ def run_silver(
         touched, cached = build_outputs(spark, catalog, plans, run_id)
         late = late_attributions(spark, catalog, sources, specs, plans, touched)
         metrics = commit(spark, catalog, plans, touched, run_id, late)
+        if touched is not None:
+            record_key_check(spark, catalog, key)
         io.write_progress(
             spark, catalog, STAGE,
             {n: (p.source.bronze_table, p.versions[1]) for n, p in plans.items()}, run_id,
