@@ -27,6 +27,7 @@ from pyspark.sql import types as T
 from lakehouse.config import Config, load_yaml_file
 from lakehouse.errors import ConfigError, QualityRuleError
 from lakehouse.privacy.pseudonym import trim_whitespace
+from lakehouse.privacy.redact import redact_contact_data
 from lakehouse.sources import SourceSpec
 
 QUALITY_FILE = "quality.yaml"
@@ -383,7 +384,8 @@ def _shown(column: str, value: Column, pii: Iterable[str]) -> Column:
     """The value as it may appear in a reason: personal data is never written out."""
     if column in set(pii):
         return F.lit("<personal data withheld>")
-    return F.concat(F.lit("'"), value.cast("string"), F.lit("'"))
+    # Redacted too: a value in the wrong column, or a free text, may hold an email or phone.
+    return F.concat(F.lit("'"), redact_contact_data(value.cast("string")), F.lit("'"))
 
 
 def whole_match(pattern: str) -> str:

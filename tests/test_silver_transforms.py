@@ -79,6 +79,47 @@ def test_timestamps_in_other_iso_spellings_are_the_same_instant(spark):
     assertDataFrameEqual(got, expected)
 
 
+def test_contact_data_in_free_text_is_redacted(spark):
+    from lakehouse.privacy.redact import redact_contact_data
+
+    cases = [
+        ("DM me at Olivia.V1234@Gmail.Com or call 0168 9355906, cc @noah_k59",
+         "DM me at <email> or call <phone>, cc <handle>"),
+        ("(0495) 1003952 or +49 30 1234567 or 0049 171 2345678!",
+         "<phone> or <phone> or <phone>!"),
+        ("ping @anna. thanks", "ping <handle>. thanks"),
+        # Not contact data: dates, prices, ids, counts, hashtags, paths.
+        ("#garden on 2026-01-03, 0.99 EUR, 3 of 10, O-2026-000123456, /p/01234567",
+         "#garden on 2026-01-03, 0.99 EUR, 3 of 10, O-2026-000123456, /p/01234567"),
+        (None, None),
+        (None, None),  # a duplicate
+    ]
+    df = spark.createDataFrame([(i, t) for i, (t, _) in enumerate(cases)], "i int, t string")
+    got = df.select("i", redact_contact_data(F.col("t")).alias("t"))
+    expected = spark.createDataFrame([(i, e) for i, (_, e) in enumerate(cases)], "i int, t string")
+    assertDataFrameEqual(got, expected)
+
+
+def test_a_slipped_email_is_redacted_in_reason_and_quarantine_record(spark):
+    """A line whose fields slipped: the email sits in a column that is not declared PII."""
+    from lakehouse.silver.cleanse import with_quarantine_raw
+
+    bronze = spark.createDataFrame(
+        [("a", "2026-01-03T10:15:00Z", "anna@web.de", None, None, None, None, "raw", False),
+         ("a", "2026-01-03T10:15:00Z", "anna@web.de", None, None, None, None, "raw", False)],
+        ROW + ", _raw string, _is_malformed boolean",
+    )
+    typed = with_typed_columns(with_quarantine_raw(bronze, SOURCE, b"k"), SOURCE)
+    got = typed.select(
+        "id", "_cast_errors", F.get_json_object("_quarantine_raw", "$.n").alias("raw_n")
+    )
+    expected = spark.createDataFrame(
+        [("a", ["n '<email>' is not a valid int"], "<email>")] * 2,
+        "id string, _cast_errors array<string>, raw_n string",
+    )
+    assertDataFrameEqual(got, expected)
+
+
 def test_tabs_and_no_break_spaces_are_trimmed_and_an_overflowing_number_is_an_error(spark):
     bronze = spark.createDataFrame(
         [("\ta\u00a0", "2026-01-03T10:15:00Z", "\u20033\t", "1e400", None, "true\u3000",

@@ -13,6 +13,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from lakehouse.privacy.pseudonym import pseudonym, trim_whitespace
+from lakehouse.privacy.redact import redact_contact_data
 from lakehouse.sources import SourceSpec
 
 # Spark's string casts are lenient in ways that would hide defects: '2026' casts to a date,
@@ -69,7 +70,9 @@ def typed_value(text: Column, col_type: str) -> Column:
 
 def cast_error(column: str, text: Column, typed: Column, col_type: str, pii: bool) -> Column:
     """Reason when a present value did not convert, else null."""
-    shown = F.lit("<personal data withheld>") if pii else F.concat(F.lit("'"), text, F.lit("'"))
+    # Redacted: a value in the wrong column (an email slipped into 'country') is still PII.
+    shown = (F.lit("<personal data withheld>") if pii
+             else F.concat(F.lit("'"), redact_contact_data(text), F.lit("'")))
     return F.when(
         text.isNotNull() & typed.isNull(),
         F.concat(F.lit(f"{column} "), shown, F.lit(f" is not a valid {col_type}")),
@@ -120,7 +123,8 @@ def with_mapped_code(
     return with_cast_error(
         df.withColumn(f"_orig_{column}", text).withColumn(column, mapped),
         F.col(f"_orig_{column}").isNotNull() & F.col(column).isNull(),
-        F.concat(F.lit(f"{column} '"), F.col(f"_orig_{column}"), F.lit(f"' is not a known {what}")),
+        F.concat(F.lit(f"{column} '"), redact_contact_data(F.col(f"_orig_{column}")),
+                 F.lit(f"' is not a known {what}")),
     ).drop(f"_orig_{column}")
 
 
@@ -134,9 +138,11 @@ def with_quarantine_raw(bronze_df: DataFrame, source: SourceSpec, key: bytes) ->
     """
     if not source.pii:
         return bronze_df.withColumn("_quarantine_raw", F.col("_raw"))
+    # The other fields with contact data redacted: a line whose fields slipped holds an
+    # email or phone in a column not declared PII, and a free text may quote one.
     fields = [
-        (F.when(F.col(c).isNotNull(), F.lit("<withheld>")) if c in source.pii else F.col(c))
-        .alias(c)
+        (F.when(F.col(c).isNotNull(), F.lit("<withheld>")) if c in source.pii
+         else redact_contact_data(F.col(c))).alias(c)
         for c in source.columns
     ]
     masked = F.to_json(

@@ -18,6 +18,7 @@ from pyspark.sql import functions as F
 from lakehouse.config import Config, load_yaml_file
 from lakehouse.errors import ConfigError
 from lakehouse.privacy.pseudonym import normalise, pseudonym
+from lakehouse.privacy.redact import redact_contact_data
 from lakehouse.silver.cleanse import with_cast_error, with_mapped_code
 from lakehouse.sources import SourceSpec
 
@@ -206,8 +207,10 @@ def to_payments(df: DataFrame, run_id: str) -> DataFrame:
 
 
 def to_social_posts(df: DataFrame, run_id: str) -> DataFrame:
+    # Keywords come from the text as posted; the text kept has its contact data redacted.
     return df.select(
-        "post_id", "handle_pseudonym", "customer_key", "post_ts", "text", "keywords", "likes",
+        "post_id", "handle_pseudonym", "customer_key", "post_ts",
+        redact_contact_data(F.col("text")).alias("text"), "keywords", "likes",
         "shares", *_meta(run_id), _anonymity(),
     )
 
