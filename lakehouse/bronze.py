@@ -72,6 +72,8 @@ class BronzeResult:
     skipped_reason: str | None = None
     # Files in the source's folder that bronze does not read (another ending, e.g. '.CSV').
     ignored_files: tuple[str, ...] = ()
+    # Files named as a delivery that cannot be read (a link to a file that is not there).
+    unreadable_files: tuple[str, ...] = ()
     # Rows of erased people (audit.erasure_suppression) not landed, and the raw files whose
     # lines could not be removed (an object store; a line Spark decoded differently).
     suppressed_rows: int = 0
@@ -511,6 +513,19 @@ def ignored_files(raw_path: str, source: SourceSpec) -> tuple[str, ...]:
     ))
 
 
+def unreadable_files(raw_path: str, source: SourceSpec) -> tuple[str, ...]:
+    """Names of a local raw folder's deliveries that cannot be read, sorted: a symbolic link
+    whose file is gone is skipped by Spark's file source without a word, like a file bronze
+    does not read (ignored_files)."""
+    folder = local_path(raw_path)
+    if not is_local_location(raw_path) or not folder.is_dir():
+        return ()
+    return tuple(sorted(
+        p.name for p in folder.iterdir()
+        if source.takes_file(p.name) and p.is_symlink() and not p.exists()
+    ))
+
+
 def raw_folder_exists(raw_path: str) -> bool:
     """Local folders are checked; on object stores a prefix exists once a file is there."""
     if not is_local_location(raw_path):
@@ -579,7 +594,8 @@ def run_bronze(
     # A source that has not delivered yet is reported, not an error: the others still land.
     return [
         replace(ingest_source(spark, catalog, s, run_id, suppression),
-                ignored_files=ignored_files(catalog.raw_dir(s.raw_dir), s))
+                ignored_files=ignored_files(catalog.raw_dir(s.raw_dir), s),
+                unreadable_files=unreadable_files(catalog.raw_dir(s.raw_dir), s))
         if s in present
         else BronzeResult(s.name, 0, 0, 0, None, 0.0, "no raw folder yet")
         for s in chosen

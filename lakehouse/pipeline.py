@@ -70,6 +70,12 @@ def _bronze(spark: SparkSession, config: Config, ctx: RunContext) -> list[str]:
                 f"  bronze.{r.source:<14} ignored {len(r.ignored_files)} file(s) not named "
                 f"{sources[r.source].file_glob}: {shown} (rename to deliver them)"
             )
+        if r.unreadable_files:
+            lines.append(
+                f"  bronze.{r.source:<14} could not read {len(r.unreadable_files)} file(s): "
+                f"{', '.join(r.unreadable_files)} (a link to a file that is not there: deliver "
+                f"the file itself)"
+            )
         if r.suppressed_rows:
             lines.append(
                 f"  bronze.{r.source:<14} {r.suppressed_rows:,} row(s) of erased people not "

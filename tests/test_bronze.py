@@ -208,6 +208,11 @@ def test_gzip_bomb_is_refused_by_name_before_any_source_lands(spark, config):
                                                          "clickstream": len(CLICKS_DAY1)}
     assert {r.source: r.ignored_files for r in results} == {
         "orders": ("orders_2026-01-03_late.CSV", "orders_2026-01-04.txt"), "clickstream": ()}
+    # A delivery that is a link to a file no longer there: named too, and the rest lands.
+    (raw / "orders" / "orders_2026-01-05.csv").symlink_to(raw / "orders" / "gone.csv")
+    results = run_bronze(spark, config, load_sources(config), "r", only=["orders"])
+    assert [(r.source, r.unreadable_files) for r in results] == [
+        ("orders", ("orders_2026-01-05.csv",))]
 
 
 def test_a_moved_lake_is_refused_by_name_before_any_source_lands(spark, xs_lake, tmp_path):
