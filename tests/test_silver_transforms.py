@@ -244,11 +244,13 @@ def test_identity_first_sighting_wins_and_fills_anonymous_rows(spark):
         "event_id string, cookie_id string, customer_key string",
     )
     got = with_resolved_customer(events, touched, "cookie_id", "cookie")
+    # The flag says whose key the lookup gave (e1's, and e3's, whose cookie is unknown).
     assertDataFrameEqual(
         got,
         spark.createDataFrame(
-            [("e1", "ck1", "kA"), ("e2", "ck3", "kX"), ("e3", None, None), ("e3", None, None)],
-            "event_id string, cookie_id string, customer_key string",
+            [("e1", "ck1", "kA", True), ("e2", "ck3", "kX", False), ("e3", None, None, True),
+             ("e3", None, None, True)],
+            "event_id string, cookie_id string, customer_key string, _key_looked_up boolean",
         ),
     )
 

@@ -9,7 +9,9 @@ Deterministic rule: an identifier belongs to the customer it was seen with first
 ``first_seen``; on a tie the smaller customer_key). min over time and max over time are
 associative, so the map is the same whether the sightings arrive in one run or many, in any
 order. Anonymous events of a cookie are attributed to the cookie's customer, also when the
-cookie logs in only later (``reresolve`` updates the rows already in silver).
+cookie logs in only later (``rows_to_reresolve`` fills in the rows already in silver), and follow
+it when a late, earlier sighting gives the cookie another first owner (``rows_to_reattribute``:
+only rows whose key was looked up, KEY_LOOKED_UP; a logged-in event keeps the customer it names).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from lakehouse.silver.transforms import ANONYMITY_PARTITION
+from lakehouse.silver.transforms import ANONYMITY_PARTITION, KEY_LOOKED_UP
 
 ID_TYPES = ("crm_id", "email", "phone", "cookie", "device", "handle")
 # Per source: the identifiers its clean rows link to their customer_key, as
@@ -113,12 +115,14 @@ def identity_view(touched_df: DataFrame, existing_map_df: DataFrame | None) -> D
 def with_resolved_customer(
     df: DataFrame, identity_df: DataFrame, column: str, id_type: str
 ) -> DataFrame:
-    """customer_key kept where the record names its customer, else looked up by ``column``."""
+    """customer_key kept where the record names its customer, else looked up by ``column``
+    (and ``KEY_LOOKED_UP`` says which of the two it is)."""
     lookup = identity_df.where(F.col("id_type") == id_type).select(
         F.col("id_value").alias("_lookup_value"), F.col("customer_key").alias("_lookup_key")
     )
     return (
-        df.join(lookup, df[column] == lookup["_lookup_value"], how="left")
+        df.withColumn(KEY_LOOKED_UP, F.col("customer_key").isNull())
+        .join(lookup, df[column] == lookup["_lookup_value"], how="left")
         .withColumn("customer_key", F.coalesce(F.col("customer_key"), F.col("_lookup_key")))
         .drop("_lookup_value", "_lookup_key")
     )
@@ -167,4 +171,26 @@ def rows_to_reresolve(
         return filled_rows
     return filled_rows.join(incoming_df.select(*key), list(key), how="left_anti").select(
         *table_df.columns
+    )
+
+
+def rows_to_reattribute(
+    table_df: DataFrame, touched_df: DataFrame, column: str, id_type: str, key: tuple[str, ...],
+) -> DataFrame:
+    """(key..., customer_key) of rows whose customer_key was looked up by ``column`` and whose
+    id now belongs to another customer: a late sighting earlier than the first one moved the
+    id to its earlier owner (first seen wins), and a full run over the same files would have
+    looked these rows up with that owner. Rows that name their customer are not moved."""
+    owners = touched_df.where(
+        (F.col("id_type") == id_type) & F.col("customer_key").isNotNull()
+    ).select(F.col("id_value").alias("_owned_value"), F.col("customer_key").alias("_owner"))
+    # Filled-in and looked-up rows are in the known partition; the anonymous one holds none.
+    looked_up = table_df.where(
+        F.col(KEY_LOOKED_UP) & F.col("customer_key").isNotNull()
+        & ~F.col(ANONYMITY_PARTITION)
+    )
+    return (
+        looked_up.join(owners, looked_up[column] == owners["_owned_value"], how="inner")
+        .where(F.col("customer_key") != F.col("_owner"))
+        .select(*key, F.col("_owner").alias("customer_key"))
     )

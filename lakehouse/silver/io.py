@@ -363,6 +363,41 @@ def merge_newer(
     return counts
 
 
+def update_matched(
+    spark: SparkSession, path: str, rows: DataFrame, keys: Iterable[str], column: str,
+    where: Column,
+) -> int:
+    """Set ``column`` of the target rows whose key ``rows`` holds and that meet ``where`` (a
+    condition on target columns, alias ``t``, which also narrows the files read) to the
+    value in ``rows``; inserts nothing. Returns the number of rows changed."""
+    from delta.tables import DeltaTable
+
+    condition = F.expr(_on(keys)) & where
+
+    def attempt() -> dict[str, int]:
+        merge = (
+            DeltaTable.forPath(spark, path).alias("t")
+            .merge(rows.alias("s"), condition)
+            .whenMatchedUpdate(condition=f"NOT (t.`{column}` <=> s.`{column}`)",
+                               set={column: f"s.`{column}`"})
+        )
+        return merge_counts(merge.execute())
+
+    crash_point("silver.before_merge")
+    counts = retry_on_conflict(attempt, f"MERGE into {path}")
+    crash_point("silver.after_merge")
+    return counts["updated"]
+
+
+def add_boolean_column(spark: SparkSession, path: str, column: str, true_where: str) -> None:
+    """Add ``column`` to a table written before it existed: true where ``true_where`` holds,
+    null (not known) elsewhere. Two commits; a crash between them leaves those rows null."""
+    from delta.tables import DeltaTable
+
+    spark.sql(f"ALTER TABLE delta.`{path}` ADD COLUMNS (`{column}` BOOLEAN)")
+    DeltaTable.forPath(spark, path).update(condition=true_where, set={column: F.lit(True)})
+
+
 def merge_insert_only(
     spark: SparkSession, path: str, df: DataFrame, keys: Iterable[str]
 ) -> None:

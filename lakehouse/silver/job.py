@@ -27,6 +27,7 @@ from typing import Any
 
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
 
 from lakehouse.catalog import Catalog
 from lakehouse.config import Config
@@ -59,10 +60,13 @@ from lakehouse.silver.identity import (
     identity_view,
     merge_identity,
     resolve_identity,
+    rows_to_reattribute,
     rows_to_reresolve,
     with_resolved_customer,
 )
 from lakehouse.silver.transforms import (
+    ANONYMITY_PARTITION,
+    KEY_LOOKED_UP,
     Reference,
     TableSpec,
     load_reference,
@@ -213,18 +217,54 @@ def clean_key_range(column: str) -> list[Column]:
 
 
 @dataclass
-class LateAttribution:
-    """Rows of a lookup table whose source brought nothing new this run, but whose id became
-    known in it: the posts of a handle that reaches the CRM only after them, say."""
+class LookupFollowUp:
+    """What this run's identity links change in a lookup table beyond its own batch.
+
+    ``late_rows``: where the table's source brought nothing new this run, its old anonymous
+    rows whose id became known in it (the posts of a handle that reaches the CRM only after
+    them, say). ``moved``: looked-up rows whose id got another first owner (see
+    rows_to_reattribute), in any lookup table.
+    """
 
     source: SourceSpec
     spec: TableSpec
-    rows: DataFrame
+    late_rows: DataFrame | None = None
     attributed: int = 0
+    moved: int = 0
 
     @property
     def table(self) -> str:
         return f"silver.{self.spec.table}"
+
+
+def read_silver_table(spark: SparkSession, catalog: Catalog, spec: TableSpec) -> DataFrame:
+    """A silver table with the columns this version writes: a lookup table written before
+    KEY_LOOKED_UP existed shows it as commit's migration sets it (true in the anonymous
+    partition, where every key is still to be looked up; elsewhere not known)."""
+    df = catalog.read(spark, f"silver.{spec.table}")
+    if spec.lookup and KEY_LOOKED_UP not in df.columns:
+        df = df.withColumn(KEY_LOOKED_UP, F.when(F.col(ANONYMITY_PARTITION), F.lit(True)))
+    return df
+
+
+def silver_table_schema(
+    spark: SparkSession, catalog: Catalog, spec: TableSpec
+) -> StructType | None:
+    """read_silver_table's schema; None when the table does not exist yet."""
+    if not catalog.exists(spark, f"silver.{spec.table}"):
+        return None
+    return read_silver_table(spark, catalog, spec).schema
+
+
+def tables_to_migrate(
+    spark: SparkSession, catalog: Catalog, specs: Mapping[str, TableSpec],
+) -> list[TableSpec]:
+    """Lookup tables written before KEY_LOOKED_UP existed (commit adds the column)."""
+    return [
+        spec for spec in specs.values()
+        if spec.lookup and catalog.exists(spark, f"silver.{spec.table}")
+        and KEY_LOOKED_UP not in catalog.read(spark, f"silver.{spec.table}").columns
+    ]
 
 
 def key_scope(plan: SourcePlan) -> io.KeyScope:
@@ -265,13 +305,13 @@ def build_outputs(
         if plan.spec.lookup and view is not None:
             column, id_type = plan.spec.lookup
             latest = with_resolved_customer(latest, view, column, id_type)
-        existing = io.table_schema(spark, catalog, plan.table)
+        existing = silver_table_schema(spark, catalog, plan.spec)
         silver_df = io.align_to_table(plan.spec.project(latest, run_id), existing, plan.table)
         if plan.spec.lookup and touched is not None and existing is not None:
             column, id_type = plan.spec.lookup
             silver_df = silver_df.unionByName(
-                rows_to_reresolve(catalog.read(spark, plan.table), touched, column, id_type,
-                                  silver_df, plan.spec.key)
+                rows_to_reresolve(read_silver_table(spark, catalog, plan.spec), touched,
+                                  column, id_type, silver_df, plan.spec.key)
             )
             plan.reresolves = True
         plan.silver_df = silver_df
@@ -291,28 +331,55 @@ def build_outputs(
     return touched, cached
 
 
-def late_attributions(
+def lookup_follow_ups(
     spark: SparkSession, catalog: Catalog, sources: Mapping[str, SourceSpec],
     specs: Mapping[str, TableSpec], plans: Mapping[str, SourcePlan], touched: DataFrame | None,
-) -> list[LateAttribution]:
-    """Old anonymous rows, in the tables of sources without a plan this run, that this run's
-    identity links attribute. The links of an id can come from another source (a handle from
-    the CRM): without this, those rows waited for their own source's next delivery, and an
-    incremental lake differed from a full run over the same files."""
+) -> list[LookupFollowUp]:
+    """Every existing lookup table, when this run links ids: in the tables of sources without
+    a plan, the old anonymous rows the new links attribute. The links of an id can come from
+    another source (a handle from the CRM): without this, those rows waited for their own
+    source's next delivery, and an incremental lake differed from a full run over the same
+    files. (The rows to move to an id's earlier owner are found at commit, after the MERGEs.)"""
     if touched is None:
         return []
-    late = []
+    follow_ups = []
     for name, spec in specs.items():
-        if name in plans or spec.lookup is None or not catalog.exists(
-            spark, f"silver.{spec.table}"
-        ):
+        if spec.lookup is None or not catalog.exists(spark, f"silver.{spec.table}"):
             continue
-        column, id_type = spec.lookup
-        rows = rows_to_reresolve(
-            catalog.read(spark, f"silver.{spec.table}"), touched, column, id_type, None, spec.key
-        )
-        late.append(LateAttribution(sources[name], spec, rows))
-    return late
+        late_rows = None
+        if name not in plans:
+            column, id_type = spec.lookup
+            late_rows = rows_to_reresolve(
+                read_silver_table(spark, catalog, spec), touched, column, id_type, None,
+                spec.key,
+            )
+        follow_ups.append(LookupFollowUp(sources[name], spec, late_rows))
+    return follow_ups
+
+
+def move_looked_up_rows(
+    spark: SparkSession, catalog: Catalog, follow_up: LookupFollowUp, touched: DataFrame,
+) -> int:
+    """Move the looked-up rows of ids that got another first owner (rows_to_reattribute) to
+    that owner; no MERGE, no commit when there are none (the usual case)."""
+    spec = follow_up.spec
+    assert spec.lookup is not None
+    column, id_type = spec.lookup
+    # Read now, after this run's MERGE into the table: its batch's re-deliveries are there.
+    moves = rows_to_reattribute(
+        catalog.read(spark, follow_up.table), touched, column, id_type, spec.key
+    ).persist()
+    try:
+        low, high = moves.agg(F.min(spec.key[0]), F.max(spec.key[0])).first()
+        if low is None:
+            return 0
+        scope = io.KeyScope(spec.key[0], low, high)
+        where = (F.col(f"t.{KEY_LOOKED_UP}") & ~F.col(f"t.{ANONYMITY_PARTITION}")
+                 & scope.condition("t"))
+        return io.update_matched(spark, catalog.path(follow_up.table), moves, spec.key,
+                                 "customer_key", where)
+    finally:
+        moves.unpersist()
 
 
 # -- phase 2: commit ------------------------------------------------------------------------
@@ -320,9 +387,13 @@ def late_attributions(
 
 def commit(
     spark: SparkSession, catalog: Catalog, plans: Mapping[str, SourcePlan],
-    touched: DataFrame | None, run_id: str, late: Sequence[LateAttribution] = (),
+    touched: DataFrame | None, run_id: str, follow_ups: Sequence[LookupFollowUp] = (),
+    migrate: Sequence[TableSpec] = (),
 ) -> list[tuple]:
     """Write everything prepared; returns the dq metric rows (written last but one)."""
+    for spec in migrate:
+        io.add_boolean_column(spark, catalog.path(f"silver.{spec.table}"), KEY_LOOKED_UP,
+                              true_where=f"`{ANONYMITY_PARTITION}`")
     if touched is not None:
         io.ensure_table(spark, catalog, IDENTITY, IDENTITY_SCHEMA)
         merge_identity(spark, catalog.path(IDENTITY), touched)
@@ -366,18 +437,20 @@ def commit(
                           if k not in ("warned_rows", "quarantined")},
             versions=plan.versions, measured_at=measured_at,
         )
-    for fill in late:
-        if fill.rows.isEmpty():
-            continue  # no MERGE, no commit: a run that attributes nothing changes nothing
-        flag = fill.spec.partition_by[0] if fill.spec.partition_by else None
-        # Fill only: the rows come from the table itself, and the empty key range inserts
-        # none of them should another writer have moved one meanwhile (see io.KeyScope).
-        merged = io.merge_newer(
-            spark, catalog.path(fill.table), fill.rows, fill.spec.key, fill.source.event_time,
-            "customer_key", filled_with=fill.spec.partition_by,
-            scope=io.KeyScope(fill.spec.key[0], None, None, or_flag=flag),
-        )
-        fill.attributed = merged["updated"]
+    for fill in follow_ups:
+        if fill.late_rows is not None and not fill.late_rows.isEmpty():
+            # (No MERGE, no commit when there is nothing to attribute.) Fill only: the rows
+            # come from the table itself, and the empty key range inserts none of them should
+            # another writer have moved one meanwhile (see io.KeyScope).
+            flag = fill.spec.partition_by[0] if fill.spec.partition_by else None
+            merged = io.merge_newer(
+                spark, catalog.path(fill.table), fill.late_rows, fill.spec.key,
+                fill.source.event_time, "customer_key", filled_with=fill.spec.partition_by,
+                scope=io.KeyScope(fill.spec.key[0], None, None, or_flag=flag),
+            )
+            fill.attributed = merged["updated"]
+        assert touched is not None  # follow-ups exist only when this run links ids
+        fill.moved = move_looked_up_rows(spark, catalog, fill, touched)
     # One MERGE for the quarantine rows of every source (fewer commits than one per source).
     quarantine_df = reduce(DataFrame.unionByName, [p.quarantine_df for p in plans.values()])
     io.merge_insert_only(spark, catalog.path(QUARANTINE), quarantine_df, QUARANTINE_KEY)
@@ -387,7 +460,8 @@ def commit(
 
 
 def summary_lines(
-    plans: Mapping[str, SourcePlan], metrics: list[tuple], late: Sequence[LateAttribution] = (),
+    plans: Mapping[str, SourcePlan], metrics: list[tuple],
+    follow_ups: Sequence[LookupFollowUp] = (),
 ) -> list[str]:
     lines = []
     for plan in plans.values():
@@ -397,10 +471,15 @@ def summary_lines(
             f" {c['rows_updated']:>7,} updated  quarantined {c['quarantined']:>7,}"
             f"  duplicates removed {c['duplicates_removed']:>7,}  {plan.seconds:6.1f}s"
         )
-    lines += [
-        f"  {fill.table:<20} {fill.attributed:,} earlier anonymous row(s) attributed"
-        for fill in late if fill.attributed
-    ]
+    for fill in follow_ups:
+        if fill.attributed:
+            lines.append(f"  {fill.table:<20} {fill.attributed:,} earlier anonymous row(s) "
+                         f"attributed")
+        if fill.moved:
+            id_type = fill.spec.lookup[1] if fill.spec.lookup else "id"
+            lines.append(f"  {fill.table:<20} {fill.moved:,} looked-up row(s) moved to the "
+                         f"customer their {id_type} was seen with first")
+
     lines += failing_metrics(metrics)
     total_in = sum(p.counts["rows_in"] for p in plans.values())
     total_q = sum(p.counts["quarantined"] for p in plans.values())
@@ -522,15 +601,16 @@ def run_silver(
         if not plans:
             return ["silver: nothing new in bronze since the last run"]
         touched, cached = build_outputs(spark, catalog, plans, run_id)
-        late = late_attributions(spark, catalog, sources, specs, plans, touched)
-        metrics = commit(spark, catalog, plans, touched, run_id, late)
+        follow_ups = lookup_follow_ups(spark, catalog, sources, specs, plans, touched)
+        metrics = commit(spark, catalog, plans, touched, run_id, follow_ups,
+                         migrate=tables_to_migrate(spark, catalog, specs))
         if touched is not None:
             record_key_check(spark, catalog, key)
         io.write_progress(
             spark, catalog, STAGE,
             {n: (p.source.bronze_table, p.versions[1]) for n, p in plans.items()}, run_id,
         )
-        return summary_lines(plans, metrics, late)
+        return summary_lines(plans, metrics, follow_ups)
     finally:
         for plan in plans.values():
             plan.evaluated.unpersist()

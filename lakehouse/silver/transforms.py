@@ -170,6 +170,22 @@ def _anonymity() -> Column:
     return F.col("customer_key").isNull().alias(ANONYMITY_PARTITION)
 
 
+# Whether a lookup table's customer_key came from silver.identity_map (the record did not name
+# its customer) rather than from the record. Only such a key follows the map: when a late,
+# earlier sighting gives a cookie another first owner, its looked-up rows move to that owner,
+# while a logged-in event keeps the customer it names. Null: not known (a row written before
+# this column existed, outside the anonymous partition), never moved.
+KEY_LOOKED_UP = "_key_looked_up"
+
+
+def _key_looked_up(df: DataFrame) -> Column:
+    # Set by the lookup (with_resolved_customer); before any lookup, a record that does not
+    # name its customer is one whose customer_key is still null.
+    if KEY_LOOKED_UP in df.columns:
+        return F.col(KEY_LOOKED_UP)
+    return F.col("customer_key").isNull().alias(KEY_LOOKED_UP)
+
+
 def to_customers(df: DataFrame, run_id: str) -> DataFrame:
     return df.select(
         "customer_key", "email_pseudonym", "phone_pseudonym", "handle_pseudonym", "country",
@@ -188,7 +204,7 @@ def to_customer_pii(df: DataFrame, run_id: str) -> DataFrame:
 def to_events(df: DataFrame, run_id: str) -> DataFrame:
     return df.select(
         "event_id", "event_ts", "cookie_id", "customer_key", "session_id", "page", "event_type",
-        "channel", "campaign", *_meta(run_id), _anonymity(),
+        "channel", "campaign", *_meta(run_id), _anonymity(), _key_looked_up(df),
     )
 
 
@@ -211,14 +227,14 @@ def to_social_posts(df: DataFrame, run_id: str) -> DataFrame:
     return df.select(
         "post_id", "handle_pseudonym", "customer_key", "post_ts",
         redact_contact_data(F.col("text")).alias("text"), "keywords", "likes",
-        "shares", *_meta(run_id), _anonymity(),
+        "shares", *_meta(run_id), _anonymity(), _key_looked_up(df),
     )
 
 
 def to_iot_readings(df: DataFrame, run_id: str) -> DataFrame:
     return df.select(
         "reading_id", "device_id", "customer_key", "reading_ts", "temperature", "vibration",
-        "battery", "error_code", *_meta(run_id), _anonymity(),
+        "battery", "error_code", *_meta(run_id), _anonymity(), _key_looked_up(df),
     )
 
 
