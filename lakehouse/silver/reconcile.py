@@ -26,11 +26,11 @@ from pyspark.sql import functions as F
 
 from lakehouse.catalog import Catalog
 from lakehouse.config import Config
-from lakehouse.privacy.pseudonym import pseudonym, pseudonym_key, trim_whitespace
+from lakehouse.privacy.pseudonym import pseudonym_key, trim_whitespace
 from lakehouse.silver import io
 from lakehouse.silver.cleanse import with_quarantine_raw
 from lakehouse.silver.job import QUARANTINE, STAGE
-from lakehouse.silver.transforms import table_spec
+from lakehouse.silver.transforms import TableSpec, crm_pseudonym, table_spec
 from lakehouse.sources import SourceSpec, load_sources
 
 
@@ -49,7 +49,8 @@ def reconcile(
         if name not in progress:
             continue
         version = progress[name]
-        silver_table = f"silver.{table_spec(source).table}"
+        spec = table_spec(source)
+        silver_table = f"silver.{spec.table}"
         bronze = with_quarantine_raw(
             io.read_bronze_changes(spark, catalog, source.bronze_table, 0, version), source, key
         )
@@ -57,7 +58,6 @@ def reconcile(
         rows = bronze.select(
             F.when(natural_key != "", natural_key).alias("natural_key"),
             F.col("_quarantine_raw").alias("raw"),
-            _silver_key_of_bronze(source, key).alias("silver_key"),
         )
         if has_quarantine:
             quarantine = (
@@ -70,7 +70,7 @@ def reconcile(
                 flags["raw"]
             )
             rows = rows.join(flags, cond, how="left").select(
-                rows["natural_key"], rows["silver_key"], F.col("_q").isNotNull().alias("_q")
+                rows["natural_key"], F.col("_q").isNotNull().alias("_q")
             )
             quarantined = quarantine.count()
         else:
@@ -87,7 +87,8 @@ def reconcile(
             silver = catalog.read(spark, silver_table)
             silver_rows = silver.count()
             if has_quarantine:
-                passed_later = _passed_on_redelivery(rows, silver, table_spec(source).key)
+                passed_later = _passed_on_redelivery(rows, silver, _silver_key(source, spec, key),
+                                                     spec.key)
         bronze_rows = int(figures["bronze"] or 0)
         duplicates = (int(figures["clean"] or 0) - int(figures["keys"] or 0)) + (
             int(figures["q_rows"] or 0) - passed_later - quarantined
@@ -107,24 +108,28 @@ def reconcile(
     return results
 
 
-def _silver_key_of_bronze(source: SourceSpec, key: bytes) -> Column:
-    """The silver table's key of a bronze row, as one string: the natural key itself, or for
-    the CRM its customer_key (the pseudonym of customer_id)."""
-    spec = table_spec(source)
+def _silver_key(source: SourceSpec, spec: TableSpec, key: bytes) -> Column:
+    """The silver table's key, as one string, of a bronze row's ``natural_key`` (its trimmed
+    key columns joined by '|'): that itself, or for the CRM the customer_key (the pseudonym
+    of the trimmed customer_id)."""
     if spec.key == source.natural_key:
-        return F.concat_ws("|", *[trim_whitespace(k) for k in source.natural_key])
+        return F.col("natural_key")
     if spec.key == ("customer_key",) and source.natural_key == ("customer_id",):
-        return pseudonym("crm", F.col("customer_id"), key)
+        return crm_pseudonym(F.col("natural_key"), key)
     raise ValueError(f"{source.name}: no known silver key for natural key {source.natural_key}")
 
 
-def _passed_on_redelivery(rows: DataFrame, silver: DataFrame, silver_key: tuple[str, ...]) -> int:
-    """Keys silver holds whose bronze rows all equal a quarantine row (``_q``)."""
+def _passed_on_redelivery(
+    rows: DataFrame, silver: DataFrame, silver_key: Column, silver_columns: tuple[str, ...]
+) -> int:
+    """Keys silver holds whose bronze rows all equal a quarantine row (``_q``). The silver key
+    (an HMAC for the CRM) is derived for those few keys only, not for every bronze row."""
     clean_keys = rows.where(~F.col("_q")).select("natural_key")
     only_quarantined = (
         rows.where(F.col("_q") & F.col("natural_key").isNotNull())
-        .select("natural_key", "silver_key").distinct()
+        .select("natural_key").distinct()
         .join(clean_keys, "natural_key", how="left_anti")
+        .select(silver_key.alias("silver_key"))
     )
-    held = silver.select(F.concat_ws("|", *silver_key).alias("silver_key"))
+    held = silver.select(F.concat_ws("|", *silver_columns).alias("silver_key"))
     return only_quarantined.join(held, "silver_key", how="left_semi").count()
