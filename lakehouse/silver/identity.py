@@ -174,16 +174,30 @@ def rows_to_reresolve(
     )
 
 
+def owner_changes(touched_df: DataFrame, existing_map_df: DataFrame) -> DataFrame:
+    """(id_type, id_value, customer_key) of the ids this run gives another customer than the
+    map holds: a late sighting earlier than the first one (first seen wins). Read before this
+    run's MERGE of the map, which makes them the map's."""
+    previous = existing_map_df.select(
+        "id_type", "id_value", F.col("customer_key").alias("_previous_key")
+    )
+    return (
+        touched_df.join(previous, ["id_type", "id_value"], how="inner")
+        .where(F.col("customer_key") != F.col("_previous_key"))
+        .select("id_type", "id_value", "customer_key")
+    )
+
+
 def rows_to_reattribute(
-    table_df: DataFrame, touched_df: DataFrame, column: str, id_type: str, key: tuple[str, ...],
+    table_df: DataFrame, changes_df: DataFrame, column: str, id_type: str, key: tuple[str, ...],
 ) -> DataFrame:
     """(key..., customer_key) of rows whose customer_key was looked up by ``column`` and whose
-    id now belongs to another customer: a late sighting earlier than the first one moved the
-    id to its earlier owner (first seen wins), and a full run over the same files would have
-    looked these rows up with that owner. Rows that name their customer are not moved."""
-    owners = touched_df.where(
-        (F.col("id_type") == id_type) & F.col("customer_key").isNotNull()
-    ).select(F.col("id_value").alias("_owned_value"), F.col("customer_key").alias("_owner"))
+    id now belongs to another customer (``changes_df``: owner_changes): a full run over the
+    same files would have looked these rows up with that owner. Rows that name their customer
+    are not moved."""
+    owners = changes_df.where(F.col("id_type") == id_type).select(
+        F.col("id_value").alias("_owned_value"), F.col("customer_key").alias("_owner")
+    )
     # Filled-in and looked-up rows are in the known partition; the anonymous one holds none.
     looked_up = table_df.where(
         F.col(KEY_LOOKED_UP) & F.col("customer_key").isNotNull()

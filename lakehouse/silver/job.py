@@ -6,9 +6,10 @@ Two phases, so that a failing rule or an unsafe schema change commits nothing:
    change data feed from the recorded version + 1 up to the version current now), type and
    normalise it, evaluate the quality rules, raise on a ``fail`` rule; then build the identity
    map update, the lookups and the projections, and check every target table's schema.
-2. commit: MERGE each silver table (only newer versions update a key), insert quarantine rows,
-   MERGE the identity map and re-attribute rows of newly linked cookies / handles, append the
-   dq metrics and finally record the processed bronze versions in audit.stage_progress.
+2. commit: move looked-up rows of ids that get another first owner, MERGE the identity map,
+   MERGE each silver table (only newer versions update a key) and fill in rows of newly linked
+   cookies / handles, insert quarantine rows, append the dq metrics and finally record the
+   processed bronze versions in audit.stage_progress.
 
 Every MERGE is idempotent (a replayed row is not newer and an existing quarantine row is not
 inserted again), so a crash after some commits but before the progress write is harmless: the
@@ -59,6 +60,7 @@ from lakehouse.silver.identity import (
     identity_links,
     identity_view,
     merge_identity,
+    owner_changes,
     resolve_identity,
     rows_to_reattribute,
     rows_to_reresolve,
@@ -222,13 +224,14 @@ class LookupFollowUp:
 
     ``late_rows``: where the table's source brought nothing new this run, its old anonymous
     rows whose id became known in it (the posts of a handle that reaches the CRM only after
-    them, say). ``moved``: looked-up rows whose id got another first owner (see
-    rows_to_reattribute), in any lookup table.
+    them, say). ``new_owners``: the ids this run gives another customer (owner_changes);
+    ``moved``: the table's looked-up rows of those ids, moved to their new owner.
     """
 
     source: SourceSpec
     spec: TableSpec
     late_rows: DataFrame | None = None
+    new_owners: DataFrame | None = None
     attributed: int = 0
     moved: int = 0
 
@@ -339,9 +342,13 @@ def lookup_follow_ups(
     a plan, the old anonymous rows the new links attribute. The links of an id can come from
     another source (a handle from the CRM): without this, those rows waited for their own
     source's next delivery, and an incremental lake differed from a full run over the same
-    files. (The rows to move to an id's earlier owner are found at commit, after the MERGEs.)"""
+    files. And the ids whose owner this run changes (their rows are found at commit)."""
     if touched is None:
         return []
+    new_owners = (
+        owner_changes(touched, catalog.read(spark, IDENTITY))
+        if catalog.exists(spark, IDENTITY) else None
+    )
     follow_ups = []
     for name, spec in specs.items():
         if spec.lookup is None or not catalog.exists(spark, f"silver.{spec.table}"):
@@ -353,21 +360,29 @@ def lookup_follow_ups(
                 read_silver_table(spark, catalog, spec), touched, column, id_type, None,
                 spec.key,
             )
-        follow_ups.append(LookupFollowUp(sources[name], spec, late_rows))
+        follow_ups.append(LookupFollowUp(sources[name], spec, late_rows, new_owners))
     return follow_ups
 
 
-def move_looked_up_rows(
-    spark: SparkSession, catalog: Catalog, follow_up: LookupFollowUp, touched: DataFrame,
-) -> int:
+def move_looked_up_rows(spark: SparkSession, catalog: Catalog, follow_up: LookupFollowUp) -> int:
     """Move the looked-up rows of ids that got another first owner (rows_to_reattribute) to
-    that owner; no MERGE, no commit when there are none (the usual case)."""
+    that owner; no read of the table when no id of its kind changed owner (the usual case),
+    no MERGE and no commit when no row is to move.
+
+    Runs before the map's MERGE, which is what makes the change visible (owner_changes): a
+    run killed after it finds the changes again when it is re-run, one killed before the map's
+    MERGE finds the rows already moved. Rows the batch re-delivers are in the table already;
+    its new rows and newer versions were looked up with the new owner."""
     spec = follow_up.spec
     assert spec.lookup is not None
     column, id_type = spec.lookup
-    # Read now, after this run's MERGE into the table: its batch's re-deliveries are there.
+    if follow_up.new_owners is None:
+        return 0
+    changes = follow_up.new_owners.where(F.col("id_type") == id_type)
+    if changes.isEmpty():
+        return 0
     moves = rows_to_reattribute(
-        catalog.read(spark, follow_up.table), touched, column, id_type, spec.key
+        catalog.read(spark, follow_up.table), changes, column, id_type, spec.key
     ).persist()
     try:
         low, high = moves.agg(F.min(spec.key[0]), F.max(spec.key[0])).first()
@@ -394,6 +409,8 @@ def commit(
     for spec in migrate:
         io.add_boolean_column(spark, catalog.path(f"silver.{spec.table}"), KEY_LOOKED_UP,
                               true_where=f"`{ANONYMITY_PARTITION}`")
+    for follow_up in follow_ups:
+        follow_up.moved = move_looked_up_rows(spark, catalog, follow_up)
     if touched is not None:
         io.ensure_table(spark, catalog, IDENTITY, IDENTITY_SCHEMA)
         merge_identity(spark, catalog.path(IDENTITY), touched)
@@ -449,8 +466,6 @@ def commit(
                 scope=io.KeyScope(fill.spec.key[0], None, None, or_flag=flag),
             )
             fill.attributed = merged["updated"]
-        assert touched is not None  # follow-ups exist only when this run links ids
-        fill.moved = move_looked_up_rows(spark, catalog, fill, touched)
     # One MERGE for the quarantine rows of every source (fewer commits than one per source).
     quarantine_df = reduce(DataFrame.unionByName, [p.quarantine_df for p in plans.values()])
     io.merge_insert_only(spark, catalog.path(QUARANTINE), quarantine_df, QUARANTINE_KEY)
