@@ -83,23 +83,31 @@ def identity_links(clean: Mapping[str, DataFrame]) -> DataFrame | None:
     )
 
 
-def resolve_identity(links_df: DataFrame, existing_map_df: DataFrame | None) -> DataFrame:
+# resolve_identity(keep_previous=True): the customer_key the map held for the id before the run.
+PREVIOUS_KEY = "_previous_key"
+
+
+def resolve_identity(
+    links_df: DataFrame, existing_map_df: DataFrame | None, keep_previous: bool = False,
+) -> DataFrame:
     """Rows of the identity map for every identifier sighted in ``links_df``, combined with
-    what the map already holds for them (see the module docstring for the rule)."""
+    what the map already holds for them (see the module docstring for the rule); with
+    ``keep_previous``, also the key the map held (PREVIOUS_KEY, null for a new id)."""
     sighted = links_df.groupBy("id_type", "id_value", "customer_key").agg(
         F.min("seen").alias("first_seen"), F.max("seen").alias("last_seen")
-    )
+    ).withColumn("_from_map", F.lit(False))
     candidates = sighted
     if existing_map_df is not None:
         known = existing_map_df.join(
             sighted.select("id_type", "id_value").distinct(), ["id_type", "id_value"], how="inner"
-        )
+        ).withColumn("_from_map", F.lit(True))
         candidates = sighted.unionByName(known.select(*sighted.columns))
     return candidates.groupBy("id_type", "id_value").agg(
         F.min_by("customer_key", F.struct("first_seen", "customer_key")).alias("customer_key"),
         F.min("first_seen").alias("first_seen"),
         F.max("last_seen").alias("last_seen"),
-    ).select(*IDENTITY_SCHEMA.fieldNames())
+        F.max(F.when(F.col("_from_map"), F.col("customer_key"))).alias(PREVIOUS_KEY),
+    ).select(*IDENTITY_SCHEMA.fieldNames(), *([PREVIOUS_KEY] if keep_previous else []))
 
 
 def identity_view(touched_df: DataFrame, existing_map_df: DataFrame | None) -> DataFrame:
@@ -174,18 +182,13 @@ def rows_to_reresolve(
     )
 
 
-def owner_changes(touched_df: DataFrame, existing_map_df: DataFrame) -> DataFrame:
+def owner_changes(resolved_df: DataFrame) -> DataFrame:
     """(id_type, id_value, customer_key) of the ids this run gives another customer than the
-    map holds: a late sighting earlier than the first one (first seen wins). Read before this
-    run's MERGE of the map, which makes them the map's."""
-    previous = existing_map_df.select(
-        "id_type", "id_value", F.col("customer_key").alias("_previous_key")
-    )
-    return (
-        touched_df.join(previous, ["id_type", "id_value"], how="inner")
-        .where(F.col("customer_key") != F.col("_previous_key"))
-        .select("id_type", "id_value", "customer_key")
-    )
+    map held (``resolved_df``: resolve_identity with keep_previous): a late sighting earlier
+    than the first one (first seen wins)."""
+    return resolved_df.where(
+        F.col(PREVIOUS_KEY).isNotNull() & (F.col("customer_key") != F.col(PREVIOUS_KEY))
+    ).select("id_type", "id_value", "customer_key")
 
 
 def rows_to_reattribute(

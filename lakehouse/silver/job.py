@@ -290,15 +290,17 @@ def build_outputs(
 ) -> tuple[DataFrame | None, DataFrame | None]:
     """Identity update and the projected, schema-checked frames of every table (no writes).
 
-    Returns the identity rows to MERGE (schema-checked) and the cached frame behind them.
+    Returns the identity rows to MERGE (schema-checked) and the cached frame behind them
+    (which also holds each id's key before the run).
     """
     existing_map = catalog.read(spark, IDENTITY) if catalog.exists(spark, IDENTITY) else None
     links = identity_links({n: p.clean for n, p in plans.items()})
     touched = cached = view = None
     if links is not None:
-        cached = resolve_identity(links, existing_map).persist()
-        touched = cached
-        view = identity_view(cached, existing_map)
+        # Cached with the key each id had before the run (owner_changes reads it).
+        cached = resolve_identity(links, existing_map, keep_previous=True).persist()
+        touched = cached.select(*IDENTITY_SCHEMA.fieldNames())
+        view = identity_view(touched, existing_map)
     elif existing_map is not None:
         view = existing_map
     quarantine_schema = io.table_schema(spark, catalog, QUARANTINE)
@@ -337,18 +339,16 @@ def build_outputs(
 def lookup_follow_ups(
     spark: SparkSession, catalog: Catalog, sources: Mapping[str, SourceSpec],
     specs: Mapping[str, TableSpec], plans: Mapping[str, SourcePlan], touched: DataFrame | None,
+    new_owners: DataFrame | None,
 ) -> list[LookupFollowUp]:
     """Every existing lookup table, when this run links ids: in the tables of sources without
     a plan, the old anonymous rows the new links attribute. The links of an id can come from
     another source (a handle from the CRM): without this, those rows waited for their own
     source's next delivery, and an incremental lake differed from a full run over the same
-    files. And the ids whose owner this run changes (their rows are found at commit)."""
+    files. And ``new_owners``, the ids whose owner this run changes (their rows are found at
+    commit)."""
     if touched is None:
         return []
-    new_owners = (
-        owner_changes(touched, catalog.read(spark, IDENTITY))
-        if catalog.exists(spark, IDENTITY) else None
-    )
     follow_ups = []
     for name, spec in specs.items():
         if spec.lookup is None or not catalog.exists(spark, f"silver.{spec.table}"):
@@ -616,7 +616,8 @@ def run_silver(
         if not plans:
             return ["silver: nothing new in bronze since the last run"]
         touched, cached = build_outputs(spark, catalog, plans, run_id)
-        follow_ups = lookup_follow_ups(spark, catalog, sources, specs, plans, touched)
+        follow_ups = lookup_follow_ups(spark, catalog, sources, specs, plans, touched,
+                                       owner_changes(cached) if cached is not None else None)
         metrics = commit(spark, catalog, plans, touched, run_id, follow_ups,
                          migrate=tables_to_migrate(spark, catalog, specs))
         if touched is not None:
