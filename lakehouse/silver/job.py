@@ -28,7 +28,6 @@ from typing import Any
 
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
-from pyspark.sql.types import StructType
 
 from lakehouse.catalog import Catalog
 from lakehouse.config import Config
@@ -250,15 +249,6 @@ def read_silver_table(spark: SparkSession, catalog: Catalog, spec: TableSpec) ->
     return df
 
 
-def silver_table_schema(
-    spark: SparkSession, catalog: Catalog, spec: TableSpec
-) -> StructType | None:
-    """read_silver_table's schema; None when the table does not exist yet."""
-    if not catalog.exists(spark, f"silver.{spec.table}"):
-        return None
-    return read_silver_table(spark, catalog, spec).schema
-
-
 def tables_to_migrate(
     spark: SparkSession, catalog: Catalog, specs: Mapping[str, TableSpec],
 ) -> list[TableSpec]:
@@ -310,13 +300,15 @@ def build_outputs(
         if plan.spec.lookup and view is not None:
             column, id_type = plan.spec.lookup
             latest = with_resolved_customer(latest, view, column, id_type)
-        existing = silver_table_schema(spark, catalog, plan.spec)
+        # Read once: its schema checks the batch, its rows are re-resolved.
+        table_df = (read_silver_table(spark, catalog, plan.spec)
+                    if catalog.exists(spark, plan.table) else None)
+        existing = table_df.schema if table_df is not None else None
         silver_df = io.align_to_table(plan.spec.project(latest, run_id), existing, plan.table)
-        if plan.spec.lookup and touched is not None and existing is not None:
+        if plan.spec.lookup and touched is not None and table_df is not None:
             column, id_type = plan.spec.lookup
             silver_df = silver_df.unionByName(
-                rows_to_reresolve(read_silver_table(spark, catalog, plan.spec), touched,
-                                  column, id_type, silver_df, plan.spec.key)
+                rows_to_reresolve(table_df, touched, column, id_type, silver_df, plan.spec.key)
             )
             plan.reresolves = True
         plan.silver_df = silver_df
