@@ -42,18 +42,21 @@ DAY1 = {
                     _event("e2", "2026-01-01T12:00:00Z", "K", "C1"),
                     _event("f1", "2026-01-01T10:00:00Z", "K2")],
     "iot_readings": [_reading("r1", "2026-01-01T10:00:00Z", "D"),
-                     _reading("r2", "2026-01-01T12:00:00Z", "D", "C1")],
+                     _reading("r2", "2026-01-01T12:00:00Z", "D", "C1"),
+                     _reading("q1", "2026-01-01T10:00:00Z", "D2")],
 }
 DAY2 = {
     "clickstream": [_event("e3", "2026-01-01T09:00:00Z", "K", "C2"),
                     _event("f2", "2026-01-02T10:00:00Z", "K2", "C3")],
-    "iot_readings": [_reading("r3", "2026-01-01T09:00:00Z", "D", "C2")],
+    "iot_readings": [_reading("r3", "2026-01-01T09:00:00Z", "D", "C2"),
+                     _reading("q2", "2026-01-02T10:00:00Z", "D2", "C3")],
 }
 # What one run over both days gives: looked-up rows with the first owner, named rows with
 # the customer they name.
 EXPECTED_EVENTS = {"e1": ("C2", True), "e2": ("C1", False), "e3": ("C2", False),
                    "f1": ("C3", True), "f2": ("C3", False)}
-EXPECTED_READINGS = {"r1": ("C2", True), "r2": ("C1", False), "r3": ("C2", False)}
+EXPECTED_READINGS = {"r1": ("C2", True), "r2": ("C1", False), "r3": ("C2", False),
+                     "q1": ("C3", True), "q2": ("C3", False)}
 
 
 def _deliver(config, day: str, deliveries: dict[str, list[dict]]) -> None:
@@ -116,16 +119,20 @@ def test_an_earlier_sighting_delivered_late_moves_looked_up_rows_to_the_first_ow
 
 def test_a_lookup_table_written_before_the_flag_existed_gains_it(spark, tmp_path):
     """Silver adds _key_looked_up to an older table: true in the anonymous partition (every
-    key there is still to be looked up), not known (null) for the rows already attributed."""
+    key there is still to be looked up), not known (null) for the rows already attributed.
+    silver.iot_readings is left as a migration killed between its two commits leaves it
+    (the column there, null everywhere): its anonymous row still gets true when attributed."""
     config = load_config("local", overrides={"data_dir": str(tmp_path / "old")})
     _deliver(config, "2026-01-01", DAY1)
     _load(spark, config, "1")
     catalog = Catalog(config)
     for table in ("silver.events", "silver.iot_readings"):
         old = catalog.read(spark, table).drop("_key_looked_up")
+        if table == "silver.iot_readings":
+            old = old.withColumn("_key_looked_up", F.lit(None).cast("boolean"))
         old.write.format("delta").mode("overwrite").option("overwriteSchema", "true") \
             .partitionBy("_anonymous").save(catalog.path(table))
-        assert "_key_looked_up" not in catalog.read(spark, table).columns
+    assert "_key_looked_up" not in catalog.read(spark, "silver.events").columns
     _deliver(config, "2026-01-02", DAY2)
 
     _load(spark, config, "2")
@@ -137,6 +144,37 @@ def test_a_lookup_table_written_before_the_flag_existed_gains_it(spark, tmp_path
     assert events["e1"] == ("C1", None)
     assert events["e3"] == ("C2", False)
     readings = _keys(spark, config, "silver.iot_readings", "reading_id")
-    assert readings == {"r1": ("C1", None), "r2": ("C1", None), "r3": ("C2", False)}
+    assert readings == {"r1": ("C1", None), "r2": ("C1", None), "r3": ("C2", False),
+                        "q1": ("C3", True), "q2": ("C3", False)}
     assert catalog.read(spark, "silver.events").where(F.col("_key_looked_up").isNull()) \
         .count() == 2  # e1 and e2
+
+
+def test_the_flag_added_to_an_older_table_is_true_where_the_key_was_surely_looked_up(
+    spark, tmp_path
+):
+    """What commit's migration writes, and what phase 1 reads before it (read_silver_table):
+    events, which may name their customer, are known to be looked up only in the anonymous
+    partition; a social post never names its customer, so every post's key was looked up."""
+    from lakehouse.silver import io
+    from lakehouse.silver.job import read_silver_table, surely_looked_up
+    from lakehouse.silver.transforms import TABLES
+
+    config = load_config("local", overrides={"data_dir": str(tmp_path / "flag")})
+    catalog = Catalog(config)
+    rows = [("a", None, True), ("b", C1, False)]
+    expected = {"clickstream": {"a": True, "b": None}, "social_posts": {"a": True, "b": True}}
+    for source, flags in expected.items():
+        spec = TABLES[source]
+        key = spec.key[0]
+        spark.createDataFrame(rows, f"{key} string, customer_key string, _anonymous boolean") \
+            .write.format("delta").partitionBy("_anonymous") \
+            .save(catalog.path(f"silver.{spec.table}"))
+
+        seen = read_silver_table(spark, catalog, spec)
+        io.add_boolean_column(spark, catalog.path(f"silver.{spec.table}"), "_key_looked_up",
+                              true_where=surely_looked_up(spec))
+        written = catalog.read(spark, f"silver.{spec.table}")
+
+        for df in (seen, written):
+            assert {r[key]: r["_key_looked_up"] for r in df.collect()} == flags, source

@@ -170,6 +170,9 @@ def rows_to_reresolve(
         # The same rows, said in a way that reads only the anonymous partition's files.
         waiting = waiting.where(F.col(ANONYMITY_PARTITION))
         filled[ANONYMITY_PARTITION] = F.lit(False)
+    if KEY_LOOKED_UP in table_df.columns:
+        # Null in a table that gained the column after the row was written (io.add_boolean_column).
+        filled[KEY_LOOKED_UP] = F.lit(True)
     filled_rows = (
         waiting.join(newly, waiting[column] == newly["_newly_value"], how="inner")
         .withColumns(filled)

@@ -389,7 +389,9 @@ def update_matched(
     return counts["updated"]
 
 
-def add_boolean_column(spark: SparkSession, path: str, column: str, true_where: str) -> None:
+def add_boolean_column(
+    spark: SparkSession, path: str, column: str, true_where: Column
+) -> None:
     """Add ``column`` to a table written before it existed: true where ``true_where`` holds,
     null (not known) elsewhere. Two commits; a crash between them leaves those rows null."""
     from delta.tables import DeltaTable

@@ -28,6 +28,7 @@ from typing import Any
 
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from lakehouse.catalog import Catalog
 from lakehouse.config import Config
@@ -239,24 +240,32 @@ class LookupFollowUp:
         return f"silver.{self.spec.table}"
 
 
+def surely_looked_up(spec: TableSpec) -> Column:
+    """Rows of a lookup table written before KEY_LOOKED_UP existed whose key is known to come
+    from the map: those of the anonymous partition (every key there is still to be looked up),
+    or all of them where no record names its customer (social posts)."""
+    return F.col(ANONYMITY_PARTITION) if spec.record_names_customer else F.lit(True)
+
+
 def read_silver_table(spark: SparkSession, catalog: Catalog, spec: TableSpec) -> DataFrame:
     """A silver table with the columns this version writes: a lookup table written before
-    KEY_LOOKED_UP existed shows it as commit's migration sets it (true in the anonymous
-    partition, where every key is still to be looked up; elsewhere not known)."""
+    KEY_LOOKED_UP existed shows it as commit's migration sets it (true where surely_looked_up,
+    elsewhere not known)."""
     df = catalog.read(spark, f"silver.{spec.table}")
     if spec.lookup and KEY_LOOKED_UP not in df.columns:
-        df = df.withColumn(KEY_LOOKED_UP, F.when(F.col(ANONYMITY_PARTITION), F.lit(True)))
+        df = df.withColumn(KEY_LOOKED_UP, F.when(surely_looked_up(spec), F.lit(True)))
     return df
 
 
 def tables_to_migrate(
-    spark: SparkSession, catalog: Catalog, specs: Mapping[str, TableSpec],
+    specs: Mapping[str, TableSpec], schemas: Mapping[str, T.StructType | None],
 ) -> list[TableSpec]:
-    """Lookup tables written before KEY_LOOKED_UP existed (commit adds the column)."""
+    """Lookup tables written before KEY_LOOKED_UP existed (commit adds the column), from the
+    schemas check_declared_types read (source name -> its silver table's, None: no table)."""
     return [
-        spec for spec in specs.values()
-        if spec.lookup and catalog.exists(spark, f"silver.{spec.table}")
-        and KEY_LOOKED_UP not in catalog.read(spark, f"silver.{spec.table}").columns
+        spec for name, spec in specs.items()
+        if spec.lookup and schemas.get(name) is not None
+        and KEY_LOOKED_UP not in schemas[name].fieldNames()
     ]
 
 
@@ -399,8 +408,10 @@ def commit(
 ) -> list[tuple]:
     """Write everything prepared; returns the dq metric rows (written last but one)."""
     for spec in migrate:
+        # Killed between its two commits, the column stays null where it should be true: an
+        # anonymous row still gets true when its key is filled in (TableSpec.filled_with).
         io.add_boolean_column(spark, catalog.path(f"silver.{spec.table}"), KEY_LOOKED_UP,
-                              true_where=f"`{ANONYMITY_PARTITION}`")
+                              true_where=surely_looked_up(spec))
     for follow_up in follow_ups:
         follow_up.moved = move_looked_up_rows(spark, catalog, follow_up)
     if touched is not None:
@@ -417,8 +428,9 @@ def commit(
                         plan.spec.partition_by)
         merged = io.merge_newer(spark, catalog.path(plan.table), plan.silver_df, plan.spec.key,
                                 src.event_time, "customer_key" if plan.spec.lookup else None,
-                                # The anonymity flag (the partition) follows customer_key.
-                                filled_with=plan.spec.partition_by, scope=key_scope(plan))
+                                # The anonymity flag (the partition) and KEY_LOOKED_UP
+                                # follow customer_key.
+                                filled_with=plan.spec.filled_with, scope=key_scope(plan))
         if plan.pii_df is not None:
             io.ensure_table(spark, catalog, PII_TABLE, plan.pii_df.schema)
             io.merge_newer(spark, catalog.path(PII_TABLE), plan.pii_df, ("customer_key",),
@@ -454,7 +466,7 @@ def commit(
             flag = fill.spec.partition_by[0] if fill.spec.partition_by else None
             merged = io.merge_newer(
                 spark, catalog.path(fill.table), fill.late_rows, fill.spec.key,
-                fill.source.event_time, "customer_key", filled_with=fill.spec.partition_by,
+                fill.source.event_time, "customer_key", filled_with=fill.spec.filled_with,
                 scope=io.KeyScope(fill.spec.key[0], None, None, or_flag=flag),
             )
             fill.attributed = merged["updated"]
@@ -545,16 +557,18 @@ STORED_TYPES = {"string": "string", "int": "int", "long": "bigint", "double": "d
 def check_declared_types(
     spark: SparkSession, catalog: Catalog, sources: Mapping[str, SourceSpec],
     specs: Mapping[str, TableSpec],
-) -> None:
+) -> dict[str, T.StructType | None]:
     """Every declared column has the type its silver table holds, before anything is read.
+    Returns the schema of each source's silver table (None: not there yet).
 
     A changed declaration cannot be applied safely either way: narrower (double -> int) it
     quarantines the values that no longer convert ('19.99') while the table quietly widens
     the rest back, and as text it meets rules written for numbers inside Spark.
     """
+    schemas: dict[str, T.StructType | None] = {}
     for name, source in sources.items():
         table = f"silver.{specs[name].table}"
-        existing = io.table_schema(spark, catalog, table)
+        existing = schemas[name] = io.table_schema(spark, catalog, table)
         if existing is None:
             continue
         held = {f.name: f.dataType.simpleString() for f in existing.fields}
@@ -566,6 +580,7 @@ def check_declared_types(
                     f"be applied safely; nothing was committed (revert the declaration or "
                     f"migrate the table deliberately)"
                 )
+    return schemas
 
 
 def check_silver_config(config: Config) -> None:
@@ -592,7 +607,7 @@ def run_silver(
     key = lake_pseudonym_key(spark, config, catalog)
     ref = load_reference(config)
     # Types before rules: a rule may be written for the type the table holds.
-    check_declared_types(spark, catalog, sources, table_specs(sources))
+    schemas = check_declared_types(spark, catalog, sources, table_specs(sources))
     specs, rules = silver_rules(spark, config, sources)
     progress = io.read_progress(spark, catalog, STAGE)
     producer = producers(specs)
@@ -611,7 +626,7 @@ def run_silver(
         follow_ups = lookup_follow_ups(spark, catalog, sources, specs, plans, touched,
                                        owner_changes(cached) if cached is not None else None)
         metrics = commit(spark, catalog, plans, touched, run_id, follow_ups,
-                         migrate=tables_to_migrate(spark, catalog, specs))
+                         migrate=tables_to_migrate(specs, schemas))
         if touched is not None:
             record_key_check(spark, catalog, key)
         io.write_progress(

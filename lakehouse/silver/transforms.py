@@ -249,11 +249,20 @@ class TableSpec:
     project: Callable[[DataFrame, str], DataFrame]
     # An id resolved through silver.identity_map when the record does not name its customer.
     lookup: tuple[str, str] | None = None  # (column, id_type)
+    # False where no record names its customer (a post names a handle): every key is looked up.
+    record_names_customer: bool = True
 
     @property
     def partition_by(self) -> tuple[str, ...]:
         """Partition columns of the table: the anonymity flag where customer_key is looked up."""
         return (ANONYMITY_PARTITION,) if self.lookup else ()
+
+    @property
+    def filled_with(self) -> tuple[str, ...]:
+        """Columns that follow customer_key when a MERGE fills it in (see io.merge_newer):
+        the anonymity flag, and KEY_LOOKED_UP, since a filled-in key is always a looked-up one
+        (so a row written before that column existed gets it when its key is found)."""
+        return (ANONYMITY_PARTITION, KEY_LOOKED_UP) if self.lookup else ()
 
 
 TABLES: dict[str, TableSpec] = {
@@ -280,7 +289,7 @@ TABLES: dict[str, TableSpec] = {
             with_handle_pseudonym(df, key).withColumn("customer_key", F.lit(None).cast("string")),
             ref,
         ),
-        to_social_posts, ("handle_pseudonym", "handle"),
+        to_social_posts, ("handle_pseudonym", "handle"), record_names_customer=False,
     ),
     "iot_readings": TableSpec(
         "iot_readings", ("reading_id",), ("customer_key",),
