@@ -74,6 +74,9 @@ class BronzeResult:
     ignored_files: tuple[str, ...] = ()
     # Files named as a delivery that cannot be read (a link to a file that is not there).
     unreadable_files: tuple[str, ...] = ()
+    # Files this run landed of which no line parsed (another format or other columns, most
+    # likely): kept whole like every malformed line, and silver quarantines them all.
+    unparsed_files: tuple[str, ...] = ()
     # Rows of erased people (audit.erasure_suppression) not landed, and the raw files whose
     # lines could not be removed (an object store; a line Spark decoded differently).
     suppressed_rows: int = 0
@@ -399,16 +402,24 @@ def summarize(
     after = catalog.current_version(spark, name)
     if after is None:
         return BronzeResult(source.name, 0, 0, 0, None, seconds)
-    added = bad = 0
+    per_file: list = []
     first_new = 0 if before is None else before + 1
     if first_new <= after:
-        counts = catalog.read_inserts(spark, name, first_new, after).agg(
+        # Per file (a run lands a few files): the totals, and the files of which no line parsed.
+        per_file = catalog.read_inserts(spark, name, first_new, after).groupBy(
+            "_source_file"
+        ).agg(
             F.count(F.lit(1)).alias("rows"),
             F.coalesce(F.sum(F.col("_is_malformed").cast("long")), F.lit(0)).alias("bad"),
-        ).first()
-        added, bad = counts["rows"], counts["bad"]
+        ).collect()
     total = catalog.read(spark, name).count()
-    return BronzeResult(source.name, added, bad, total, after, seconds)
+    unparsed = tuple(sorted(
+        Path(file_uri_path(r["_source_file"]) or r["_source_file"]).name
+        for r in per_file if r["_source_file"] is not None and r["bad"] == r["rows"]
+    ))
+    return BronzeResult(source.name, sum(r["rows"] for r in per_file),
+                        sum(r["bad"] for r in per_file), total, after, seconds,
+                        unparsed_files=unparsed)
 
 
 # A gzip file whose content would expand more than this many times, to more than the floor,
@@ -499,31 +510,26 @@ def spark_gzip_trailers(spark: SparkSession, raw_path: str) -> list[tuple[str, i
     )
 
 
-def ignored_files(raw_path: str, source: SourceSpec) -> tuple[str, ...]:
-    """Names of the files of a local raw folder that bronze does not read, sorted.
-
-    A delivery named '.CSV' or '.txt' would otherwise be skipped without a word. Object-store
-    folders are not listed (the file source alone decides there)."""
+def unread_files(raw_path: str, source: SourceSpec) -> dict[str, tuple[str, ...]]:
+    """Files of a local raw folder that Spark's file source would skip without a word, by
+    BronzeResult field, names sorted: ``ignored_files``, those bronze does not read (a delivery
+    named '.CSV' or '.txt'), and ``unreadable_files``, deliveries that cannot be read (a
+    symbolic link whose file is gone). Object-store folders are not listed (the file source
+    alone decides there)."""
     folder = local_path(raw_path)
     if not is_local_location(raw_path) or not folder.is_dir():
-        return ()
-    return tuple(sorted(
-        p.name for p in folder.iterdir()
-        if p.is_file() and not p.name.startswith((".", "_")) and not source.takes_file(p.name)
-    ))
-
-
-def unreadable_files(raw_path: str, source: SourceSpec) -> tuple[str, ...]:
-    """Names of a local raw folder's deliveries that cannot be read, sorted: a symbolic link
-    whose file is gone is skipped by Spark's file source without a word, like a file bronze
-    does not read (ignored_files)."""
-    folder = local_path(raw_path)
-    if not is_local_location(raw_path) or not folder.is_dir():
-        return ()
-    return tuple(sorted(
-        p.name for p in folder.iterdir()
-        if source.takes_file(p.name) and p.is_symlink() and not p.exists()
-    ))
+        return {}
+    files = list(folder.iterdir())
+    return {
+        "ignored_files": tuple(sorted(
+            p.name for p in files
+            if p.is_file() and not p.name.startswith((".", "_")) and not source.takes_file(p.name)
+        )),
+        "unreadable_files": tuple(sorted(
+            p.name for p in files
+            if source.takes_file(p.name) and p.is_symlink() and not p.exists()
+        )),
+    }
 
 
 def raw_folder_exists(raw_path: str) -> bool:
@@ -594,8 +600,7 @@ def run_bronze(
     # A source that has not delivered yet is reported, not an error: the others still land.
     return [
         replace(ingest_source(spark, catalog, s, run_id, suppression),
-                ignored_files=ignored_files(catalog.raw_dir(s.raw_dir), s),
-                unreadable_files=unreadable_files(catalog.raw_dir(s.raw_dir), s))
+                **unread_files(catalog.raw_dir(s.raw_dir), s))
         if s in present
         else BronzeResult(s.name, 0, 0, 0, None, 0.0, "no raw folder yet")
         for s in chosen

@@ -65,16 +65,22 @@ def _bronze(spark: SparkSession, config: Config, ctx: RunContext) -> list[str]:
             f"malformed kept  total {r.rows_total:>11,}  {r.seconds:6.1f}s"
         )
         if r.ignored_files:
-            shown = ", ".join(r.ignored_files[:3]) + (", ..." if len(r.ignored_files) > 3 else "")
             lines.append(
                 f"  bronze.{r.source:<14} ignored {len(r.ignored_files)} file(s) not named "
-                f"{sources[r.source].file_glob}: {shown} (rename to deliver them)"
+                f"{sources[r.source].file_glob}: {_first_names(r.ignored_files)} (rename to "
+                f"deliver them)"
             )
         if r.unreadable_files:
             lines.append(
                 f"  bronze.{r.source:<14} could not read {len(r.unreadable_files)} file(s): "
                 f"{', '.join(r.unreadable_files)} (a link to a file that is not there: deliver "
                 f"the file itself)"
+            )
+        if r.unparsed_files:
+            lines.append(
+                f"  bronze.{r.source:<14} warning: no line of {len(r.unparsed_files)} file(s) "
+                f"parsed: {_first_names(r.unparsed_files)} (another format or other columns "
+                f"than sources.yaml declares? every line is kept and silver quarantines it)"
             )
         if r.suppressed_rows:
             lines.append(
@@ -87,6 +93,10 @@ def _bronze(spark: SparkSession, config: Config, ctx: RunContext) -> list[str]:
     total = sum(r.rows_added for r in results)
     bad = sum(r.malformed_added for r in results)
     return [*lines, f"bronze: {total:,} rows landed, {bad:,} malformed rows kept"]
+
+
+def _first_names(names: tuple[str, ...], shown: int = 3) -> str:
+    return ", ".join(names[:shown]) + (", ..." if len(names) > shown else "")
 
 
 def _silver(spark: SparkSession, config: Config, ctx: RunContext) -> list[str]:

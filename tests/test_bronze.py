@@ -208,11 +208,28 @@ def test_gzip_bomb_is_refused_by_name_before_any_source_lands(spark, config):
                                                          "clickstream": len(CLICKS_DAY1)}
     assert {r.source: r.ignored_files for r in results} == {
         "orders": ("orders_2026-01-03_late.CSV", "orders_2026-01-04.txt"), "clickstream": ()}
+    # Day 1's orders file has a malformed line among good ones: not a file that did not parse.
+    assert [r.unparsed_files for r in results] == [(), ()]
     # A delivery that is a link to a file no longer there: named too, and the rest lands.
     (raw / "orders" / "orders_2026-01-05.csv").symlink_to(raw / "orders" / "gone.csv")
     results = run_bronze(spark, config, load_sources(config), "r", only=["orders"])
     assert [(r.source, r.unreadable_files) for r in results] == [
         ("orders", ("orders_2026-01-05.csv",))]
+    (raw / "orders" / "orders_2026-01-05.csv").unlink()
+    # A file in another format (JSON lines named .csv): every line lands, kept as malformed,
+    # and the stage's summary says that no line of it parsed.
+    from lakehouse.pipeline import RunContext, _bronze
+
+    (raw / "orders" / "orders_2026-01-06.csv").write_text(
+        "\n".join(json.dumps({"order_id": f"O{i}", "amount": 1.5}) for i in (7, 8)) + "\n"
+    )
+    lines = _bronze(spark, config, RunContext(run_id="r"))
+    orders = [line for line in lines if line.startswith("  bronze.orders ")]
+    assert orders[0].split()[1:4] == ["+", "2", "rows"], orders[0]
+    assert ("  bronze.orders         warning: no line of 1 file(s) parsed: orders_2026-01-06.csv "
+            "(another format or other columns than sources.yaml declares? every line is kept "
+            "and silver quarantines it)") in orders, lines
+    assert not any("warning" in line for line in lines if "orders" not in line)
 
 
 def test_a_moved_lake_is_refused_by_name_before_any_source_lands(spark, xs_lake, tmp_path):
