@@ -224,14 +224,13 @@ class LookupFollowUp:
 
     ``late_rows``: where the table's source brought nothing new this run, its old anonymous
     rows whose id became known in it (the posts of a handle that reaches the CRM only after
-    them, say). ``new_owners``: the ids this run gives another customer (owner_changes);
-    ``moved``: the table's looked-up rows of those ids, moved to their new owner.
+    them, say). ``moved``: the table's looked-up rows of ids this run gives another customer,
+    moved to their new owner.
     """
 
     source: SourceSpec
     spec: TableSpec
     late_rows: DataFrame | None = None
-    new_owners: DataFrame | None = None
     attributed: int = 0
     moved: int = 0
 
@@ -340,19 +339,19 @@ def build_outputs(
 def lookup_follow_ups(
     spark: SparkSession, catalog: Catalog, sources: Mapping[str, SourceSpec],
     specs: Mapping[str, TableSpec], plans: Mapping[str, SourcePlan], touched: DataFrame | None,
-    new_owners: DataFrame | None,
+    schemas: Mapping[str, T.StructType | None],
 ) -> list[LookupFollowUp]:
-    """Every existing lookup table, when this run links ids: in the tables of sources without
-    a plan, the old anonymous rows the new links attribute. The links of an id can come from
-    another source (a handle from the CRM): without this, those rows waited for their own
-    source's next delivery, and an incremental lake differed from a full run over the same
-    files. And ``new_owners``, the ids whose owner this run changes (their rows are found at
-    commit)."""
+    """Every existing lookup table (``schemas``: check_declared_types'), when this run links
+    ids: in the tables of sources without a plan, the old anonymous rows the new links
+    attribute. The links of an id can come from another source (a handle from the CRM):
+    without this, those rows waited for their own source's next delivery, and an incremental
+    lake differed from a full run over the same files. The rows of ids whose owner this run
+    changes are found at commit (move_looked_up_rows)."""
     if touched is None:
         return []
     follow_ups = []
     for name, spec in specs.items():
-        if spec.lookup is None or not catalog.exists(spark, f"silver.{spec.table}"):
+        if spec.lookup is None or schemas.get(name) is None:
             continue
         late_rows = None
         if name not in plans:
@@ -361,14 +360,16 @@ def lookup_follow_ups(
                 read_silver_table(spark, catalog, spec), touched, column, id_type, None,
                 spec.key,
             )
-        follow_ups.append(LookupFollowUp(sources[name], spec, late_rows, new_owners))
+        follow_ups.append(LookupFollowUp(sources[name], spec, late_rows))
     return follow_ups
 
 
-def move_looked_up_rows(spark: SparkSession, catalog: Catalog, follow_up: LookupFollowUp) -> int:
-    """Move the looked-up rows of ids that got another first owner (rows_to_reattribute) to
-    that owner; no read of the table when no id of its kind changed owner (the usual case),
-    no MERGE and no commit when no row is to move.
+def move_looked_up_rows(
+    spark: SparkSession, catalog: Catalog, follow_up: LookupFollowUp, new_owners: DataFrame,
+) -> int:
+    """Move the looked-up rows of ids that got another first owner (``new_owners``:
+    owner_changes; rows_to_reattribute) to that owner; no read of the table when no id of its
+    kind changed owner (the usual case), no MERGE and no commit when no row is to move.
 
     Runs before the map's MERGE, which is what makes the change visible (owner_changes): a
     run killed after it finds the changes again when it is re-run, one killed before the map's
@@ -377,9 +378,7 @@ def move_looked_up_rows(spark: SparkSession, catalog: Catalog, follow_up: Lookup
     spec = follow_up.spec
     assert spec.lookup is not None
     column, id_type = spec.lookup
-    if follow_up.new_owners is None:
-        return 0
-    changes = follow_up.new_owners.where(F.col("id_type") == id_type)
+    changes = new_owners.where(F.col("id_type") == id_type)
     if changes.isEmpty():
         return 0
     moves = rows_to_reattribute(
@@ -404,16 +403,17 @@ def move_looked_up_rows(spark: SparkSession, catalog: Catalog, follow_up: Lookup
 def commit(
     spark: SparkSession, catalog: Catalog, plans: Mapping[str, SourcePlan],
     touched: DataFrame | None, run_id: str, follow_ups: Sequence[LookupFollowUp] = (),
-    migrate: Sequence[TableSpec] = (),
+    migrate: Sequence[TableSpec] = (), new_owners: DataFrame | None = None,
 ) -> list[tuple]:
-    """Write everything prepared; returns the dq metric rows (written last but one)."""
+    """Write everything prepared; returns the dq metric rows (written last but one).
+    ``new_owners``: the ids this run gives another customer (owner_changes)."""
     for spec in migrate:
         # Killed between its two commits, the column stays null where it should be true: an
         # anonymous row still gets true when its key is filled in (TableSpec.filled_with).
         io.add_boolean_column(spark, catalog.path(f"silver.{spec.table}"), KEY_LOOKED_UP,
                               true_where=surely_looked_up(spec))
-    for follow_up in follow_ups:
-        follow_up.moved = move_looked_up_rows(spark, catalog, follow_up)
+    for follow_up in follow_ups if new_owners is not None else ():
+        follow_up.moved = move_looked_up_rows(spark, catalog, follow_up, new_owners)
     if touched is not None:
         io.ensure_table(spark, catalog, IDENTITY, IDENTITY_SCHEMA)
         merge_identity(spark, catalog.path(IDENTITY), touched)
@@ -623,10 +623,10 @@ def run_silver(
         if not plans:
             return ["silver: nothing new in bronze since the last run"]
         touched, cached = build_outputs(spark, catalog, plans, run_id)
-        follow_ups = lookup_follow_ups(spark, catalog, sources, specs, plans, touched,
-                                       owner_changes(cached) if cached is not None else None)
+        follow_ups = lookup_follow_ups(spark, catalog, sources, specs, plans, touched, schemas)
         metrics = commit(spark, catalog, plans, touched, run_id, follow_ups,
-                         migrate=tables_to_migrate(specs, schemas))
+                         migrate=tables_to_migrate(specs, schemas),
+                         new_owners=owner_changes(cached) if cached is not None else None)
         if touched is not None:
             record_key_check(spark, catalog, key)
         io.write_progress(
