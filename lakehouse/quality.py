@@ -140,19 +140,27 @@ def load_quality(
 def check_patterns(spark: SparkSession, rules: Mapping[str, SourceRules], where: str) -> None:
     """Every regex rule's pattern compiles as Spark's (Java) regular expression, else one
     ConfigError naming the rule: a bad pattern would otherwise fail inside the silver run with
-    the JVM's message and no rule named. One constant expression per pattern (no data read)."""
-    for source, source_rules in rules.items():
-        for rule in source_rules.rules:
-            if rule.kind != "regex":
-                continue
-            pattern = rule.params["pattern"]
-            try:
-                spark.range(1).select(F.lit("").rlike(whole_match(pattern))).collect()
-            except Exception:  # noqa: BLE001 - Spark's error for a bad pattern varies
-                raise ConfigError(
-                    f"{where}: {source} rule '{rule.name}': pattern '{pattern}' is not a valid "
-                    f"Java regular expression{_python_regex_hint(pattern)}"
-                ) from None
+    the JVM's message and no rule named. One constant expression per pattern (no data read),
+    all in one Spark job; only when that fails, one job per pattern finds the rule to name."""
+    regex_rules = [(source, rule) for source, source_rules in rules.items()
+                   for rule in source_rules.rules if rule.kind == "regex"]
+
+    def compiles(*patterns: str) -> bool:
+        try:
+            spark.range(1).select(*[F.lit("").rlike(whole_match(p)) for p in patterns]).collect()
+        except Exception:  # noqa: BLE001 - Spark's error for a bad pattern varies
+            return False
+        return True
+
+    if not regex_rules or compiles(*[rule.params["pattern"] for _, rule in regex_rules]):
+        return
+    for source, rule in regex_rules:
+        pattern = rule.params["pattern"]
+        if not compiles(pattern):
+            raise ConfigError(
+                f"{where}: {source} rule '{rule.name}': pattern '{pattern}' is not a valid "
+                f"Java regular expression{_python_regex_hint(pattern)}"
+            )
 
 
 def _python_regex_hint(pattern: str) -> str:

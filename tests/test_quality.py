@@ -244,7 +244,10 @@ def test_a_valid_reference_and_dated_range_are_accepted():
 def test_an_invalid_java_pattern_is_named_before_any_data_is_read(spark):
     from lakehouse.quality import check_patterns
 
-    doc = _rules_doc({"kind": "regex", "column": "code", "pattern": "[A-Z", "name": "code_form",
+    # A valid pattern first: the one named is the one that does not compile.
+    doc = _rules_doc({"kind": "regex", "column": "code", "pattern": "[A-Z]+", "name": "fine",
+                      "severity": "warn"},
+                     {"kind": "regex", "column": "code", "pattern": "[A-Z", "name": "code_form",
                       "severity": "warn"})
     rules = parse_quality(doc, {"orders": ORDERS}, {})
     with pytest.raises(ConfigError, match=r"quality.yaml: orders rule 'code_form': pattern "
