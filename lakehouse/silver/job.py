@@ -284,9 +284,11 @@ def _dedup_quarantine(df: DataFrame) -> DataFrame:
 
 
 def build_outputs(
-    spark: SparkSession, catalog: Catalog, plans: Mapping[str, SourcePlan], run_id: str
+    spark: SparkSession, catalog: Catalog, plans: Mapping[str, SourcePlan], run_id: str,
+    schemas: Mapping[str, T.StructType | None],
 ) -> tuple[DataFrame | None, DataFrame | None]:
     """Identity update and the projected, schema-checked frames of every table (no writes).
+    ``schemas``: check_declared_types' (which silver tables exist).
 
     Returns the identity rows to MERGE (schema-checked) and the cached frame behind them
     (which also holds each id's key before the run).
@@ -302,7 +304,7 @@ def build_outputs(
     elif existing_map is not None:
         view = existing_map
     quarantine_schema = io.table_schema(spark, catalog, QUARANTINE)
-    for plan in plans.values():
+    for name, plan in plans.items():
         src = plan.source
         latest = filter_latest_per_key(plan.clean, src.natural_key, src.event_time)
         if plan.spec.lookup and view is not None:
@@ -310,7 +312,7 @@ def build_outputs(
             latest = with_resolved_customer(latest, view, column, id_type)
         # Read once: its schema checks the batch, its rows are re-resolved.
         table_df = (read_silver_table(spark, catalog, plan.spec)
-                    if catalog.exists(spark, plan.table) else None)
+                    if schemas.get(name) is not None else None)
         existing = table_df.schema if table_df is not None else None
         silver_df = io.align_to_table(plan.spec.project(latest, run_id), existing, plan.table)
         if plan.spec.lookup and touched is not None and table_df is not None:
@@ -412,8 +414,9 @@ def commit(
         # anonymous row still gets true when its key is filled in (TableSpec.filled_with).
         io.add_boolean_column(spark, catalog.path(f"silver.{spec.table}"), KEY_LOOKED_UP,
                               true_where=surely_looked_up(spec))
-    for follow_up in follow_ups if new_owners is not None else ():
-        follow_up.moved = move_looked_up_rows(spark, catalog, follow_up, new_owners)
+    if new_owners is not None:
+        for follow_up in follow_ups:
+            follow_up.moved = move_looked_up_rows(spark, catalog, follow_up, new_owners)
     if touched is not None:
         io.ensure_table(spark, catalog, IDENTITY, IDENTITY_SCHEMA)
         merge_identity(spark, catalog.path(IDENTITY), touched)
@@ -622,7 +625,7 @@ def run_silver(
                 plans[name] = plan
         if not plans:
             return ["silver: nothing new in bronze since the last run"]
-        touched, cached = build_outputs(spark, catalog, plans, run_id)
+        touched, cached = build_outputs(spark, catalog, plans, run_id, schemas)
         follow_ups = lookup_follow_ups(spark, catalog, sources, specs, plans, touched, schemas)
         metrics = commit(spark, catalog, plans, touched, run_id, follow_ups,
                          migrate=tables_to_migrate(specs, schemas),
