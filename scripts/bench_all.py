@@ -77,6 +77,14 @@ def _figures(quick: bool) -> list[dict[str, Any]]:
                          f"{inc:.0f} s vs {full:.0f} s ("
                          + ", ".join(f"{k} {v:.0%}" for k, v in stages.items()) + ")",
                          "<= 10%", None if value is None else value <= 0.10, size))
+        floor = pipeline.get("commit_floor") or {}
+        if floor.get("vs_full") is not None:
+            commits = floor["commits"]
+            rows.append(_row("incremental day 31: its Delta commits as if empty / full rebuild",
+                             floor["vs_full"], "ratio",
+                             f"{sum(commits.values())} commits ("
+                             + ", ".join(f"{v} {k}" for k, v in commits.items())
+                             + f"): {floor['seconds']:.0f} s vs {full:.0f} s", "-", None, size))
     attribution = _load(BENCH / "attribution.json")
     runs = attribution.get("path_file_runs") or []
     ours = {r["order"]: r["seconds"] for r in runs if r.get("tool", "").startswith("ours")}

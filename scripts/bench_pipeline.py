@@ -12,6 +12,10 @@ against a full rebuild (issue 3, "Tests and figures").
    pipeline runs again (each stage picks up one day); then all ``days + 1`` days are built into
    a fresh root. Goal: incremental / full <= 10%. Row counts of every silver and gold table
    of the two roots are compared as a consistency check.
+4. The incremental day's floor: the Delta commits it made (read from the logs), each costed as
+   a commit of the same kind that carries almost no data (a MERGE of one row into 100 rows,
+   an overwrite of 100 rows, an append of one row; medians of 7, same session), as a share of
+   the full rebuild. Whatever the work inside them, the day cannot cost less than its commits.
 
 Every timed step runs in ONE shared Spark session, built by ``lakehouse.session.get_spark``
 from the config (the same settings the CLI uses), after a small warm-up: the timings measure
@@ -44,6 +48,7 @@ import pkgutil
 import platform
 import re
 import shutil
+import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -56,7 +61,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pyspark.sql import SparkSession  # noqa: E402
+from pyspark.sql import DataFrame, SparkSession  # noqa: E402
 
 from lakehouse.config import DATA_DIR_ENV, Config, load_config  # noqa: E402
 from lakehouse.generate import SCALES, generate  # noqa: E402
@@ -65,6 +70,8 @@ from lakehouse.session import get_spark  # noqa: E402
 from lakehouse.sources import SourceSpec, load_sources  # noqa: E402
 
 PIPELINE = ("bronze", "silver", "gold")
+FLOOR_KINDS = ("merge", "overwrite", "append")  # commit_kind
+FLOOR_REPEATS = 7
 GOALS = {"pipeline_vs_copy": 3.0, "incremental_vs_full": 0.10}
 DEFAULT_WORK_DIR = Path("/tmp/bench_pipeline")
 DEFAULT_OUTPUT = REPO / "data" / "bench" / "pipeline.json"
@@ -196,9 +203,8 @@ def commit_rows(commit_info: dict[str, Any]) -> int:
     return int(metrics.get("numOutputRows", 0))
 
 
-def table_rows_written(table: Path, before: int) -> int:
-    """Rows written to one Delta table by its commits after version ``before``."""
-    total = 0
+def commit_infos(table: Path, before: int) -> Iterator[dict[str, Any]]:
+    """The commitInfo of each commit of one Delta table after version ``before``."""
     for version in log_versions(table):
         if version <= before:
             continue
@@ -206,8 +212,37 @@ def table_rows_written(table: Path, before: int) -> int:
         for line in log.read_text(encoding="utf-8").splitlines():
             action = json.loads(line)
             if "commitInfo" in action:
-                total += commit_rows(action["commitInfo"])
-    return total
+                yield action["commitInfo"]
+
+
+def table_rows_written(table: Path, before: int) -> int:
+    """Rows written to one Delta table by its commits after version ``before``."""
+    return sum(commit_rows(info) for info in commit_infos(table, before))
+
+
+def lake_versions(root: Path) -> dict[Path, int]:
+    """Latest version of every Delta table of root's lake, every layer (audit included)."""
+    lake = root / "lake"
+    layers = sorted(p for p in lake.iterdir() if p.is_dir()) if lake.is_dir() else []
+    return {t: max(log_versions(t), default=-1) for layer in layers for t in delta_tables(layer)}
+
+
+def commit_kind(commit_info: dict[str, Any]) -> str:
+    """merge (reads the target and rewrites what matches: MERGE, UPDATE, DELETE), overwrite,
+    or append (adds files only; metadata-only commits cost no more)."""
+    if commit_info.get("operation") in ("MERGE", "UPDATE", "DELETE"):
+        return "merge"
+    mode = str((commit_info.get("operationParameters") or {}).get("mode", ""))
+    return "overwrite" if "overwrite" in mode.lower() else "append"
+
+
+def commits_since(root: Path, before: dict[Path, int]) -> dict[str, int]:
+    """Commits of each kind (commit_kind) to root's lake after the ``before`` versions."""
+    kinds = dict.fromkeys(FLOOR_KINDS, 0)
+    for table in lake_versions(root):
+        for info in commit_infos(table, before.get(table, -1)):
+            kinds[commit_kind(info)] += 1
+    return kinds
 
 
 def rows_written(layer_dir: Path, before: dict[str, int]) -> int:
@@ -302,6 +337,51 @@ def warm_up(spark: SparkSession, work_dir: Path) -> None:
     spark.range(1000).write.format("delta").save(str(path / "t"))
     spark.read.format("delta").load(str(path / "t")).count()
     shutil.rmtree(path)
+
+
+def time_empty_commits(spark: SparkSession, work_dir: Path) -> dict[str, float]:
+    """Median seconds of a Delta commit that carries almost no data, per commit_kind: a MERGE
+    of one row into 100, an overwrite of 100 rows, an append of one row. What a commit costs
+    whatever its size (planning, the log, the job), on this machine and in this session."""
+    from delta.tables import DeltaTable
+
+    path = fresh_root(work_dir / "empty_commits")
+    tables = {kind: str(path / kind) for kind in FLOOR_KINDS}
+
+    def rows(count: int, tag: int) -> DataFrame:
+        return spark.range(count).selectExpr(f"concat(cast(id AS string), '-{tag}') AS k",
+                                             "id AS v")
+
+    rows(100, -1).write.format("delta").save(tables["merge"])
+    operations = {
+        "merge": lambda i: DeltaTable.forPath(spark, tables["merge"]).alias("t")
+        .merge(rows(1, i).alias("s"), "t.k = s.k")
+        .whenMatchedUpdateAll().whenNotMatchedInsertAll().execute(),
+        "overwrite": lambda i: rows(100, i).write.format("delta").mode("overwrite")
+        .save(tables["overwrite"]),
+        "append": lambda i: rows(1, i).write.format("delta").mode("append")
+        .save(tables["append"]),
+    }
+    medians = {}
+    for kind, operation in operations.items():
+        operation(-1)  # the first one also creates the table
+        seconds = []
+        for i in range(FLOOR_REPEATS):
+            started = time.perf_counter()
+            operation(i)
+            seconds.append(time.perf_counter() - started)
+        medians[kind] = statistics.median(seconds)
+    shutil.rmtree(path)
+    return medians
+
+
+def commit_floor(commits: dict[str, int], medians: dict[str, float],
+                 full_seconds: float) -> dict[str, Any]:
+    """What the incremental day's commits would cost if none carried any data, and that as a
+    share of the full rebuild: a floor that only fewer commits can lower."""
+    seconds = sum(commits[k] * medians[k] for k in FLOOR_KINDS)
+    return {"commits": commits, "empty_commit_seconds": medians, "seconds": seconds,
+            "vs_full": ratio(seconds, full_seconds)}
 
 
 def table_counts(spark: SparkSession, root: Path) -> dict[str, int]:
@@ -402,6 +482,14 @@ def markdown(steps: list[Step], figures: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def floor_line(floor: dict[str, Any]) -> str:
+    commits, medians = floor["commits"], floor["empty_commit_seconds"]
+    parts = ", ".join(f"{commits[k]} {k} x {medians[k]:.2f} s" for k in FLOOR_KINDS)
+    share = "" if floor["vs_full"] is None else f" = {floor['vs_full']:.1%} of the full rebuild"
+    return (f"- the incremental day's {sum(commits.values())} Delta commits, each as if empty "
+            f"({parts}): {floor['seconds']:.1f} s{share}")
+
+
 def write_json(path: Path, payload: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
@@ -487,10 +575,17 @@ def main(argv: list[str] | None = None) -> int:
             run_copy(spark, sources, roots["copy"], f"copy {args.days}d", record)
         run_pipeline(spark, config, roots["incremental"], f"pipeline {args.days}d", record)
         link_files(incoming, work / "raw_all", roots["incremental"])
+        before = lake_versions(roots["incremental"])
         run_pipeline(spark, config, roots["incremental"], f"incremental day {args.days + 1}",
                      record)
+        day_commits = commits_since(roots["incremental"], before)
         full_config = base.with_overrides({"data_dir": str(roots["full"])})
         run_pipeline(spark, full_config, roots["full"], f"full rebuild {args.days + 1}d", record)
+        payload["commit_floor"] = commit_floor(
+            day_commits, time_empty_commits(spark, work),
+            group_seconds(steps, f"full rebuild {args.days + 1}d"),
+        )
+        write_json(args.output, payload)
     except Exception as exc:  # noqa: BLE001 - a failed step still leaves the figures so far
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
         payload.update(status="failed", error=first, load_average_end=list(os.getloadavg()))
@@ -523,6 +618,7 @@ def main(argv: list[str] | None = None) -> int:
     load_end = payload["load_average_end"]
     print()
     print(markdown(steps, payload["ratios"]))
+    print(floor_line(payload["commit_floor"]))
     print(f"- load average (1/5/15 min): start {' '.join(f'{x:.2f}' for x in load_start)}, "
           f"end {' '.join(f'{x:.2f}' for x in load_end)}; {os.cpu_count()} cores")
     check = "equal" if not mismatches else f"DIFFER: {mismatches}"
