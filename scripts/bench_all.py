@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run(["bash", str(REPO / "scripts" / "bench_attribution_setup.sh")], cwd=REPO)
     runs = {
         "pipeline": _run("pipeline", [PY, "scripts/bench_pipeline.py", "--scale", scale,
-                                      "--driver-memory", "4g",
+                                      "--driver-memory", "6g",
                                       "--output", str(BENCH / "pipeline.json")],
                          BENCH / "pipeline.log"),
         "attribution": _run("attribution", [PY, "scripts/bench_attribution.py",

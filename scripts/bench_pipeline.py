@@ -27,14 +27,14 @@ data/bench/pipeline.json; the JSON is rewritten after every step, so a long run 
 stopped still leaves its figures. Not part of make test.
 
     .venv/bin/python scripts/bench_pipeline.py --scale xs --output /tmp/xs.json  # smoke
-    .venv/bin/python scripts/bench_pipeline.py --driver-memory 4g              # scale m
+    .venv/bin/python scripts/bench_pipeline.py --driver-memory 6g              # scale m
 
 On 2 busy cores the xs smoke check takes about 5-10 minutes (Spark's fixed cost per job,
 three pipeline runs) and scale m about 30 minutes.
 
 At scale m the silver stage needs more than Spark's default 1g driver heap (it caches each
-source's new rows): without --driver-memory it fails with an OutOfMemoryError, as
-`lakehouse run silver` does.
+source's new rows): the session takes the config's (conf/local.yaml: 6g, enough for scale m;
+with 4g one run of this benchmark failed with an OutOfMemoryError); --driver-memory overrides it.
 """
 
 from __future__ import annotations
@@ -512,8 +512,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=None, help="generator seed (default config)")
     parser.add_argument("--env", default="local", help="config overlay conf/ENV.yaml")
     parser.add_argument("--driver-memory", default=None,
-                        help="spark.driver.memory of the session, e.g. 4g (default: as "
-                        "configured, which is Spark's 1g unless spark.conf sets it)")
+                        help="spark.driver.memory of the session, e.g. 8g (default: as "
+                        "configured: 6g in conf/local.yaml)")
     parser.add_argument("--work-dir", type=Path, default=DEFAULT_WORK_DIR,
                         help=f"folder of the data roots (default {DEFAULT_WORK_DIR}/<scale>)")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
@@ -592,7 +592,7 @@ def main(argv: list[str] | None = None) -> int:
         write_json(args.output, payload)
         print(f"\nbench_pipeline: FAILED after {len(steps)} steps: {first}")
         if "OutOfMemoryError" in str(exc):
-            print("bench_pipeline: the Spark driver ran out of heap: try --driver-memory 4g")
+            print("bench_pipeline: the Spark driver ran out of heap: try --driver-memory 6g")
         print(markdown(steps, payload.get("ratios") or {}))
         return 1
 
