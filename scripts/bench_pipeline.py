@@ -186,9 +186,9 @@ def log_versions(table: Path) -> list[int]:
     )
 
 
-def layer_versions(layer_dir: Path) -> dict[str, int]:
+def layer_versions(layer_dir: Path) -> dict[Path, int]:
     """Latest committed version of every Delta table under layer_dir."""
-    return {t.name: max(log_versions(t), default=-1) for t in delta_tables(layer_dir)}
+    return {t: max(log_versions(t), default=-1) for t in delta_tables(layer_dir)}
 
 
 def commit_rows(commit_info: dict[str, Any]) -> int:
@@ -224,7 +224,7 @@ def lake_versions(root: Path) -> dict[Path, int]:
     """Latest version of every Delta table of root's lake, every layer (audit included)."""
     lake = root / "lake"
     layers = sorted(p for p in lake.iterdir() if p.is_dir()) if lake.is_dir() else []
-    return {t: max(log_versions(t), default=-1) for layer in layers for t in delta_tables(layer)}
+    return {t: v for layer in layers for t, v in layer_versions(layer).items()}
 
 
 def commit_kind(commit_info: dict[str, Any]) -> str:
@@ -245,9 +245,9 @@ def commits_since(root: Path, before: dict[Path, int]) -> dict[str, int]:
     return kinds
 
 
-def rows_written(layer_dir: Path, before: dict[str, int]) -> int:
+def rows_written(layer_dir: Path, before: dict[Path, int]) -> int:
     """Rows written to the tables of layer_dir by the commits after the ``before`` versions."""
-    return sum(table_rows_written(t, before.get(t.name, -1)) for t in delta_tables(layer_dir))
+    return sum(table_rows_written(t, before.get(t, -1)) for t in delta_tables(layer_dir))
 
 
 # -- timed work --------------------------------------------------------------------------
