@@ -38,7 +38,6 @@ from lakehouse.config import Config, file_uri_path, is_local_location, local_pat
 from lakehouse.errors import InputDataError
 from lakehouse.faults import crash_point
 from lakehouse.privacy.keycheck import lake_pseudonym_key
-from lakehouse.privacy.stats import table_creation_options
 from lakehouse.privacy.suppression import (
     SUPPRESSED_COLUMNS,
     SUPPRESSION_TABLE,
@@ -355,8 +354,9 @@ def ingest_source(
             (
                 rows.write.format("delta")
                 .mode("append")
-                # PII and raw lines never get min/max stats in the _delta_log (erasure).
-                .options(**table_creation_options(rows.schema, frozenset(source.pii)))
+                # The lake's table properties; PII and raw lines never get min/max stats in the
+                # _delta_log (erasure).
+                .options(**catalog.creation_options(rows.schema, frozenset(source.pii)))
                 # Silver reads what each version added even after an erasure rewrote it.
                 .options(**BRONZE_TABLE_PROPERTIES)
                 .option("txnAppId", txn_app_id)

@@ -23,10 +23,33 @@ from lakehouse.errors import (
     InvalidTableNameError,
     TableNotFoundError,
 )
+from lakehouse.privacy.stats import table_creation_options
 
 LAYERS = ("bronze", "silver", "gold", "audit", "publish")
 # A plain lower-case identifier: layer, table, raw folder, source and column names.
 IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
+
+def lake_table_properties(time_travel_days: int) -> dict[str, str]:
+    """Delta properties of every table of the lake, set when a write creates the table.
+
+    Set on the table itself, not left to the session's ``properties.defaults``: a session the
+    suite did not build (a Databricks cluster's, whose defaults turn deletion vectors on) would
+    otherwise create tables on which an erasure's delete only masks rows while the data files
+    keep them, silver finds no change feed, and time travel stops at Delta's 7 days.
+
+    * change data feed on: silver reads what bronze added, ``lakehouse diff`` shows row changes;
+    * deletion vectors off: a delete rewrites the data files, so VACUUM removes the old ones
+      (lakehouse.privacy.erasure still purges a table that has them, see purge_deletion_vectors);
+    * ``audit.time_travel_days`` of removed files kept (Delta refuses older versions otherwise),
+      and the log at least as long (Delta's default for the log: 30 days).
+    """
+    return {
+        "delta.enableChangeDataFeed": "true",
+        "delta.enableDeletionVectors": "false",
+        "delta.deletedFileRetentionDuration": f"interval {time_travel_days} days",
+        "delta.logRetentionDuration": f"interval {max(time_travel_days, 30)} days",
+    }
 
 
 @dataclass(frozen=True)
@@ -190,6 +213,20 @@ class Catalog:
         if not self.exists(spark, name):
             raise TableNotFoundError(f"table {name} does not exist yet at {self.path(name)}")
         return DeltaTable.forPath(spark, self.path(name))
+
+    def creation_options(
+        self, schema, extra_excluded: frozenset[str] = frozenset()
+    ) -> dict[str, str]:
+        """Writer options for any write that may create a table of this lake: the lake's table
+        properties and the columns Delta may keep statistics for (privacy.stats).
+
+        Delta takes ``delta.*`` writer options as table properties only when the write creates
+        the table and ignores them on later writes, so every such write passes them.
+        """
+        return {
+            **lake_table_properties(int(self.config.get("audit.time_travel_days"))),
+            **table_creation_options(schema, extra_excluded),
+        }
 
     def current_version(self, spark: SparkSession, name: str) -> int | None:
         """Latest committed version, or None when the table does not exist."""

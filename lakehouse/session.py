@@ -14,6 +14,7 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
+from lakehouse.catalog import lake_table_properties
 from lakehouse.config import REPO_ROOT, Config
 from lakehouse.errors import DeltaJarsMissingError
 
@@ -79,24 +80,14 @@ def session_settings(config: Config, *, show_progress: bool | None = None) -> di
         "spark.log.structuredLogging.enabled": "false",
         "spark.redaction.regex": REDACTION_REGEX,
         "spark.sql.redaction.options.regex": REDACTION_REGEX,
-        # Deletion-vector DELETEs fail on this Spark 4.2 / Delta 4.4.0 pairing (the Parquet
-        # reader's _metadata.row_index is missing), so tables rewrite files instead: slower
-        # for large deletes, but a delete is then physical as soon as VACUUM runs.
-        "spark.databricks.delta.properties.defaults.enableDeletionVectors": "false",
         "spark.databricks.delta.schema.autoMerge.enabled": "false",
-        # Every table keeps a change data feed: silver reads only what bronze added, and
-        # `lakehouse diff` shows row-level changes between versions.
-        "spark.databricks.delta.properties.defaults.enableChangeDataFeed": "true",
-        # Time travel (diff, restore, pins, reproduce) reaches back audit.time_travel_days:
-        # Delta refuses versions older than deletedFileRetentionDuration (default 7 days),
-        # files or not. Nothing here VACUUMs with the default retention, and the log must be
-        # kept as long as the files it names (Delta's default for the log: 30 days).
-        "spark.databricks.delta.properties.defaults.deletedFileRetentionDuration": (
-            f"interval {time_travel_days} days"
-        ),
-        "spark.databricks.delta.properties.defaults.logRetentionDuration": (
-            f"interval {max(time_travel_days, 30)} days"
-        ),
+        # The lake's table properties (catalog.lake_table_properties) as this session's
+        # defaults too, for a table created outside the suite's writes (a notebook's SQL); the
+        # suite's own writes set them on each table they create, whatever the session.
+        **{
+            f"spark.databricks.delta.properties.defaults.{key.removeprefix('delta.')}": value
+            for key, value in lake_table_properties(time_travel_days).items()
+        },
         "spark.driver.extraJavaOptions": (
             f"-Dlog4j2.configurationFile=file:{LOG4J_CONF} "
             f"-Dlakehouse.logLevel={config.get('spark.log_level')}"

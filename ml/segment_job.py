@@ -271,7 +271,9 @@ def write_segments(spark: SparkSession, catalog: Catalog, scored_df: DataFrame, 
     if not catalog.exists(spark, OUTPUT_TABLE):
         # An empty append, not DeltaTable.createIfNotExists: a run killed while creating the
         # table leaves an empty _delta_log that the builder then refuses forever.
-        spark.createDataFrame([], OUTPUT_SCHEMA).write.format("delta").mode("append").save(path)
+        spark.createDataFrame([], OUTPUT_SCHEMA).write.format("delta").mode("append").options(
+            **catalog.creation_options(OUTPUT_SCHEMA)
+        ).save(path)
     crash_point("segment.before_scores")
     this_day = f"t.as_of = DATE'{as_of.isoformat()}'"
     (

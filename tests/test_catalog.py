@@ -76,8 +76,10 @@ def _erasure_history(spark, catalog: Catalog, name: str, properties: dict[str, s
     from lakehouse.privacy.erasure import vacuum_now
 
     def append(ids: list[str]) -> None:
-        (spark.createDataFrame([(i,) for i in ids], "id string").write.format("delta")
-         .mode("append").options(**properties).save(catalog.path(name)))
+        rows = spark.createDataFrame([(i,) for i in ids], "id string")
+        # Created as the suite creates its tables (the session's defaults are a cluster's).
+        (rows.write.format("delta").mode("append").options(**catalog.creation_options(rows.schema))
+         .options(**properties).save(catalog.path(name)))
 
     append(["a0", "a1", "a2"])
     append(["b0", "b1", "b2"])
@@ -154,3 +156,80 @@ def test_table_folders_listed_through_spark_are_the_delta_tables(spark, tmp_path
     assert delta_table_folders(spark, str(tmp_path / "gold")) == []
     (tmp_path / "empty").mkdir()
     assert delta_table_folders(spark, str(tmp_path / "empty")) == []
+
+
+# Table property defaults of a cluster's session, unlike the suite's: deletion vectors on (as
+# on Databricks), no change data feed, Delta's 7 days of time travel.
+CLUSTER_TABLE_DEFAULTS = {
+    "enableDeletionVectors": "true",
+    "enableChangeDataFeed": "false",
+    "deletedFileRetentionDuration": "interval 7 days",
+    "logRetentionDuration": "interval 14 days",
+}
+
+
+def _lake_properties(config) -> dict[str, str]:
+    """The properties docs/README name for every table of a lake (written out here)."""
+    days = config.get("audit.time_travel_days")
+    return {
+        "delta.enableChangeDataFeed": "true",
+        "delta.enableDeletionVectors": "false",
+        "delta.deletedFileRetentionDuration": f"interval {days} days",
+        "delta.logRetentionDuration": f"interval {max(days, 30)} days",
+    }
+
+
+def _properties(spark, path: str, keys) -> tuple[dict, bool]:
+    from delta.tables import DeltaTable
+
+    detail = DeltaTable.forPath(spark, path).detail().first()
+    return ({k: detail["properties"].get(k) for k in keys},
+            "deletionVectors" in detail["tableFeatures"])
+
+
+def test_tables_created_in_a_session_with_a_clusters_defaults_get_the_lake_properties(
+    spark, config
+):
+    """A session the suite did not build (a Databricks cluster's) keeps its own defaults for new
+    tables; the suite's writes set the lake's properties on the tables they create anyway."""
+    from pyspark.sql import types as T
+
+    from lakehouse.audit.chain import append_chained
+    from lakehouse.silver.io import ensure_table
+
+    catalog = Catalog(config)
+    expected = _lake_properties(config)
+    keys = {f"spark.databricks.delta.properties.defaults.{k}": v
+            for k, v in CLUSTER_TABLE_DEFAULTS.items()}
+    previous = {k: spark.conf.get(k, None) for k in keys}
+    for key, value in keys.items():
+        spark.conf.set(key, value)
+    try:
+        ensure_table(spark, catalog, "silver.created",
+                     T.StructType([T.StructField("id", T.LongType())]))
+        append_chained(spark, catalog, "audit.chained",
+                       spark.createDataFrame([("a",)], "name string"), ["name"])
+        spark.range(1).write.format("delta").save(catalog.path("silver.by_hand"))
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, value)
+    # The session really had a cluster's defaults: a table written without the suite's
+    # options got them.
+    assert _properties(spark, catalog.path("silver.by_hand"), expected)[0] != expected
+    for name in ("silver.created", "audit.chained"):
+        assert _properties(spark, catalog.path(name), expected) == (expected, False), name
+
+
+def test_every_table_of_the_full_xs_lake_carries_the_lake_properties(spark, full_xs_lake):
+    """Every table that bronze, silver, gold, segment, attribute and audit created."""
+    from lakehouse.catalog import LAYERS
+
+    expected = _lake_properties(full_xs_lake)
+    catalog = Catalog(full_xs_lake)
+    found = {name: _properties(spark, catalog.path(name), expected)
+             for layer in LAYERS for name in catalog.tables(layer)}
+    assert len(found) >= 20, sorted(found)
+    assert {n: v for n, v in found.items() if v != (expected, False)} == {}

@@ -261,3 +261,33 @@ def test_a_source_that_delivers_an_erased_person_again_does_not_land_them(spark,
     listed = catalog.read(spark, SUPPRESSION_TABLE).toPandas().to_csv().lower()
     for value in (person["customer_id"], person["email"], person["social_handle"]):
         assert value.lower().strip("@") not in listed
+
+
+def test_vacuum_after_an_erasure_purges_rows_that_deletion_vectors_only_masked(spark, config):
+    """A table with deletion vectors (created by a session with Databricks' defaults, or
+    switched on later): the erasure's MERGE only marks the row deleted in a file that keeps
+    it, and VACUUM keeps the file while the table uses it. vacuum_tables_now rewrites such
+    files first, so that no file of the table holds the person any more."""
+    from delta.tables import DeltaTable
+
+    from lakehouse.privacy.erasure import vacuum_tables_now
+    from lakehouse.privacy.stats import table_creation_options
+
+    catalog = Catalog(config)
+    path = catalog.path("silver.masked")
+    email = "erase.me.0042@example.org"
+    rows = spark.createDataFrame([(email,), ("keep.me@example.org",)], "email string")
+    # No min/max of the email in the log (as every table of the lake), deletion vectors on.
+    (rows.coalesce(1).write.format("delta").options(**table_creation_options(rows.schema))
+     .option("delta.enableDeletionVectors", "true").save(path))
+    (DeltaTable.forPath(spark, path).alias("t")
+     .merge(spark.createDataFrame([(email,)], "email string").alias("s"), "t.email = s.email")
+     .whenMatchedDelete().execute())
+    root = Path(path)
+    assert list(root.glob("deletion_vector_*.bin")), "the delete wrote a deletion vector"
+    assert any(p.endswith(".parquet") for p in files_containing(root, email)), \
+        "the row is masked, its data file still holds it"
+    vacuum_tables_now(spark, catalog, ["silver.masked"], 0)
+    assert files_containing(root, email) == []
+    assert [r["email"] for r in catalog.read(spark, "silver.masked").collect()] == [
+        "keep.me@example.org"]

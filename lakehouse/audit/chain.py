@@ -91,9 +91,9 @@ def append_chained(
         ]
     )
     crash_point("audit.before_write")
-    spark.createDataFrame(chained, schema).write.format("delta").mode("append").save(
-        catalog.path(name)
-    )
+    spark.createDataFrame(chained, schema).write.format("delta").mode("append").options(
+        **catalog.creation_options(schema)
+    ).save(catalog.path(name))
     return len(chained)
 
 

@@ -38,7 +38,6 @@ from pyspark.sql import functions as F
 from lakehouse.catalog import Catalog
 from lakehouse.errors import ConfigError, InputDataError
 from lakehouse.faults import crash_point
-from lakehouse.privacy.stats import table_creation_options
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -370,8 +369,9 @@ def run_gold(
                 table_df
                 .write.format("delta")
                 .mode("overwrite")
-                # No min/max of customer keys in the _delta_log (erasure must reach them).
-                .options(**table_creation_options(table_df.schema))
+                # The lake's table properties; no min/max of customer keys in the _delta_log
+                # (erasure must reach them).
+                .options(**output.creation_options(table_df.schema))
                 # Gold is rebuilt whole from silver: its schema is whatever the contract says now.
                 .option("overwriteSchema", "true")
                 # The run id goes into the Delta commit (history), not into the rows, so a re-run

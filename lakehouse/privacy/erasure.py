@@ -14,9 +14,11 @@ What happens, in order (the order matters for a re-run after a crash, see below)
 3. Raw files under ``<data_dir>/raw`` that hold the person's lines are rewritten without them
    (a hidden temp file, then an atomic rename). The bronze stream's checkpoint records file
    names, so a rewritten file is not ingested again.
-4. Physical: deletion vectors are off in this project, so the MERGE already rewrote the data
-   files (with deletion vectors on, ``REORG TABLE ... APPLY (PURGE)`` would be needed first).
-   VACUUM with ``privacy.erasure_vacuum_retention_hours`` then removes the old data files and
+4. Physical: the suite creates its tables without deletion vectors, so the MERGE already
+   rewrote the data files. A table that has them all the same (created by a session with
+   Delta's or a cluster's defaults, or switched on later) only had the rows masked, its data
+   files still holding them: ``REORG TABLE ... APPLY (PURGE)`` rewrites those files first
+   (purge_deletion_vectors). VACUUM with ``privacy.erasure_vacuum_retention_hours`` then removes the old data files and
    the change-data-feed files (``_change_data``) that held the rows. With 0 hours, readers of
    an older snapshot that are running at that moment fail and time travel before the erasure
    is gone; that is the price of an erasure that is physical at once.
@@ -473,19 +475,39 @@ def _for_each_table(step: Callable[[str], T_], names: Iterable[str]) -> list[T_]
         return list(pool.map(step, names))
 
 
+def purge_deletion_vectors(spark: SparkSession, catalog: Catalog, name: str) -> bool:
+    """Rewrite the data files of table ``name`` that rows were deleted from through deletion
+    vectors (``REORG TABLE ... APPLY (PURGE)``); True when the table supports them.
+
+    A delete on such a table only records which rows of a file are gone: the file keeps them,
+    and VACUUM keeps the file as long as the table uses it. A table that never had the feature
+    is left alone (no commit).
+    """
+    features = catalog.delta_table(spark, name).detail().select("tableFeatures").first()[0]
+    if "deletionVectors" not in (features or []):
+        return False
+    location = catalog.path(name).replace("`", "``")
+    spark.sql(f"REORG TABLE delta.`{location}` APPLY (PURGE)").collect()
+    return True
+
+
 def vacuum_tables_now(
     spark: SparkSession, catalog: Catalog, names: Iterable[str], retention_hours: float
 ) -> None:
     """VACUUM each table with the erasure retention, under the 7-day safety minimum only for
     these calls (the check is a session setting: switched once around all of them, as the
-    VACUUMs run side by side)."""
+    VACUUMs run side by side); files with deletion vectors are purged first, so that no file
+    the table still uses holds a deleted row."""
     check = "spark.databricks.delta.retentionDurationCheck.enabled"
     previous = spark.conf.get(check, "true")
     spark.conf.set(check, "false")
+
+    def purge_and_vacuum(name: str) -> None:
+        purge_deletion_vectors(spark, catalog, name)
+        catalog.delta_table(spark, name).vacuum(float(retention_hours))
+
     try:
-        _for_each_table(
-            lambda name: catalog.delta_table(spark, name).vacuum(float(retention_hours)), names
-        )
+        _for_each_table(purge_and_vacuum, names)
     finally:
         spark.conf.set(check, previous)
 

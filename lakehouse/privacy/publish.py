@@ -268,6 +268,7 @@ def publish(
         (
             spark.createDataFrame(out_rows, schema).write.format("delta").mode("overwrite")
             .option("overwriteSchema", "true")
+            .options(**catalog.creation_options(schema))
             .option("userMetadata", f"dp release {release_id} epsilon={eps:g}")
             .save(catalog.path(report.name))
         )

@@ -15,7 +15,6 @@ from lakehouse.catalog import Catalog, table_version
 from lakehouse.commits import retry_on_conflict
 from lakehouse.errors import SchemaChangeError
 from lakehouse.faults import crash_point
-from lakehouse.privacy.stats import table_creation_options
 
 if TYPE_CHECKING:
     from delta.tables import DeltaTable
@@ -136,9 +135,10 @@ def ensure_table(
     """
     if catalog.exists(spark, name):
         return
-    # PII and identifiers never get min/max stats in the _delta_log (erasure must reach them).
+    # The lake's table properties, and no min/max stats of PII or identifiers in the
+    # _delta_log (erasure must reach them).
     spark.createDataFrame([], _nullable(schema)).write.format("delta").mode("append").options(
-        **table_creation_options(schema)
+        **catalog.creation_options(schema)
     ).partitionBy(*partition_by).save(catalog.path(name))
 
 

@@ -625,6 +625,7 @@ def write_attribution(
         df.write.format("delta")
         .mode("overwrite")
         .option("replaceWhere", f"as_of = DATE'{as_of.isoformat()}'")
+        .options(**catalog.creation_options(df.schema))
         .save(catalog.path(OUTPUT_TABLE))
     )
     crash_point("attribute.after_write")
