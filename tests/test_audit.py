@@ -234,10 +234,12 @@ def test_reproduce_retrains_a_segment_run_to_the_same_segments(spark, full_xs_la
     assert "identical" in lines[-1] and "MLflow run" in lines[-1]
 
 
-def test_gold_is_checked_against_silver_as_an_erasure_left_it(spark, config):
+@pytest.mark.parametrize("deletion_vectors", [False, True])
+def test_gold_is_checked_against_silver_as_an_erasure_left_it(spark, config, deletion_vectors):
     """comparable_version: gold built from version v of a silver table still matches it after
-    commits that add no row (an erasure's delete-only MERGE); a commit that adds rows stops the
-    walk, and a version whose files VACUUM removed is one clear error naming the remedy."""
+    commits that add no row (an erasure's delete-only MERGE; on a table with deletion vectors
+    also the purge before VACUUM); a commit that adds rows stops the walk, and a version whose
+    files VACUUM removed is one clear error naming the remedy."""
     from delta.tables import DeltaTable
 
     from lakehouse.audit.reconcile import comparable_version
@@ -247,7 +249,8 @@ def test_gold_is_checked_against_silver_as_an_erasure_left_it(spark, config):
     catalog = Catalog(config)
     path = catalog.path("silver.orders")
     rows = spark.createDataFrame([("o1", 1.0), ("o2", 2.0)], "order_id string, amount_eur double")
-    rows.write.format("delta").save(path)                                 # version 0
+    rows.coalesce(1).write.format("delta").option(
+        "delta.enableDeletionVectors", str(deletion_vectors).lower()).save(path)  # version 0
     rows.limit(0).union(spark.createDataFrame([("o3", 3.0)], rows.schema)).write.format(
         "delta").mode("append").save(path)                                # 1: adds a row
     gone = spark.createDataFrame([("o1",)], "order_id string")
@@ -255,8 +258,11 @@ def test_gold_is_checked_against_silver_as_an_erasure_left_it(spark, config):
         gone.alias("s"), "t.order_id = s.order_id").whenMatchedDelete().execute()  # 2: deletes
     assert comparable_version(spark, catalog, "silver.orders", 1) == 2
     assert comparable_version(spark, catalog, "silver.orders", 0) == 0
-    vacuum_now(spark, catalog, "silver.orders", 0)  # version 0's only file was rewritten at 2
-    # VACUUM logs its own commits (start, end), which add no row either.
+    vacuum_now(spark, catalog, "silver.orders", 0)  # version 0's only file was rewritten
+    # VACUUM logs its own commits (start, end), which add no row either; with deletion vectors
+    # the MERGE only masked o1 and vacuum_now purged the file first (a REORG commit).
+    operations = [r["operation"] for r in DeltaTable.forPath(spark, path).history().collect()]
+    assert ("REORG" in operations) == deletion_vectors, operations
     newest = catalog.current_version(spark, "silver.orders")
     assert newest > 2
     assert comparable_version(spark, catalog, "silver.orders", 1) == newest

@@ -52,9 +52,10 @@ def gold_input_versions(spark: SparkSession, catalog: Catalog) -> dict[str, int]
 
 
 # Commits that add and change no row: the catalog's no-data commits (VACUUM's bookkeeping,
-# table properties), a DELETE, compaction, and (below) a MERGE that only deletes (an erasure's
-# or retention's).
-_NO_ROW_ADDED_OPERATIONS = NO_DATA_OPERATIONS | {"DELETE", "OPTIMIZE"}
+# table properties), a DELETE, compaction, an erasure's purge of deletion vectors (REORG, which
+# rewrites files without the rows already deleted), and (below) a MERGE that only deletes (an
+# erasure's or retention's).
+_NO_ROW_ADDED_OPERATIONS = NO_DATA_OPERATIONS | {"DELETE", "OPTIMIZE", "REORG"}
 
 
 def _adds_no_row(operation: str, metrics: dict[str, str] | None) -> bool:
