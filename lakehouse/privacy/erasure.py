@@ -18,10 +18,11 @@ What happens, in order (the order matters for a re-run after a crash, see below)
    rewrote the data files. A table that has them all the same (created by a session with
    Delta's or a cluster's defaults, or switched on later) only had the rows masked, its data
    files still holding them: ``REORG TABLE ... APPLY (PURGE)`` rewrites those files first
-   (purge_deletion_vectors). VACUUM with ``privacy.erasure_vacuum_retention_hours`` then removes the old data files and
-   the change-data-feed files (``_change_data``) that held the rows. With 0 hours, readers of
-   an older snapshot that are running at that moment fail and time travel before the erasure
-   is gone; that is the price of an erasure that is physical at once.
+   (purge_deletion_vectors). VACUUM with ``privacy.erasure_vacuum_retention_hours`` then
+   removes the old data files and the change-data-feed files (``_change_data``) that held the
+   rows. With 0 hours, readers of an older snapshot that are running at that moment fail and
+   time travel before the erasure is gone; that is the price of an erasure that is physical at
+   once.
 5. audit.erasure_log records the request without the person's data: request id, a keyed hash
    of the identifier asked for, each step (table or raw folder) with the rows it removed,
    timestamps and status.
