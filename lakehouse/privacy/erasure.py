@@ -476,18 +476,18 @@ def _for_each_table(step: Callable[[str], T_], names: Iterable[str]) -> list[T_]
         return list(pool.map(step, names))
 
 
-def purge_deletion_vectors(spark: SparkSession, catalog: Catalog, name: str) -> bool:
-    """Rewrite the data files of table ``name`` that rows were deleted from through deletion
+def purge_deletion_vectors(spark: SparkSession, table) -> bool:
+    """Rewrite the data files of a DeltaTable that rows were deleted from through deletion
     vectors (``REORG TABLE ... APPLY (PURGE)``); True when the table supports them.
 
     A delete on such a table only records which rows of a file are gone: the file keeps them,
     and VACUUM keeps the file as long as the table uses it. A table that never had the feature
     is left alone (no commit).
     """
-    features = catalog.delta_table(spark, name).detail().select("tableFeatures").first()[0]
-    if "deletionVectors" not in (features or []):
+    detail = table.detail().select("tableFeatures", "location").first()
+    if "deletionVectors" not in (detail["tableFeatures"] or []):
         return False
-    location = catalog.path(name).replace("`", "``")
+    location = detail["location"].replace("`", "``")
     spark.sql(f"REORG TABLE delta.`{location}` APPLY (PURGE)").collect()
     return True
 
@@ -504,8 +504,9 @@ def vacuum_tables_now(
     spark.conf.set(check, "false")
 
     def purge_and_vacuum(name: str) -> None:
-        purge_deletion_vectors(spark, catalog, name)
-        catalog.delta_table(spark, name).vacuum(float(retention_hours))
+        table = catalog.delta_table(spark, name)
+        purge_deletion_vectors(spark, table)
+        table.vacuum(float(retention_hours))
 
     try:
         _for_each_table(purge_and_vacuum, names)
