@@ -147,6 +147,18 @@ class Catalog:
             reader = reader.option("versionAsOf", version)
         return reader.load(self.path(name))
 
+    def read_pinned(self, spark: SparkSession, name: str) -> DataFrame:
+        """The table's version current now, pinned: later commits to it change neither what
+        the frame returns nor its cached copy.
+
+        For frames that are cached and then outlive a write to the table they read: after a
+        MERGE or overwrite, Delta has Spark rebuild every cached frame that reads the table's
+        latest version (CacheManager.recacheByPlan), which re-plans it and computes it again
+        from the new state, and leaves an entry that the frame's own unpersist() no longer
+        finds. A time-travel read is a different relation, so none of that happens to it.
+        """
+        return self.read(spark, name, version=self.current_version(spark, name))
+
     def read_inserts(self, spark: SparkSession, name: str, start: int, end: int) -> DataFrame:
         """Rows that versions start..end (inclusive) of an append-only table added and that are
         still in it, with ``_commit_version``.

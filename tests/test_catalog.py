@@ -66,6 +66,33 @@ def test_table_creation_survives_an_empty_log_left_by_a_killed_creator(spark, co
     assert catalog.read(spark, "silver.half_made").schema == schema
 
 
+def test_a_pinned_read_cached_before_a_merge_is_not_rebuilt_from_the_merged_table(
+    spark, config
+):
+    """Catalog.read_pinned: a cached frame of it keeps the rows it read through a MERGE into
+    the table. The control, a cached frame of the latest version, is rebuilt by the MERGE
+    (Delta re-plans and recomputes it from the new state), which is what silver's cached
+    frames must not go through."""
+    from delta.tables import DeltaTable
+
+    catalog = Catalog(config)
+    name = "silver.pinned"
+    spark.createDataFrame([("a", 1), ("b", 2)], "k string, v int") \
+        .write.format("delta").save(catalog.path(name))
+    latest = catalog.read(spark, name).persist()
+    pinned = catalog.read_pinned(spark, name).persist()
+    try:
+        assert latest.count() == pinned.count() == 2
+        changes = spark.createDataFrame([("b", 20)], "k string, v int")
+        (DeltaTable.forPath(spark, catalog.path(name)).alias("t")
+         .merge(changes.alias("s"), "t.k = s.k").whenMatchedUpdateAll().execute())
+        assert sorted(map(tuple, latest.collect())) == [("a", 1), ("b", 20)]
+        assert sorted(map(tuple, pinned.collect())) == [("a", 1), ("b", 2)]
+    finally:
+        latest.unpersist()
+        pinned.unpersist()
+
+
 def _erasure_history(spark, catalog: Catalog, name: str, properties: dict[str, str]) -> dict:
     """An append-only table that an erasure hit between appends, as bronze goes through it:
     v0 and v1 appends, v2 a MERGE deleting one row of each, v3-v4 its VACUUM (0 hours, which

@@ -162,7 +162,9 @@ def _ref_keys(
         table, column = str(rule.params["ref_table"]), str(rule.params["ref_column"])
         parts = []
         if catalog.exists(spark, table):
-            parts.append(catalog.read(spark, table).select(F.col(column).alias("k")))
+            # Pinned: the frame is cached with the evaluated rows, and this run MERGEs into
+            # the referenced table before it MERGEs this source (see Catalog.read_pinned).
+            parts.append(catalog.read_pinned(spark, table).select(F.col(column).alias("k")))
         source = producer.get(table)
         if source in plans and column in plans[source].clean.columns:
             parts.append(plans[source].clean.select(F.col(column).alias("k")))
@@ -293,7 +295,8 @@ def build_outputs(
     Returns the identity rows to MERGE (schema-checked) and the cached frame behind them
     (which also holds each id's key before the run).
     """
-    existing_map = catalog.read(spark, IDENTITY) if catalog.exists(spark, IDENTITY) else None
+    # Pinned: it is cached below, and the run MERGEs into the map (see Catalog.read_pinned).
+    existing_map = catalog.read_pinned(spark, IDENTITY) if catalog.exists(spark, IDENTITY) else None
     links = identity_links({n: p.clean for n, p in plans.items()})
     touched = cached = view = None
     if links is not None:
@@ -384,7 +387,7 @@ def move_looked_up_rows(
     if changes.isEmpty():
         return 0
     moves = rows_to_reattribute(
-        catalog.read(spark, follow_up.table), changes, column, id_type, spec.key
+        catalog.read_pinned(spark, follow_up.table), changes, column, id_type, spec.key
     ).persist()
     try:
         low, high = moves.agg(F.min(spec.key[0]), F.max(spec.key[0])).first()
