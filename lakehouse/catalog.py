@@ -154,8 +154,9 @@ class Catalog:
         For frames that are cached and then outlive a write to the table they read: after a
         MERGE or overwrite, Delta has Spark rebuild every cached frame that reads the table's
         latest version (CacheManager.recacheByPlan), which re-plans it and computes it again
-        from the new state, and leaves an entry that the frame's own unpersist() no longer
-        finds. A time-travel read is a different relation, so none of that happens to it.
+        from the new state; on lakes with deletion vectors the rebuilt entry could escape the
+        frame's own unpersist() and stay in the session. A time-travel read is a different
+        relation, so none of that happens to it.
         """
         return self.read(spark, name, version=self.current_version(spark, name))
 
