@@ -162,3 +162,51 @@ def test_channel_lists_naming_channels_no_event_has_are_warned(spark):
         "  warning: gold.exclude_channels names channel(s) no event has: display "
         "(events have: email, search)",
     ]
+
+
+def test_run_gold_builds_journeys_and_channel_kpis_with_the_configured_window_and_channels(
+    spark, config
+):
+    """run_gold cuts one timeline for gold.journeys and kpi_channel_daily: both must still get
+    the look-back and channel lists, as each builder applies them on its own. The data makes
+    the options matter: e5 (display) is excluded, and with a 1-day look-back c1's email touch
+    two days before o4 has expired while the social one the same morning has not."""
+    from lakehouse.gold import consenting_customers
+    from lakehouse.gold.journeys import build_journeys
+    from lakehouse.gold.kpis import build_kpi_channel_daily
+
+    catalog = Catalog(config)
+    silver = dict(SILVER)
+    schema, rows = SILVER["events"]
+    silver["events"] = (schema, [
+        *rows,
+        ("e4", ts("2026-01-04 08:00"), "k1", "c1", "s5", "/", "page_view", "social", None, 1, "r"),
+        ("e5", ts("2026-01-04 09:00"), "k1", "c1", "s5", "/", "page_view", "display", None, 1,
+         "r"),
+    ])
+    schema, rows = SILVER["orders"]
+    silver["orders"] = (schema, [*rows, ("o4", "c1", ts("2026-01-04 12:00"), 9.0, "EUR", 9.0,
+                                         "completed", 1, 1, "r")])
+    frames = {name: spark.createDataFrame(rows, schema) for name, (schema, rows) in silver.items()}
+    for name, df in frames.items():
+        df.write.format("delta").save(catalog.path(f"silver.{name}"))
+    as_of = date(2026, 1, 4)
+    options = {"lookback_days": 1, "include_channels": None, "exclude_channels": ["display"]}
+
+    run_gold(spark, config, "run-1", as_of, **options)
+
+    consenting = consenting_customers(frames["customers"])
+    expected = {
+        "journeys": build_journeys(
+            frames["events"], frames["orders"], consenting, as_of, **options
+        ),
+        "kpi_channel_daily": build_kpi_channel_daily(
+            frames["events"], frames["orders"], consenting, as_of, **options
+        ),
+    }
+    defaults = build_journeys(frames["events"], frames["orders"], consenting, as_of)
+    assert sorted(r["channels"] for r in expected["journeys"].collect()) != sorted(
+        r["channels"] for r in defaults.collect()
+    )
+    for table, df in expected.items():
+        assertDataFrameEqual(catalog.read(spark, f"gold.{table}"), df)

@@ -290,8 +290,8 @@ def run_gold(
     """
     # Imported here, not at the top: the builder modules import this module's helpers.
     from lakehouse.gold.customer_360 import build_customer_360
-    from lakehouse.gold.journeys import build_journeys
-    from lakehouse.gold.kpis import build_kpi_channel_daily, build_kpi_daily
+    from lakehouse.gold.journeys import journey_timeline, journeys_from_timeline
+    from lakehouse.gold.kpis import build_kpi_daily, kpi_channel_daily_from_timeline
 
     catalog = Catalog(config)
     pinned = input_versions or {}
@@ -341,17 +341,24 @@ def run_gold(
         # removed, and the two tables reconcile); touchpoints stay all traffic, next to the
         # consented ones the conversion rate divides by.
         marketing_customers = consenting_customers(silver["customers"])
+        # gold.journeys and kpi_channel_daily's conversions are cut from the same timeline
+        # (every touchpoint and conversion of a consenting customer, sorted and numbered per
+        # customer): built once and kept while both tables are written.
+        timeline = journey_timeline(
+            silver["events"], silver["orders"], marketing_customers, as_of, **journey_args
+        )
+        if {"journeys", "kpi_channel_daily"} <= set(tables):
+            timeline = timeline.persist()
+            shared.append(timeline)
         builders = {
             "customer_360": lambda: build_customer_360(
                 silver["customers"], silver["orders"], silver["events"], silver["social_posts"],
                 silver["iot_readings"], as_of, top_keywords=top_keywords,
             ),
-            "journeys": lambda: build_journeys(
-                silver["events"], silver["orders"], marketing_customers, as_of, **journey_args
-            ),
+            "journeys": lambda: journeys_from_timeline(timeline, as_of),
             "kpi_daily": lambda: build_kpi_daily(silver["events"], silver["orders"], as_of),
-            "kpi_channel_daily": lambda: build_kpi_channel_daily(
-                silver["events"], silver["orders"], marketing_customers, as_of, **journey_args
+            "kpi_channel_daily": lambda: kpi_channel_daily_from_timeline(
+                silver["events"], timeline, as_of, include_channels, exclude_channels
             ),
         }
         unknown = [t for t in tables if t not in GOLD_TABLES]

@@ -130,22 +130,37 @@ def build_kpi_channel_daily(
     exclude_channels: Iterable[str] | None = None,
 ) -> DataFrame:
     """gold.kpi_channel_daily for `as_of` (see the module docstring)."""
+    timeline = journey_timeline(
+        events_df, orders_df, customers_df, as_of, lookback_days, include_channels,
+        exclude_channels,
+    )
+    return kpi_channel_daily_from_timeline(
+        events_df, timeline, as_of, include_channels, exclude_channels
+    )
+
+
+def kpi_channel_daily_from_timeline(
+    events_df: DataFrame,
+    timeline_df: DataFrame,
+    as_of: date,
+    include_channels: Iterable[str] | None = None,
+    exclude_channels: Iterable[str] | None = None,
+) -> DataFrame:
+    """gold.kpi_channel_daily from the silver events and journey_timeline's rows, built for the
+    same `as_of` and channel lists (run_gold cuts the timeline once for this table and
+    gold.journeys)."""
     check_as_of(as_of)
     touchpoints = (
         select_touchpoints(events_df, as_of, include_channels, exclude_channels)
         .groupBy(utc_day(F.col("event_ts")).alias("day"), "channel")
         .agg(F.count(F.lit(1)).alias("touchpoints"))
     )
-    timeline = journey_timeline(
-        events_df, orders_df, customers_df, as_of, lookback_days, include_channels,
-        exclude_channels,
-    )
     consented = (
-        timeline.where(~F.col("is_conversion"))
+        timeline_df.where(~F.col("is_conversion"))
         .groupBy(utc_day(F.col("ts")).alias("day"), "channel")
         .agg(F.count(F.lit(1)).alias("consented_touchpoints"))
     )
-    last_touches = journey_touchpoints(timeline).where(
+    last_touches = journey_touchpoints(timeline_df).where(
         F.col("converted") & F.col("is_last_touch")
     )
     conversions = last_touches.groupBy(utc_day(F.col("event_ts")).alias("day"), "channel").agg(
