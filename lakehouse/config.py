@@ -194,6 +194,7 @@ def _merge_checked(
 _MINIMUMS = {
     "spark.shuffle_partitions": 1,
     "bronze.max_files_per_trigger": 1,
+    "bronze.parallel_sources": 1,
     "gold.lookback_days": 1,
     "gold.top_keywords": 1,
     "attribution.order": 0,

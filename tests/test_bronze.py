@@ -282,3 +282,45 @@ def test_gzip_trailers_are_read_alike_from_a_local_folder_and_through_spark(spar
         [(Path(f).name, size, isize) for f, size, isize in local]
     assert spark_gzip_trailers(spark, str(tmp_path / "nosuch")) == []
     assert local_gzip_trailers(tmp_path / "nosuch") == []
+
+
+def test_sources_land_side_by_side_and_the_first_failure_in_declaration_order_is_raised(
+    spark, config, monkeypatch
+):
+    """bronze.parallel_sources sources land at a time; every source runs to its end, and the
+    error raised is that of the first failing source in declaration order, whichever failed
+    first in time (here the later one fails at once, the earlier one after a pause)."""
+    import threading
+    import time
+
+    import lakehouse.bronze as bronze
+    from lakehouse.bronze import BronzeResult
+
+    names = ["crm_customers", "clickstream", "orders", "payments"]
+    for name in names:
+        (Path(config.data_dir) / "raw" / name).mkdir(parents=True)
+    lock, running, seen = threading.Lock(), [0], []
+
+    def fake_ingest(spark, catalog, source, run_id, suppression=None):
+        with lock:
+            running[0] += 1
+            seen.append(running[0])
+        try:
+            time.sleep(0.3 if source.name == "clickstream" else 0.1)
+            if source.name in ("clickstream", "orders"):
+                raise RuntimeError(f"{source.name} failed")
+            return BronzeResult(source.name, 1, 0, 1, 0, 0.0)
+        finally:
+            with lock:
+                running[0] -= 1
+                finished.append(source.name)
+
+    finished: list[str] = []
+    monkeypatch.setattr(bronze, "ingest_source", fake_ingest)
+    two_at_a_time = config.with_overrides({"bronze.parallel_sources": 2})
+
+    with pytest.raises(RuntimeError, match="^clickstream failed$"):
+        run_bronze(spark, two_at_a_time, load_sources(config), "r", only=names)
+
+    assert sorted(finished) == sorted(names)
+    assert max(seen) == 2
