@@ -195,6 +195,7 @@ _MINIMUMS = {
     "spark.shuffle_partitions": 1,
     "bronze.max_files_per_trigger": 1,
     "bronze.parallel_sources": 1,
+    "silver.parallel_tables": 1,
     "gold.lookback_days": 1,
     "gold.top_keywords": 1,
     "attribution.order": 0,

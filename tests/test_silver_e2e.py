@@ -307,3 +307,40 @@ def test_a_run_with_another_pseudonymisation_key_is_refused(spark, lake, monkeyp
             with pytest.raises(ConfigError, match=message):
                 attempt()
     assert _versions(spark, config) == before
+
+
+def test_silver_tables_merge_side_by_side_and_the_first_failing_table_in_order_is_raised(
+    spark, config, monkeypatch
+):
+    """commit MERGEs silver.parallel_tables tables at a time; every MERGE runs to its end, and
+    the error raised is the first failing plan's in processing order, whichever failed first
+    in time. The quarantine and the progress are not written after a failure."""
+    import threading
+    import time
+
+    import lakehouse.silver.job as job
+
+    names = ["customers", "events", "orders", "payments"]
+    lock, running, seen, finished = threading.Lock(), [0], [], []
+
+    def fake_merge(spark, catalog, plan, run_id, measured_at):
+        with lock:
+            running[0] += 1
+            seen.append(running[0])
+        try:
+            time.sleep(0.3 if plan == "events" else 0.1)
+            if plan in ("events", "orders"):
+                raise RuntimeError(f"{plan} failed")
+            return [(plan,)]
+        finally:
+            with lock:
+                running[0] -= 1
+                finished.append(plan)
+
+    monkeypatch.setattr(job, "merge_plan", fake_merge)
+    with pytest.raises(RuntimeError, match="^events failed$"):
+        job.commit(spark, Catalog(config), {n: n for n in names}, None, "r", workers=2)
+
+    assert sorted(finished) == sorted(names)
+    assert max(seen) == 2
+    assert Catalog(config).read(spark, "silver.quarantine").isEmpty()

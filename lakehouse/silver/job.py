@@ -7,9 +7,9 @@ Two phases, so that a failing rule or an unsafe schema change commits nothing:
    normalise it, evaluate the quality rules, raise on a ``fail`` rule; then build the identity
    map update, the lookups and the projections, and check every target table's schema.
 2. commit: move looked-up rows of ids that get another first owner, MERGE the identity map,
-   MERGE each silver table (only newer versions update a key) and fill in rows of newly linked
-   cookies / handles, insert quarantine rows, append the dq metrics and finally record the
-   processed bronze versions in audit.stage_progress.
+   MERGE the silver tables, ``silver.parallel_tables`` at a time (only newer versions update a
+   key), fill in rows of newly linked cookies / handles, insert quarantine rows, append the dq
+   metrics and finally record the processed bronze versions in audit.stage_progress.
 
 Every MERGE is idempotent (a replayed row is not newer and an existing quarantine row is not
 inserted again), so a crash after some commits but before the progress write is harmless: the
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import reduce
@@ -405,13 +406,58 @@ def move_looked_up_rows(
 # -- phase 2: commit ------------------------------------------------------------------------
 
 
+def merge_plan(
+    spark: SparkSession, catalog: Catalog, plan: SourcePlan, run_id: str,
+    measured_at: datetime,
+) -> list[tuple]:
+    """MERGE one source's silver rows (and the CRM's restricted PII rows); sets the plan's
+    counts and returns its dq metric rows."""
+    started = time.monotonic()
+    src = plan.source
+    assert plan.silver_df is not None and plan.quarantine_df is not None
+    io.ensure_table(spark, catalog, plan.table, plan.silver_df.schema, plan.spec.partition_by)
+    merged = io.merge_newer(spark, catalog.path(plan.table), plan.silver_df, plan.spec.key,
+                            src.event_time, "customer_key" if plan.spec.lookup else None,
+                            # The anonymity flag (the partition) and KEY_LOOKED_UP follow
+                            # customer_key.
+                            filled_with=plan.spec.filled_with, scope=key_scope(plan))
+    if plan.pii_df is not None:
+        io.ensure_table(spark, catalog, PII_TABLE, plan.pii_df.schema)
+        io.merge_newer(spark, catalog.path(PII_TABLE), plan.pii_df, ("customer_key",),
+                       "updated_at")
+    figures = plan.figures
+    parsed, malformed = int(figures["parsed"] or 0), int(figures["malformed"] or 0)
+    dropped = int(figures["dropped"] or 0)
+    inserted, updated = merged["inserted"], merged["updated"]
+    plan.counts = {
+        "rows_in": int(figures["rows_in"] or 0),
+        "rows_inserted": inserted,
+        "rows_updated": updated,
+        "quarantined": malformed + dropped,
+        # Rows of this batch that became neither a new silver row nor a quarantine row:
+        # repeats, re-deliveries and versions a newer one replaced, as reconciliation counts
+        # them (bronze = silver + quarantined + duplicates). Not minus `updated`: that also
+        # counts older anonymous rows attributed late, not rows of this batch.
+        "duplicates_removed": parsed - dropped - inserted,
+        "warned_rows": int(figures["warned"] or 0),
+    }
+    plan.seconds += time.monotonic() - started
+    return metric_rows(
+        figures, plan.rules, src.columns, run_id=run_id, table=plan.table,
+        extra_counts={k: v for k, v in plan.counts.items()
+                      if k not in ("warned_rows", "quarantined")},
+        versions=plan.versions, measured_at=measured_at,
+    )
+
+
 def commit(
     spark: SparkSession, catalog: Catalog, plans: Mapping[str, SourcePlan],
     touched: DataFrame | None, run_id: str, follow_ups: Sequence[LookupFollowUp] = (),
-    migrate: Sequence[TableSpec] = (), new_owners: DataFrame | None = None,
+    migrate: Sequence[TableSpec] = (), new_owners: DataFrame | None = None, workers: int = 1,
 ) -> list[tuple]:
     """Write everything prepared; returns the dq metric rows (written last but one).
-    ``new_owners``: the ids this run gives another customer (owner_changes)."""
+    ``new_owners``: the ids this run gives another customer (owner_changes); ``workers``:
+    silver tables MERGEd at a time (silver.parallel_tables)."""
     for spec in migrate:
         # Killed between its two commits, the column stays null where it should be true: an
         # anonymous row still gets true when its key is filled in (TableSpec.filled_with).
@@ -425,45 +471,19 @@ def commit(
         merge_identity(spark, catalog.path(IDENTITY), touched)
     io.ensure_table(spark, catalog, QUARANTINE, QUARANTINE_SCHEMA)
     measured_at = datetime.now(UTC).replace(tzinfo=None)
-    metrics: list[tuple] = []
-    for plan in plans.values():
-        started = time.monotonic()
-        src = plan.source
-        assert plan.silver_df is not None and plan.quarantine_df is not None
-        io.ensure_table(spark, catalog, plan.table, plan.silver_df.schema,
-                        plan.spec.partition_by)
-        merged = io.merge_newer(spark, catalog.path(plan.table), plan.silver_df, plan.spec.key,
-                                src.event_time, "customer_key" if plan.spec.lookup else None,
-                                # The anonymity flag (the partition) and KEY_LOOKED_UP
-                                # follow customer_key.
-                                filled_with=plan.spec.filled_with, scope=key_scope(plan))
-        if plan.pii_df is not None:
-            io.ensure_table(spark, catalog, PII_TABLE, plan.pii_df.schema)
-            io.merge_newer(spark, catalog.path(PII_TABLE), plan.pii_df, ("customer_key",),
-                           "updated_at")
-        figures = plan.figures
-        parsed, malformed = int(figures["parsed"] or 0), int(figures["malformed"] or 0)
-        dropped = int(figures["dropped"] or 0)
-        inserted, updated = merged["inserted"], merged["updated"]
-        plan.counts = {
-            "rows_in": int(figures["rows_in"] or 0),
-            "rows_inserted": inserted,
-            "rows_updated": updated,
-            "quarantined": malformed + dropped,
-            # Rows of this batch that became neither a new silver row nor a quarantine row:
-            # repeats, re-deliveries and versions a newer one replaced, as reconciliation
-            # counts them (bronze = silver + quarantined + duplicates). Not minus `updated`:
-            # that also counts older anonymous rows attributed late, not rows of this batch.
-            "duplicates_removed": parsed - dropped - inserted,
-            "warned_rows": int(figures["warned"] or 0),
-        }
-        plan.seconds += time.monotonic() - started
-        metrics += metric_rows(
-            figures, plan.rules, src.columns, run_id=run_id, table=plan.table,
-            extra_counts={k: v for k, v in plan.counts.items()
-                          if k not in ("warned_rows", "quarantined")},
-            versions=plan.versions, measured_at=measured_at,
-        )
+
+    def merge_source(plan: SourcePlan) -> list[tuple]:
+        return merge_plan(spark, catalog, plan, run_id, measured_at)
+
+    # The silver tables are independent writes (each source its own table; the map was merged
+    # above): MERGEd side by side, their metric rows kept in the order of the plans. Every
+    # MERGE runs to its end before a failure is raised (the first failing plan's); nothing is
+    # lost either way, as the progress below is not written and the next run reads the same
+    # bronze versions again.
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(plans))),
+                            thread_name_prefix="silver") as pool:
+        merging = [pool.submit(merge_source, plan) for plan in plans.values()]
+    metrics = [row for merged in merging for row in merged.result()]
     for fill in follow_ups:
         if fill.late_rows is not None and not fill.late_rows.isEmpty():
             # (No MERGE, no commit when there is nothing to attribute.) Fill only: the rows
@@ -632,7 +652,8 @@ def run_silver(
         follow_ups = lookup_follow_ups(spark, catalog, sources, specs, plans, touched, schemas)
         metrics = commit(spark, catalog, plans, touched, run_id, follow_ups,
                          migrate=tables_to_migrate(specs, schemas),
-                         new_owners=owner_changes(cached) if cached is not None else None)
+                         new_owners=owner_changes(cached) if cached is not None else None,
+                         workers=int(config.get("silver.parallel_tables")))
         if touched is not None:
             record_key_check(spark, catalog, key)
         io.write_progress(
