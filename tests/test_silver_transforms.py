@@ -509,3 +509,18 @@ def test_clean_key_range_ignores_malformed_and_dropped_rows(spark):
     )
     row = evaluated.agg(*clean_key_range("event_id")).first()
     assert (row["_key_low"], row["_key_high"]) == ("E02", "E05")
+
+
+def test_preparation_waves_put_a_source_after_the_sources_it_references():
+    from lakehouse.silver.job import preparation_waves
+
+    order = ["crm_customers", "clickstream", "orders", "payments", "social_posts"]
+    deps = {"crm_customers": set(), "clickstream": set(), "orders": {"crm_customers"},
+            "payments": {"orders"}, "social_posts": set()}
+    assert preparation_waves(order, deps) == [
+        ["crm_customers", "clickstream", "social_posts"], ["orders"], ["payments"]
+    ]
+    # A reference cycle (a <-> b, c after b): the first source left goes alone, then the rest
+    # as soon as what they reference is prepared.
+    cycle = {"a": {"b"}, "b": {"a"}, "c": {"b"}, "d": set()}
+    assert preparation_waves(["a", "b", "c", "d"], cycle) == [["d"], ["a"], ["b"], ["c"]]

@@ -2,9 +2,10 @@
 
 Two phases, so that a failing rule or an unsafe schema change commits nothing:
 
-1. prepare (no writes): per source, read what bronze appended since the last silver run (the
-   change data feed from the recorded version + 1 up to the version current now), type and
-   normalise it, evaluate the quality rules, raise on a ``fail`` rule; then build the identity
+1. prepare (no writes): per source (``silver.parallel_tables`` at a time, each after the
+   sources its referential rules read), read what bronze appended since the last silver run
+   (the change data feed from the recorded version + 1 up to the version current now), type
+   and normalise it, evaluate the quality rules, raise on a ``fail`` rule; then build the identity
    map update, the lookups and the projections, and check every target table's schema.
 2. commit: move looked-up rows of ids that get another first owner, MERGE the identity map,
    MERGE the silver tables, ``silver.parallel_tables`` at a time (only newer versions update a
@@ -132,23 +133,47 @@ def producers(specs: Mapping[str, TableSpec]) -> dict[str, str]:
     return {f"silver.{spec.table}": name for name, spec in specs.items()}
 
 
+def referenced_sources(
+    sources: Mapping[str, SourceSpec], specs: Mapping[str, TableSpec],
+    rules: Mapping[str, SourceRules],
+) -> dict[str, set[str]]:
+    """Each source -> the other sources whose silver tables its referential rules read."""
+    producer = producers(specs)
+    return {
+        n: {producer[str(r.params["ref_table"])] for r in rules[n].rules
+            if r.kind == "referential" and str(r.params["ref_table"]) in producer} - {n}
+        for n in sources
+    }
+
+
 def processing_order(
     sources: Mapping[str, SourceSpec], specs: Mapping[str, TableSpec],
     rules: Mapping[str, SourceRules],
 ) -> list[str]:
     """Declaration order, except that a source referenced by another's rule comes first."""
-    producer = producers(specs)
-    deps = {
-        n: {producer[str(r.params["ref_table"])] for r in rules[n].rules
-            if r.kind == "referential" and str(r.params["ref_table"]) in producer} - {n}
-        for n in sources
-    }
+    deps = referenced_sources(sources, specs, rules)
     ordered: list[str] = []
     while len(ordered) < len(sources):
         ready = [n for n in sources if n not in ordered and deps[n] <= set(ordered)]
         # A reference cycle: fall back to declaration order for the rest.
         ordered += ready or [n for n in sources if n not in ordered]
     return ordered
+
+
+def preparation_waves(order: Sequence[str], deps: Mapping[str, set[str]]) -> list[list[str]]:
+    """``order`` (processing_order) cut into waves that can be prepared side by side: a source
+    comes in a wave after those of the sources it references (``deps``: referenced_sources),
+    whose clean rows its referential rules read. In a reference cycle, the first source left
+    goes alone, as processing_order falls back to declaration order."""
+    waves: list[list[str]] = []
+    done: set[str] = set()
+    while len(done) < len(order):
+        wave = [n for n in order if n not in done and deps[n] <= done]
+        if not wave:
+            wave = [next(n for n in order if n not in done)]
+        waves.append(wave)
+        done.update(wave)
+    return waves
 
 
 def _ref_keys(
@@ -639,13 +664,28 @@ def run_silver(
     producer = producers(specs)
     plans: dict[str, SourcePlan] = {}
     cached: DataFrame | None = None
+    workers = int(config.get("silver.parallel_tables"))
+
+    def prepare(name: str) -> SourcePlan | None:
+        # Reads only the plans of earlier waves (the sources this one references).
+        ref_keys = _ref_keys(spark, catalog, rules[name], plans, producer)
+        return prepare_source(spark, catalog, sources[name], specs[name], rules[name],
+                              progress.get(name), key, ref, ref_keys)
+
+    order = processing_order(sources, specs, rules)
     try:
-        for name in processing_order(sources, specs, rules):
-            ref_keys = _ref_keys(spark, catalog, rules[name], plans, producer)
-            plan = prepare_source(spark, catalog, sources[name], specs[name], rules[name],
-                                  progress.get(name), key, ref, ref_keys)
-            if plan is not None:
-                plans[name] = plan
+        for wave in preparation_waves(order, referenced_sources(sources, specs, rules)):
+            with ThreadPoolExecutor(max_workers=max(1, min(workers, len(wave))),
+                                    thread_name_prefix="silver") as pool:
+                preparing = {name: pool.submit(prepare, name) for name in wave}
+            # Every source of the wave is kept (and released below) before the first
+            # failure in processing order, a failing rule say, is raised.
+            failures = [f.exception() for f in preparing.values() if f.exception()]
+            plans.update({n: f.result() for n, f in preparing.items()
+                          if not f.exception() and f.result() is not None})
+            if failures:
+                raise failures[0]
+        plans = {n: plans[n] for n in order if n in plans}
         if not plans:
             return ["silver: nothing new in bronze since the last run"]
         touched, cached = build_outputs(spark, catalog, plans, run_id, schemas)
@@ -653,7 +693,7 @@ def run_silver(
         metrics = commit(spark, catalog, plans, touched, run_id, follow_ups,
                          migrate=tables_to_migrate(specs, schemas),
                          new_owners=owner_changes(cached) if cached is not None else None,
-                         workers=int(config.get("silver.parallel_tables")))
+                         workers=workers)
         if touched is not None:
             record_key_check(spark, catalog, key)
         io.write_progress(
