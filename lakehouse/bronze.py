@@ -25,7 +25,6 @@ import json
 import os
 import re
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import reduce
 from pathlib import Path
@@ -38,6 +37,7 @@ from lakehouse.catalog import BRONZE_TABLE_PROPERTIES, Catalog
 from lakehouse.config import Config, file_uri_path, is_local_location, local_path
 from lakehouse.errors import InputDataError
 from lakehouse.faults import crash_point
+from lakehouse.parallel import side_by_side
 from lakehouse.privacy.keycheck import lake_pseudonym_key
 from lakehouse.privacy.suppression import (
     SUPPRESSED_COLUMNS,
@@ -610,12 +610,12 @@ def run_bronze(
         return replace(ingest_source(spark, catalog, source, run_id, suppression),
                        **unread_files(catalog.raw_dir(source.raw_dir), source))
 
-    workers = min(int(config.get("bronze.parallel_sources")), len(present))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bronze") as pool:
-        landing = {s.name: pool.submit(land, s) for s in present}
+    landed = dict(zip((s.name for s in present), side_by_side(
+        land, present, int(config.get("bronze.parallel_sources")), "bronze"
+    ), strict=True))
     # A source that has not delivered yet is reported, not an error: the others still land.
     return [
-        landing[s.name].result() if s in present
+        landed[s.name] if s in present
         else BronzeResult(s.name, 0, 0, 0, None, 0.0, "no raw folder yet")
         for s in chosen
     ]

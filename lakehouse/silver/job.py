@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import reduce
@@ -35,6 +34,7 @@ from pyspark.sql import types as T
 from lakehouse.catalog import Catalog
 from lakehouse.config import Config
 from lakehouse.errors import InputDataError, SchemaChangeError
+from lakehouse.parallel import side_by_side
 from lakehouse.privacy.keycheck import lake_pseudonym_key, record_key_check
 from lakehouse.quality import (
     DQ_METRICS_SCHEMA,
@@ -313,10 +313,11 @@ def _dedup_quarantine(df: DataFrame) -> DataFrame:
 
 def build_outputs(
     spark: SparkSession, catalog: Catalog, plans: Mapping[str, SourcePlan], run_id: str,
-    schemas: Mapping[str, T.StructType | None],
+    schemas: Mapping[str, T.StructType | None], workers: int = 1,
 ) -> tuple[DataFrame | None, DataFrame | None]:
-    """Identity update and the projected, schema-checked frames of every table (no writes).
-    ``schemas``: check_declared_types' (which silver tables exist).
+    """Identity update and the projected, schema-checked frames of every table (no writes),
+    ``workers`` sources at a time. ``schemas``: check_declared_types' (which silver tables
+    exist).
 
     Returns the identity rows to MERGE (schema-checked) and the cached frame behind them
     (which also holds each id's key before the run).
@@ -333,7 +334,10 @@ def build_outputs(
     elif existing_map is not None:
         view = existing_map
     quarantine_schema = io.table_schema(spark, catalog, QUARANTINE)
-    for name, plan in plans.items():
+    pii_schema = io.table_schema(spark, catalog, PII_TABLE)
+
+    def project(item: tuple[str, SourcePlan]) -> None:
+        name, plan = item
         src = plan.source
         latest = filter_latest_per_key(plan.clean, src.natural_key, src.event_time)
         if plan.spec.lookup and view is not None:
@@ -352,16 +356,18 @@ def build_outputs(
             plan.reresolves = True
         plan.silver_df = silver_df
         if src.name == "crm_customers":
-            plan.pii_df = io.align_to_table(
-                to_customer_pii(latest, run_id), io.table_schema(spark, catalog, PII_TABLE),
-                PII_TABLE,
-            )
+            plan.pii_df = io.align_to_table(to_customer_pii(latest, run_id), pii_schema,
+                                            PII_TABLE)
         quarantine = to_quarantine_rows(
             plan.evaluated, src.name, src.natural_key, run_id, F.col("_quarantine_raw")
         )
         plan.quarantine_df = io.align_to_table(
             _dedup_quarantine(quarantine), quarantine_schema, QUARANTINE
         )
+
+    # Building these plans is the driver's work (Spark analyses each step of them), which
+    # overlaps across sources; a schema refused in one is raised all the same.
+    side_by_side(project, plans.items(), workers, "silver")
     if touched is not None:
         touched = io.align_to_table(touched, io.table_schema(spark, catalog, IDENTITY), IDENTITY)
     return touched, cached
@@ -501,14 +507,11 @@ def commit(
         return merge_plan(spark, catalog, plan, run_id, measured_at)
 
     # The silver tables are independent writes (each source its own table; the map was merged
-    # above): MERGEd side by side, their metric rows kept in the order of the plans. Every
-    # MERGE runs to its end before a failure is raised (the first failing plan's); nothing is
-    # lost either way, as the progress below is not written and the next run reads the same
-    # bronze versions again.
-    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(plans))),
-                            thread_name_prefix="silver") as pool:
-        merging = [pool.submit(merge_source, plan) for plan in plans.values()]
-    metrics = [row for merged in merging for row in merged.result()]
+    # above): MERGEd side by side, their metric rows kept in the order of the plans. After a
+    # failure nothing is lost: the progress below is not written, and the next run reads the
+    # same bronze versions again.
+    metrics = [row for rows in side_by_side(merge_source, plans.values(), workers, "silver")
+               for row in rows]
     for fill in follow_ups:
         if fill.late_rows is not None and not fill.late_rows.isEmpty():
             # (No MERGE, no commit when there is nothing to attribute.) Fill only: the rows
@@ -666,29 +669,23 @@ def run_silver(
     cached: DataFrame | None = None
     workers = int(config.get("silver.parallel_tables"))
 
-    def prepare(name: str) -> SourcePlan | None:
+    def prepare(name: str) -> None:
         # Reads only the plans of earlier waves (the sources this one references).
         ref_keys = _ref_keys(spark, catalog, rules[name], plans, producer)
-        return prepare_source(spark, catalog, sources[name], specs[name], rules[name],
+        plan = prepare_source(spark, catalog, sources[name], specs[name], rules[name],
                               progress.get(name), key, ref, ref_keys)
+        if plan is not None:
+            # Kept at once: released below even when another source of the wave fails.
+            plans[name] = plan
 
     order = processing_order(sources, specs, rules)
     try:
         for wave in preparation_waves(order, referenced_sources(sources, specs, rules)):
-            with ThreadPoolExecutor(max_workers=max(1, min(workers, len(wave))),
-                                    thread_name_prefix="silver") as pool:
-                preparing = {name: pool.submit(prepare, name) for name in wave}
-            # Every source of the wave is kept (and released below) before the first
-            # failure in processing order, a failing rule say, is raised.
-            failures = [f.exception() for f in preparing.values() if f.exception()]
-            plans.update({n: f.result() for n, f in preparing.items()
-                          if not f.exception() and f.result() is not None})
-            if failures:
-                raise failures[0]
+            side_by_side(prepare, wave, workers, "silver")
         plans = {n: plans[n] for n in order if n in plans}
         if not plans:
             return ["silver: nothing new in bronze since the last run"]
-        touched, cached = build_outputs(spark, catalog, plans, run_id, schemas)
+        touched, cached = build_outputs(spark, catalog, plans, run_id, schemas, workers)
         follow_ups = lookup_follow_ups(spark, catalog, sources, specs, plans, touched, schemas)
         metrics = commit(spark, catalog, plans, touched, run_id, follow_ups,
                          migrate=tables_to_migrate(specs, schemas),
