@@ -146,31 +146,18 @@ def referenced_sources(
     }
 
 
-def processing_order(
-    sources: Mapping[str, SourceSpec], specs: Mapping[str, TableSpec],
-    rules: Mapping[str, SourceRules],
-) -> list[str]:
-    """Declaration order, except that a source referenced by another's rule comes first."""
-    deps = referenced_sources(sources, specs, rules)
-    ordered: list[str] = []
-    while len(ordered) < len(sources):
-        ready = [n for n in sources if n not in ordered and deps[n] <= set(ordered)]
-        # A reference cycle: fall back to declaration order for the rest.
-        ordered += ready or [n for n in sources if n not in ordered]
-    return ordered
-
-
-def preparation_waves(order: Sequence[str], deps: Mapping[str, set[str]]) -> list[list[str]]:
-    """``order`` (processing_order) cut into waves that can be prepared side by side: a source
+def preparation_waves(names: Sequence[str], deps: Mapping[str, set[str]]) -> list[list[str]]:
+    """``names`` (declaration order) cut into waves that can be prepared side by side: a source
     comes in a wave after those of the sources it references (``deps``: referenced_sources),
     whose clean rows its referential rules read. In a reference cycle, the first source left
-    goes alone, as processing_order falls back to declaration order."""
+    goes alone. The waves one after the other are the processing order: declaration order,
+    except that a referenced source comes first."""
     waves: list[list[str]] = []
     done: set[str] = set()
-    while len(done) < len(order):
-        wave = [n for n in order if n not in done and deps[n] <= done]
+    while len(done) < len(names):
+        wave = [n for n in names if n not in done and deps[n] <= done]
         if not wave:
-            wave = [next(n for n in order if n not in done)]
+            wave = [next(n for n in names if n not in done)]
         waves.append(wave)
         done.update(wave)
     return waves
@@ -334,7 +321,6 @@ def build_outputs(
     elif existing_map is not None:
         view = existing_map
     quarantine_schema = io.table_schema(spark, catalog, QUARANTINE)
-    pii_schema = io.table_schema(spark, catalog, PII_TABLE)
 
     def project(item: tuple[str, SourcePlan]) -> None:
         name, plan = item
@@ -356,8 +342,10 @@ def build_outputs(
             plan.reresolves = True
         plan.silver_df = silver_df
         if src.name == "crm_customers":
-            plan.pii_df = io.align_to_table(to_customer_pii(latest, run_id), pii_schema,
-                                            PII_TABLE)
+            plan.pii_df = io.align_to_table(
+                to_customer_pii(latest, run_id), io.table_schema(spark, catalog, PII_TABLE),
+                PII_TABLE,
+            )
         quarantine = to_quarantine_rows(
             plan.evaluated, src.name, src.natural_key, run_id, F.col("_quarantine_raw")
         )
@@ -678,9 +666,10 @@ def run_silver(
             # Kept at once: released below even when another source of the wave fails.
             plans[name] = plan
 
-    order = processing_order(sources, specs, rules)
+    waves = preparation_waves(list(sources), referenced_sources(sources, specs, rules))
+    order = [name for wave in waves for name in wave]
     try:
-        for wave in preparation_waves(order, referenced_sources(sources, specs, rules)):
+        for wave in waves:
             side_by_side(prepare, wave, workers, "silver")
         plans = {n: plans[n] for n in order if n in plans}
         if not plans:
