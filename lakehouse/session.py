@@ -8,7 +8,10 @@ project folder that `make jars` fills from Maven Central; clusters pass them wit
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -113,4 +116,39 @@ def get_spark(
         builder = builder.master(master)
     for key, value in session_settings(config, show_progress=show_progress).items():
         builder = builder.config(key, value)
-    return builder.getOrCreate()
+    with jvm_stdout_on_stderr():
+        return builder.getOrCreate()
+
+
+@contextlib.contextmanager
+def jvm_stdout_on_stderr() -> Iterator[None]:
+    """While a local JVM is launched: its standard output is this process's standard error.
+
+    The JVM inherits the file descriptors it starts with, and Delta prints some of its own
+    messages to the JVM's standard output (VACUUM's "Deleted N files and directories in a total
+    of M directories.", one unlabelled line per table), which landed in the middle of a
+    command's report (``lakehouse erase``, ``run retention``). A command's standard output
+    stays its own lines; the engine's chatter joins its logs on standard error. Nothing changes
+    when no JVM is launched here (spark-submit's driver, a running gateway) or when standard
+    output or error is not a file descriptor (some notebook front ends).
+    """
+    from pyspark import SparkContext
+
+    launching = SparkContext._gateway is None and "PYSPARK_GATEWAY_PORT" not in os.environ
+    try:
+        os.fstat(2)
+        saved = os.dup(1) if launching else None
+    except OSError:
+        saved = None
+    if saved is None:
+        yield
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)

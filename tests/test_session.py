@@ -1,0 +1,38 @@
+"""The session a command builds: what its JVM prints does not mix into the command's output."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+# A child process: the JVM must be launched by the code under test (this session's is running).
+# Delta prints one line per VACUUM on the JVM's standard output ("Deleted N files and
+# directories in a total of M directories."), the line `lakehouse erase` used to show between
+# its own.
+CHILD = """
+import sys
+from delta.tables import DeltaTable
+from lakehouse.config import load_config
+from lakehouse.session import get_spark
+
+root = sys.argv[1]
+spark = get_spark(load_config("local", overrides={"data_dir": root, "spark.master": "local[1]"}))
+spark.range(3).write.format("delta").save(root + "/t")
+spark.range(3).write.format("delta").mode("overwrite").save(root + "/t")
+spark.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "false")
+DeltaTable.forPath(spark, root + "/t").vacuum(0.0)
+print("the command's own line")
+"""
+
+
+def test_the_jvms_console_lines_go_to_stderr_and_the_commands_stdout_stays_its_own(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-c", CHILD, str(tmp_path)], capture_output=True, text=True,
+        env={**os.environ}, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.splitlines() == ["the command's own line"]
+    # The line is still there for whoever reads the logs (and the VACUUM did run).
+    assert re.search(r"^Deleted \d+ files and directories", result.stderr, re.M), result.stderr[-2000:]
