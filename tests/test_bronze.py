@@ -126,6 +126,41 @@ def test_transform_on_a_small_frame_keeps_null_and_duplicate_lines(spark, config
     assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
 
 
+def test_json_rescue_keeps_unknown_fields_in_order_with_their_nulls_and_nested_values(
+    spark, config
+):
+    """Unknown keys go to _rescued_data in the order they came, a JSON null kept as null and a
+    nested value as its text; a declared key with a null value is a declared field (not
+    rescued, and it counts as present); a line of unknown keys only is malformed."""
+    lines = spark.createDataFrame(
+        [
+            ('{"zz": null, "post_id": "P1", "b": {"c": [1, 2]}, "handle": null, "a": "x"}', "f"),
+            ('{"post_id": "P2", "likes": 4}', "f"),
+            ('{"likes": null}', "f"),
+            ('{"a": 1, "zz": "2"}', "f"),
+            ("{}", "f"),
+            ('["P3"]', "f"),
+        ],
+        "_raw string, _source_file string",
+    )
+    got = to_bronze_rows(spark, lines, load_sources(config)["social_posts"], 1, "r").select(
+        "post_id", "handle", "likes", "_rescued_data", "_malformed_reason"
+    )
+    expected = spark.createDataFrame(
+        [
+            ("P1", None, None, '{"zz":null,"b":"{\\"c\\":[1,2]}","a":"x"}', None),
+            ("P2", None, "4", None, None),
+            (None, None, None, None, None),
+            (None, None, None, '{"a":"1","zz":"2"}', "no declared field present"),
+            (None, None, None, None, "no declared field present"),
+            (None, None, None, None, "line is not a valid JSON object"),
+        ],
+        "post_id string, handle string, likes string, _rescued_data string, "
+        "_malformed_reason string",
+    )
+    assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
+
+
 def test_csv_wider_than_the_limit_is_kept_flagged_not_parsed(spark, config):
     """A header past MAX_CSV_COLUMNS (the CSV parser's own limit is 20,480 and failed the whole
     stream): its file's lines land flagged with the reason, a normal file beside it parses."""
