@@ -9,7 +9,7 @@ import pytest
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
-from lakehouse.bronze import run_bronze, to_bronze_rows
+from lakehouse.bronze import run_bronze, to_bronze_rows, with_csv_header_flag
 from lakehouse.catalog import Catalog
 from lakehouse.sources import load_sources
 
@@ -159,6 +159,27 @@ def test_json_rescue_keeps_unknown_fields_in_order_with_their_nulls_and_nested_v
         "_malformed_reason string",
     )
     assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_a_csv_header_is_known_with_a_byte_order_mark_quotes_and_spaces(spark, config):
+    """A header line's first field is the natural key once a leading byte-order mark, quotes,
+    spaces and case are set aside; a mark elsewhere, or another first field, is data."""
+    lines = spark.createDataFrame(
+        [
+            ('\ufeff"Order_ID",customer_id', True),
+            (' "order_id" ,x', True),
+            ("ORDER_ID", True),
+            ("o\ufefforder_id,x", False),
+            ("\ufeff\ufefforder_id,x", False),
+            ("O1,order_id", False),
+            ("", False),
+        ],
+        "_raw string, expected boolean",
+    )
+    got = with_csv_header_flag(lines, load_sources(config)["orders"])
+    assert [(r["_raw"], r["_is_header"]) for r in got.collect()] == [
+        (r["_raw"], r["expected"]) for r in lines.collect()
+    ]
 
 
 def test_csv_wider_than_the_limit_is_kept_flagged_not_parsed(spark, config):
