@@ -544,18 +544,24 @@ def with_rule_results(
             for i, r in enumerate(rules.rules)
         ]
     )
-    failures = F.filter(failures, lambda f: f.isNotNull()).cast(FAILURE_TYPE)
-    dropping = F.filter("_failures", lambda f: f["severity"] == "drop")
+    # No lambda functions on this per-row path (array_compact, and the drop rules' reasons
+    # gathered directly): a lambda keeps Spark from compiling the whole projection.
+    failures = F.array_compact(failures).cast(FAILURE_TYPE)
+    drop_reasons = [F.col(f"_reason_{i}") for i, r in enumerate(rules.rules)
+                    if r.severity == "drop"]
+    # The first failing drop rule in the order of the rules, and every failing one's reason.
+    drop_rule = F.coalesce(*[F.when(F.col(f"_reason_{i}").isNotNull(), F.lit(r.name))
+                             for i, r in enumerate(rules.rules) if r.severity == "drop"],
+                           F.lit(None).cast("string"))
+    drop_reason = (F.array_join(F.array_compact(F.array(*drop_reasons)), "; ") if drop_reasons
+                   else F.lit(None).cast("string"))
     helpers = [c for c in out.columns if c.startswith(("_uniq_", "_ref_ok_", "_reason_"))]
     return (
-        out.withColumn("_failures", failures)
-        .withColumns(
+        out.withColumns(
             {
-                "_drop_rule": F.when(F.size(dropping) > 0, dropping[0]["rule"]),
-                "_drop_reason": F.when(
-                    F.size(dropping) > 0,
-                    F.array_join(F.transform(dropping, lambda f: f["reason"]), "; "),
-                ),
+                "_failures": failures,
+                "_drop_rule": drop_rule,
+                "_drop_reason": F.when(drop_rule.isNotNull(), drop_reason),
             }
         )
         .drop(*helpers)
@@ -589,7 +595,7 @@ def quality_figures(
         F.sum(
             F.when(
                 parsed & F.col("_drop_rule").isNull()
-                & F.exists("_failures", lambda f: f["severity"] == "warn"), 1,
+                & F.array_contains(F.col("_failures.severity"), "warn"), 1,
             ).otherwise(0)
         ).alias("warned"),
         F.sum(F.when(parsed & F.col("_rescued_data").isNotNull(), 1).otherwise(0)).alias(
@@ -603,7 +609,7 @@ def quality_figures(
     ]
     aggs += [
         F.sum(
-            F.when(parsed & F.exists("_failures", _is_rule(r.name)), 1)
+            F.when(parsed & F.array_contains(F.col("_failures.rule"), r.name), 1)
             .otherwise(0)
         ).alias(f"fail__{r.name}")
         for r in rules.rules
