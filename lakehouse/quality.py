@@ -547,11 +547,11 @@ def with_rule_results(
     # No lambda functions on this per-row path (array_compact, and the drop rules' reasons
     # gathered directly): a lambda keeps Spark from compiling the whole projection.
     failures = F.array_compact(failures).cast(FAILURE_TYPE)
-    drop_reasons = [F.col(f"_reason_{i}") for i, r in enumerate(rules.rules)
-                    if r.severity == "drop"]
+    drops = [(F.col(f"_reason_{i}"), r.name) for i, r in enumerate(rules.rules)
+             if r.severity == "drop"]
+    drop_reasons = [reason for reason, _ in drops]
     # The first failing drop rule in the order of the rules, and every failing one's reason.
-    drop_rule = F.coalesce(*[F.when(F.col(f"_reason_{i}").isNotNull(), F.lit(r.name))
-                             for i, r in enumerate(rules.rules) if r.severity == "drop"],
+    drop_rule = F.coalesce(*[F.when(reason.isNotNull(), F.lit(name)) for reason, name in drops],
                            F.lit(None).cast("string"))
     drop_reason = (F.array_join(F.array_compact(F.array(*drop_reasons)), "; ") if drop_reasons
                    else F.lit(None).cast("string"))
@@ -571,6 +571,11 @@ def with_rule_results(
 def _is_rule(name: str):
     """Predicate over a failure struct (a closure: Spark counts a lambda's parameters)."""
     return lambda f: f["rule"] == name
+
+
+def failed_rule(name: str) -> Column:
+    """Whether the row's ``_failures`` hold rule ``name`` (no lambda: see with_rule_results)."""
+    return F.array_contains(F.col("_failures.rule"), name)
 
 
 def quality_figures(
@@ -609,7 +614,7 @@ def quality_figures(
     ]
     aggs += [
         F.sum(
-            F.when(parsed & F.array_contains(F.col("_failures.rule"), r.name), 1)
+            F.when(parsed & failed_rule(r.name), 1)
             .otherwise(0)
         ).alias(f"fail__{r.name}")
         for r in rules.rules
@@ -624,7 +629,7 @@ def check_fail_rules(figures: Mapping[str, Any], rules: SourceRules, evaluated_d
         failed = int(figures.get(f"fail__{rule.name}") or 0)
         if rule.severity == "fail" and failed:
             example = (
-                evaluated_df.where(F.exists("_failures", _is_rule(rule.name)))
+                evaluated_df.where(failed_rule(rule.name))
                 .select(
                     F.concat_ws("|", *natural_key).alias("k"),
                     F.filter("_failures", _is_rule(rule.name))[0]["reason"]

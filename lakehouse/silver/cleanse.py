@@ -8,7 +8,6 @@ entry in ``_cast_errors`` (the ``castable`` quality rule then warns, drops or fa
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from functools import reduce
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
@@ -92,24 +91,22 @@ def with_typed_columns(bronze_df: DataFrame, source: SourceSpec) -> DataFrame:
     # Typed next to the cleaned text, so the errors below compare two columns instead of
     # converting every value again; their array is built only for the rare row where a value
     # did not convert (scale m's 2.5M IoT readings: 3.1 s instead of 6.2 s, the same rows).
+    converted = [(c, t) for c, t in source.columns.items() if t != "string"]
     typed = cleaned.select(
-        *[F.col(c).alias(f"_text_{c}") for c in source.columns],
+        *[F.col(c).alias(f"_text_{c}") for c, _ in converted],
         *[typed_value(F.col(c), t).alias(c) for c, t in source.columns.items()],
         *carried,
     )
-    converted = [(c, t) for c, t in source.columns.items() if t != "string"]
     errors = [cast_error(c, F.col(f"_text_{c}"), F.col(c), t, c in source.pii)
               for c, t in converted]
-    failed = reduce(
-        lambda a, b: a | b,
-        [F.col(f"_text_{c}").isNotNull() & F.col(c).isNull() for c, _ in converted],
-        F.lit(False),
-    )
     # array_compact, not a filter with a lambda: a lambda keeps Spark from compiling the
     # projection.
     no_errors = F.array().cast("array<string>")
-    cast_errors = (F.when(failed, F.array_compact(F.array(*errors))).otherwise(no_errors)
-                   if errors else no_errors)
+    cast_errors = (
+        F.when(F.coalesce(*errors).isNotNull(), F.array_compact(F.array(*errors)))
+        .otherwise(no_errors)
+        if errors else no_errors
+    )
     return typed.select(*source.columns, cast_errors.alias("_cast_errors"), *carried)
 
 
