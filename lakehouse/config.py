@@ -193,6 +193,7 @@ def _merge_checked(
 # run); ranges that depend on other keys are checked where used.
 _MINIMUMS = {
     "spark.shuffle_partitions": 1,
+    "spark.delta_log_partitions": 1,
     "bronze.max_files_per_trigger": 1,
     "bronze.parallel_sources": 1,
     "silver.parallel_tables": 1,

@@ -69,9 +69,9 @@ def session_settings(config: Config, *, show_progress: bool | None = None) -> di
         "spark.sql.extensions": DELTA_EXTENSION,
         "spark.sql.catalog.spark_catalog": DELTA_CATALOG,
         "spark.sql.shuffle.partitions": str(config.get("spark.shuffle_partitions")),
-        # Delta replays its log with this many partitions (default 50): far too many tasks
-        # for small tables on a laptop; it follows the shuffle setting instead.
-        "spark.databricks.delta.snapshotPartitions": str(config.get("spark.shuffle_partitions")),
+        # Delta replays a table's log with this many tasks (its default, 50, is far too many
+        # for a laptop's small tables; see spark.delta_log_partitions in conf/base.yaml).
+        "spark.databricks.delta.snapshotPartitions": str(config.get("spark.delta_log_partitions")),
         # VACUUM lists a table's files with this many tasks. Spark's default, 10,000, made one
         # VACUUM of an xs table take 24 s on 2 cores (3 s with 8), and an erasure vacuums
         # every table it touched.

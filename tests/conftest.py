@@ -44,7 +44,7 @@ def spark():
             "spark.conf.spark.ui.enabled": "false",
             "spark.conf.spark.sql.adaptive.coalescePartitions.enabled": "true",
             "spark.conf.spark.default.parallelism": "2",
-            "spark.conf.spark.databricks.delta.snapshotPartitions": "2",
+            "spark.delta_log_partitions": 2,
             "spark.conf.spark.sql.streaming.minBatchesToRetain": "2",
             # Adaptive execution re-plans each query after every stage: on xs data that costs
             # more than it saves (an xs lake's bronze, silver and gold took ~20% less time

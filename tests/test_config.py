@@ -33,6 +33,22 @@ def test_cluster_overlay_points_at_object_store(monkeypatch):
     assert config.get("spark.conf")["spark.sql.adaptive.enabled"] == "true"
 
 
+def test_delta_log_replay_tasks_follow_the_config(monkeypatch):
+    """spark.delta_log_partitions, not the shuffle setting, sets how many tasks replay a Delta
+    log: 2 on a laptop, Delta's own 50 on a cluster; fewer than 1 is refused."""
+    from lakehouse.session import session_settings
+
+    monkeypatch.delenv("LAKEHOUSE_DATA_DIR", raising=False)
+    replay = "spark.databricks.delta.snapshotPartitions"
+    local, cluster = load_config("local"), load_config("cluster")
+    assert (session_settings(local)[replay], session_settings(cluster)[replay]) == ("2", "50")
+    assert session_settings(local)["spark.sql.shuffle.partitions"] == "8"
+    assert session_settings(local.with_overrides({"spark.delta_log_partitions": 5}))[replay] == "5"
+    with pytest.raises(ConfigError, match="'spark.delta_log_partitions' in <override> must be "
+                                          "at least 1, got 0"):
+        local.with_overrides({"spark.delta_log_partitions": 0})
+
+
 def test_data_dir_env_overrides_config(monkeypatch, tmp_path):
     monkeypatch.setenv("LAKEHOUSE_DATA_DIR", str(tmp_path / "elsewhere"))
     assert load_config("local").data_dir == str(tmp_path / "elsewhere")
