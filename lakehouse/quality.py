@@ -568,14 +568,15 @@ def with_rule_results(
     )
 
 
-def _is_rule(name: str):
-    """Predicate over a failure struct (a closure: Spark counts a lambda's parameters)."""
-    return lambda f: f["rule"] == name
-
-
 def failed_rule(name: str) -> Column:
     """Whether the row's ``_failures`` hold rule ``name`` (no lambda: see with_rule_results)."""
     return F.array_contains(F.col("_failures.rule"), name)
+
+
+def failed_rule_reason(name: str) -> Column:
+    """The reason rule ``name`` gave in the row's ``_failures`` (null where it did not fail)."""
+    position = F.array_position(F.col("_failures.rule"), name).cast("int")
+    return F.element_at(F.col("_failures.reason"), position)
 
 
 def quality_figures(
@@ -632,8 +633,7 @@ def check_fail_rules(figures: Mapping[str, Any], rules: SourceRules, evaluated_d
                 evaluated_df.where(failed_rule(rule.name))
                 .select(
                     F.concat_ws("|", *natural_key).alias("k"),
-                    F.filter("_failures", _is_rule(rule.name))[0]["reason"]
-                    .alias("reason"),
+                    failed_rule_reason(rule.name).alias("reason"),
                 )
                 .first()
             )
