@@ -524,3 +524,27 @@ def test_preparation_waves_put_a_source_after_the_sources_it_references():
     # as soon as what they reference is prepared.
     cycle = {"a": {"b"}, "b": {"a"}, "c": {"b"}, "d": set()}
     assert preparation_waves(["a", "b", "c", "d"], cycle) == [["d"], ["a"], ["b"], ["c"]]
+
+
+def test_kept_rows_are_the_rows_of_when_they_were_kept(spark, tmp_path):
+    """kept_as_rows (silver's evaluated rows): the frame holds the rows computed when it was
+    made, so a later write to the table they came from changes neither them nor what is
+    derived from them (a lazy frame would read the new rows)."""
+    from lakehouse.silver.job import kept_as_rows
+
+    path = str(tmp_path / "t")
+    rows = [("a", 1), ("a", 1), ("b", None), ("c", 3)]
+    spark.createDataFrame(rows, "id string, n int").write.format("delta").save(path)
+    kept = kept_as_rows(
+        spark.read.format("delta").load(path).withColumn("n2", F.col("n") * 2)
+    )
+    spark.createDataFrame([("z", 9)], "id string, n int").write.format("delta").mode(
+        "overwrite"
+    ).save(path)
+
+    expected = spark.createDataFrame(
+        [(i, n, None if n is None else 2 * n) for i, n in rows], "id string, n int, n2 int"
+    )
+    assertDataFrameEqual(kept, expected)
+    assertDataFrameEqual(kept.where(F.col("n").isNull()).select("id"),
+                         spark.createDataFrame([("b",)], "id string"))
