@@ -91,10 +91,11 @@ def session_settings(config: Config, *, show_progress: bool | None = None) -> di
             f"spark.databricks.delta.properties.defaults.{key.removeprefix('delta.')}": value
             for key, value in lake_table_properties(time_travel_days).items()
         },
-        "spark.driver.extraJavaOptions": (
-            f"-Dlog4j2.configurationFile=file:{LOG4J_CONF} "
-            f"-Dlakehouse.logLevel={config.get('spark.log_level')}"
-        ),
+        "spark.driver.extraJavaOptions": " ".join(filter(None, (
+            f"-Dlog4j2.configurationFile=file:{LOG4J_CONF}",
+            f"-Dlakehouse.logLevel={config.get('spark.log_level')}",
+            str(config.get("spark.driver_java_options")).strip(),
+        ))),
     }
     jars = delta_jars(config)
     if jars:

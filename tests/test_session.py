@@ -35,3 +35,20 @@ def test_the_jvms_console_lines_go_to_stderr_and_the_commands_stdout_stays_its_o
     assert result.stdout.splitlines() == ["the command's own line"]
     # The line is still there for whoever reads the logs (and the VACUUM did run).
     assert re.search(r"^Deleted \d+ files and directories", result.stderr, re.M), result.stderr[-2000:]
+
+
+def test_the_configured_driver_java_options_reach_the_jvm_the_suite_starts(spark):
+    """This session's JVM was started by get_spark from the local config (conftest): the
+    options of spark.driver_java_options are on its command line, next to the log settings, and
+    the collector it runs is the parallel one that local.yaml asks for."""
+    from lakehouse.config import load_config
+
+    jvm = spark.sparkContext._jvm
+    management = jvm.java.lang.management.ManagementFactory
+    arguments = list(management.getRuntimeMXBean().getInputArguments())
+    configured = load_config("local").get("spark.driver_java_options").split()
+    assert configured and set(configured) <= set(arguments), arguments
+    assert any(a.startswith("-Dlog4j2.configurationFile=") for a in arguments), arguments
+    collectors = {bean.getName() for bean in management.getGarbageCollectorMXBeans()}
+    # HotSpot's names for the parallel collector's young and old generation collectors.
+    assert collectors == {"PS Scavenge", "PS MarkSweep"}, collectors
