@@ -9,7 +9,7 @@ from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from lakehouse.silver.cleanse import filter_latest_per_key, with_typed_columns
-from lakehouse.silver.identity import resolve_identity, with_resolved_customer
+from lakehouse.silver.identity import map_rows_matching, resolve_identity, with_resolved_customer
 from lakehouse.silver.transforms import Reference, keywords, with_amount_eur, with_customer_identity
 from lakehouse.sources import SourceSpec
 
@@ -254,6 +254,40 @@ def test_identity_first_sighting_wins_and_fills_anonymous_rows(spark):
         ),
     )
 
+
+
+def test_map_rows_matching_keeps_the_rows_a_lookup_of_the_batch_ids_can_match(spark):
+    """Only the map rows of the asked (id_type, id_value) pairs, each once, whatever the ids'
+    repeats and nulls; the same value under another id type is not a match. Looking the batch
+    up in them gives what looking it up in the whole map gives."""
+    t = datetime(2026, 1, 1)
+    schema = ("customer_key string, id_type string, id_value string, first_seen timestamp, "
+              "last_seen timestamp")
+    identity = spark.createDataFrame(
+        [("kA", "cookie", "ck1", t, t), ("kB", "cookie", "ck2", t, t),
+         ("kC", "device", "ck1", t, t), ("kD", "device", "dv9", t, t)], schema,
+    )
+    ids = spark.createDataFrame(
+        [("cookie", "ck1"), ("cookie", "ck1"), ("cookie", None), ("device", "dv9"),
+         ("device", "dv0")],
+        "id_type string, id_value string",
+    )
+    got = map_rows_matching(identity, ids)
+    assertDataFrameEqual(
+        got,
+        spark.createDataFrame([("kA", "cookie", "ck1", t, t), ("kD", "device", "dv9", t, t)],
+                              schema),
+    )
+    events = spark.createDataFrame(
+        [("e1", "ck1", None), ("e1", "ck1", None), ("e2", None, None), ("e3", "ck2", "kX")],
+        "event_id string, cookie_id string, customer_key string",
+    )
+    batch_ids = events.select(F.lit("cookie").alias("id_type"), F.col("cookie_id").alias("id_value"))
+    assertDataFrameEqual(
+        with_resolved_customer(events, map_rows_matching(identity, batch_ids), "cookie_id",
+                               "cookie"),
+        with_resolved_customer(events, identity, "cookie_id", "cookie"),
+    )
 
 
 def test_merge_newer_rewrites_no_file_for_rows_that_change_nothing(spark, tmp_path):

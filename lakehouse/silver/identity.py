@@ -120,6 +120,16 @@ def identity_view(touched_df: DataFrame, existing_map_df: DataFrame | None) -> D
     return untouched.select(*IDENTITY_SCHEMA.fieldNames()).unionByName(touched_df)
 
 
+def map_rows_matching(identity_df: DataFrame, ids_df: DataFrame) -> DataFrame:
+    """The rows of ``identity_df`` whose (id_type, id_value) is among ``ids_df``'s: the only
+    ones a lookup of those ids can match (with_resolved_customer gives the same rows with
+    either)."""
+    wanted = ids_df.where(F.col("id_value").isNotNull()).distinct()
+    return identity_df.join(wanted, ["id_type", "id_value"], how="left_semi").select(
+        *identity_df.columns
+    )
+
+
 def with_resolved_customer(
     df: DataFrame, identity_df: DataFrame, column: str, id_type: str
 ) -> DataFrame:

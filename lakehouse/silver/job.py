@@ -62,6 +62,7 @@ from lakehouse.silver.identity import (
     IDENTITY_SOURCES,
     identity_links,
     identity_view,
+    map_rows_matching,
     merge_identity,
     owner_changes,
     resolve_identity,
@@ -319,6 +320,17 @@ def _dedup_quarantine(df: DataFrame) -> DataFrame:
     return df.withColumn("_n", F.row_number().over(window)).where("_n = 1").drop("_n")
 
 
+def ids_to_look_up(plans: Mapping[str, SourcePlan]) -> DataFrame | None:
+    """(id_type, id_value) of every lookup column value of the batches (None: no lookup
+    source has a batch)."""
+    ids = [
+        plan.clean.select(F.lit(plan.spec.lookup[1]).alias("id_type"),
+                          F.col(plan.spec.lookup[0]).alias("id_value"))
+        for plan in plans.values() if plan.spec.lookup
+    ]
+    return reduce(DataFrame.unionByName, ids) if ids else None
+
+
 def build_outputs(
     spark: SparkSession, catalog: Catalog, plans: Mapping[str, SourcePlan], run_id: str,
     schemas: Mapping[str, T.StructType | None], workers: int = 1,
@@ -341,6 +353,14 @@ def build_outputs(
         view = identity_view(touched, existing_map)
     elif existing_map is not None:
         view = existing_map
+    looked_up = ids_to_look_up(plans)
+    if existing_map is not None and looked_up is not None:
+        # Each lookup source joined the whole map, read from storage, again (three sources:
+        # three reads and shuffles of it); the map rows of the batches' ids are far fewer, and
+        # kept once. Measured at scale m (an incremental day on copies of one 30-day lake,
+        # alternately in one warm session): silver 37.5 / 37.3 s instead of 41.0 / 38.9 s.
+        # (Not on a first load: there the view is this run's cached rows, not a read.)
+        view = kept_as_rows(map_rows_matching(view, looked_up))
     quarantine_schema = io.table_schema(spark, catalog, QUARANTINE)
 
     def project(item: tuple[str, SourcePlan]) -> None:
