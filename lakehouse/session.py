@@ -19,7 +19,7 @@ from pyspark.sql import SparkSession
 
 from lakehouse.catalog import lake_table_properties
 from lakehouse.config import REPO_ROOT, Config
-from lakehouse.errors import DeltaJarsMissingError
+from lakehouse.errors import ConfigError, DeltaJarsMissingError
 
 DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
 DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
@@ -117,8 +117,52 @@ def get_spark(
         builder = builder.master(master)
     for key, value in session_settings(config, show_progress=show_progress).items():
         builder = builder.config(key, value)
+    launching = launches_jvm()
     with jvm_stdout_on_stderr():
-        return builder.getOrCreate()
+        session = builder.getOrCreate()
+    if launching:
+        # Spark starts the JVM with -XX:+IgnoreUnrecognizedVMOptions: a misspelt option is
+        # dropped without a word, so the options are checked against the JVM that runs.
+        not_applied = java_options_not_in_effect(session, config.get("spark.driver_java_options"))
+        if not_applied:
+            session.stop()
+            raise ConfigError(
+                f"spark.driver_java_options: {', '.join(not_applied)} not in effect in the JVM "
+                f"(an option it does not know is ignored): correct or remove it"
+            )
+    return session
+
+
+def launches_jvm() -> bool:
+    """True when a session built now starts a JVM of its own (no gateway in this process and
+    none handed over by spark-submit)."""
+    from pyspark import SparkContext
+
+    return SparkContext._gateway is None and "PYSPARK_GATEWAY_PORT" not in os.environ
+
+
+def java_options_not_in_effect(spark: SparkSession, options: str) -> list[str]:
+    """The ``-XX:`` options of ``options`` that the session's JVM does not have: unknown to it,
+    or a ``+``/``-`` switch with the other value. Other options (``-D``, ``-X``) are not
+    ignored by the JVM, which refuses to start on a wrong one."""
+    jvm = spark.sparkContext._jvm
+    diagnostics = jvm.java.lang.management.ManagementFactory.getPlatformMXBean(
+        jvm.java.lang.Class.forName("com.sun.management.HotSpotDiagnosticMXBean")
+    )
+    not_applied = []
+    for option in options.split():
+        if not option.startswith("-XX:"):
+            continue
+        setting = option.removeprefix("-XX:")
+        name = setting.lstrip("+-").split("=", 1)[0]
+        try:
+            value = diagnostics.getVMOption(name).getValue()
+        except Exception:  # noqa: BLE001 - IllegalArgumentException: no such option
+            not_applied.append(option)
+            continue
+        if setting[:1] in ("+", "-") and value != ("true" if setting[0] == "+" else "false"):
+            not_applied.append(option)
+    return not_applied
 
 
 @contextlib.contextmanager
@@ -133,9 +177,7 @@ def jvm_stdout_on_stderr() -> Iterator[None]:
     when no JVM is launched here (spark-submit's driver, a running gateway) or when standard
     output or error is not a file descriptor (some notebook front ends).
     """
-    from pyspark import SparkContext
-
-    launching = SparkContext._gateway is None and "PYSPARK_GATEWAY_PORT" not in os.environ
+    launching = launches_jvm()
     try:
         os.fstat(2)
         saved = os.dup(1) if launching else None

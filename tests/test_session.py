@@ -52,3 +52,43 @@ def test_the_configured_driver_java_options_reach_the_jvm_the_suite_starts(spark
     collectors = {bean.getName() for bean in management.getGarbageCollectorMXBeans()}
     # HotSpot's names for the parallel collector's young and old generation collectors.
     assert collectors == {"PS Scavenge", "PS MarkSweep"}, collectors
+
+
+def test_java_options_not_in_effect_names_unknown_options_and_switches_the_jvm_has_otherwise(spark):
+    """Checked against this session's JVM (parallel collector, G1 off): an option the JVM does
+    not know and a switch set the other way are named; options in effect, valued ones and
+    non -XX options are not."""
+    from lakehouse.session import java_options_not_in_effect
+
+    options = ("-XX:+UseParallelGC -XX:+UseBogusGC -XX:-UseParallelGC -XX:+UseG1GC "
+               "-XX:-UseG1GC -XX:MaxGCPauseMillis=150 -Dlakehouse.some=thing")
+    assert java_options_not_in_effect(spark, options) == [
+        "-XX:+UseBogusGC", "-XX:-UseParallelGC", "-XX:+UseG1GC"]
+
+
+def test_a_misspelt_driver_java_option_stops_the_command_with_one_line(tmp_path):
+    """Spark starts the JVM with -XX:+IgnoreUnrecognizedVMOptions: without the check, a typo
+    in spark.driver_java_options ran the whole command with the option silently dropped."""
+    import os
+    import shutil
+
+    from lakehouse.config import REPO_ROOT
+
+    conf = tmp_path / "conf"
+    shutil.copytree(REPO_ROOT / "conf", conf)
+    local = conf / "local.yaml"
+    text = local.read_text()
+    assert 'driver_java_options: "-XX:+UseParallelGC"' in text
+    local.write_text(text.replace('"-XX:+UseParallelGC"', '"-XX:+UseParalelGC"'))
+    result = subprocess.run(
+        [sys.executable, "-m", "lakehouse", "run", "bronze", "--conf-dir", str(conf)],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "LAKEHOUSE_DATA_DIR": str(tmp_path / "data")},
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+    assert errors == ["lakehouse: error: spark.driver_java_options: -XX:+UseParalelGC not in "
+                      "effect in the JVM (an option it does not know is ignored): correct or "
+                      "remove it"], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "data" / "lake" / "bronze").exists()
