@@ -79,6 +79,13 @@ def session_settings(config: Config, *, show_progress: bool | None = None) -> di
             config.get("spark.shuffle_partitions")
         ),
         "spark.sql.session.timeZone": "UTC",
+        # Shuffle files, spills and blocks kept on local disk (silver's kept rows) are
+        # encrypted with a key that exists only in this application's memory: a run killed
+        # part-way leaves them in spark.local.dir, holding raw bronze lines and pseudonymised
+        # rows that no erasure would reach; encrypted, they cannot be read. Scale m, an
+        # incremental day, two sessions each, warm: silver 43.1 / 42.2 s instead of
+        # 41.9 / 41.7 s, gold 31.4 / 32.9 s instead of 32.0 / 33.3 s. spark.conf may turn it off.
+        "spark.io.encryption.enabled": "true",
         "spark.ui.showConsoleProgress": str(bool(progress)).lower(),
         "spark.log.structuredLogging.enabled": "false",
         "spark.redaction.regex": REDACTION_REGEX,

@@ -92,3 +92,43 @@ def test_a_misspelt_driver_java_option_stops_the_command_with_one_line(tmp_path)
                       "remove it"], result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "data" / "lake" / "bronze").exists()
+
+
+def test_what_spark_keeps_on_local_disk_is_encrypted(spark):
+    """Shuffle files and blocks kept on disk are what a run killed part-way leaves behind in
+    spark.local.dir (raw lines, pseudonymised rows): with I/O encryption, a byte search of
+    them finds none of the rows' text. Without it, both the kept blocks and the shuffle files
+    hold the text as it is (checked with spark.io.encryption.enabled=false)."""
+    import uuid
+    from pathlib import Path
+
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    assert spark.sparkContext.getConf().get("spark.io.encryption.enabled") == "true"
+    marker = f"lakehouse-disk-marker-{uuid.uuid4().hex}"
+    kept = spark.range(2000).select(
+        F.concat(F.lit(marker), F.col("id").cast("string")).alias("line")
+    ).persist(StorageLevel.DISK_ONLY)
+    try:
+        # A shuffle of the kept rows: their blocks and the shuffle's files are both on disk.
+        counts = kept.groupBy(F.substring("line", 1, len(marker)).alias("prefix")).count().collect()
+        assert [tuple(r) for r in counts] == [(marker, 2000)]
+        env = spark.sparkContext._jvm.org.apache.spark.SparkEnv.get()
+        folders = [Path(str(d.getAbsolutePath()))
+                   for d in env.blockManager().diskBlockManager().localDirs()]
+        files = [p for folder in folders for p in folder.rglob("*") if p.is_file()]
+        kinds = {p.name.split("_")[0] for p in files}
+        assert {"rdd", "shuffle"} <= kinds, sorted(kinds)
+        readable = [p.name for p in files if marker.encode() in _bytes_of(p)]
+        assert not readable, f"{readable} hold the rows' text unencrypted"
+    finally:
+        kept.unpersist()
+
+
+def _bytes_of(path) -> bytes:
+    """A file's bytes; none when Spark removed it meanwhile (its cleaner runs on its own)."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return b""
