@@ -353,8 +353,8 @@ def build_outputs(
         view = identity_view(touched, existing_map)
     elif existing_map is not None:
         view = existing_map
-    looked_up = ids_to_look_up(plans)
-    if existing_map is not None and looked_up is not None:
+    looked_up = ids_to_look_up(plans) if existing_map is not None else None
+    if looked_up is not None:
         # Each lookup source joined the whole map, read from storage, again (three sources:
         # three reads and shuffles of it); the map rows of the batches' ids are far fewer, and
         # kept once. Measured at scale m (an incremental day on copies of one 30-day lake,
