@@ -154,3 +154,47 @@ def test_show_command_reads_through_the_matrix(spark, xs_lake, monkeypatch, caps
     )
     assert denied.returncode == 2
     assert len(denied.stderr.strip().splitlines()) == 1 and "may not read" in denied.stderr
+
+
+def test_the_consent_filter_keeps_the_row_gold_keeps_of_a_tied_customer(spark, config):
+    """silver.customers holding customer t1 twice with the same version and updated_at (silver
+    never writes that; a hand-made fix might): the two rows differ in country and consent.
+    Gold breaks the tie on the other columns in SILVER_COLUMNS' order, so the AT row wins (AT
+    before DE) and gold.customer_360 says t1 consents; marketing's consent-filtered view of it
+    must then show t1. (The filter once broke the tie on consent alone, kept the DE row, which
+    does not consent, and hid t1.)"""
+    from datetime import date, datetime
+
+    from lakehouse.gold import run_gold
+
+    catalog = Catalog(config)
+    when = datetime(2026, 1, 1)
+    spark.createDataFrame([
+        ("t1", "e", "p", "h", "DE", date(2026, 1, 1), False, None, when, 1, "r"),
+        ("t1", "e", "p", "h", "AT", date(2026, 1, 1), True, None, when, 1, "r"),
+    ], "customer_key string, email_pseudonym string, phone_pseudonym string, "
+       "handle_pseudonym string, country string, signup_date date, marketing_consent boolean, "
+       "data_expiry_date date, updated_at timestamp, _bronze_version long, _run_id string",
+    ).write.format("delta").save(catalog.path("silver.customers"))
+    spark.createDataFrame(
+        [("o1", "t1", datetime(2026, 1, 2, 10), 10.0, "completed", 1)],
+        "order_id string, customer_key string, order_ts timestamp, amount_eur double, "
+        "status string, _bronze_version long",
+    ).write.format("delta").save(catalog.path("silver.orders"))
+    for name, schema in (
+        ("events", "event_id string, customer_key string, event_ts timestamp, "
+                   "session_id string, event_type string, channel string, _bronze_version long"),
+        ("social_posts", "post_id string, customer_key string, post_ts timestamp, "
+                         "keywords array<string>, likes int, _bronze_version long"),
+        ("iot_readings", "reading_id string, device_id string, customer_key string, "
+                         "reading_ts timestamp, temperature double, battery double, "
+                         "error_code string, _bronze_version long"),
+    ):
+        spark.createDataFrame([], schema).write.format("delta").save(
+            catalog.path(f"silver.{name}"))
+    run_gold(spark, config, "tie", date(2026, 1, 2), tables=("customer_360",))
+
+    gold = catalog.read(spark, "gold.customer_360").select("customer_key", "marketing_consent")
+    assert [tuple(r) for r in gold.collect()] == [("t1", True)]
+    shown = view(spark, config, "marketing", "gold.customer_360").select("customer_key")
+    assert [r[0] for r in shown.collect()] == ["t1"]

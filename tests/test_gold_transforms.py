@@ -444,3 +444,63 @@ def test_the_look_back_is_whole_days_of_24_hours_across_a_daylight_saving_change
     assert in_berlin[0] == expected_spring
     assert in_berlin[1]["q"] == ["search"]
     assert cut()[0] == expected_spring
+
+
+def test_a_tie_between_two_versions_keeps_the_same_row_for_every_builder(spark):
+    """A customer and an event delivered twice with the same version (and updated_at) but other
+    contents: silver never holds that, and gold's guard must still keep one row, the same in
+    every builder. The documented rule breaks the tie on the other columns in the frame's order,
+    ascending: customer t1's row with country AT (before DE), which consents; event te1's row
+    with session sa (before sb), whose channel is social. (Cut to their own columns first, the
+    builders disagreed: consenting_customers kept the DE row, which does not consent, and
+    journeys kept the email row.)"""
+    from lakehouse.gold import SILVER_KEYS, consenting_customers, deduplicated_once
+
+    profile = ("e", "p", "h")
+    customers = spark.createDataFrame([
+        ("t1", *profile, "DE", d("2026-01-01"), False, None, ts("2026-01-01"), 1, "r"),
+        ("t1", *profile, "AT", d("2026-01-01"), True, None, ts("2026-01-01"), 1, "r"),
+    ], CUSTOMERS_SCHEMA)
+    events = spark.createDataFrame([
+        ev("te1", "2026-01-19 10:00", "t1", "sb", "page_view", "email"),
+        ev("te1", "2026-01-19 10:00", "t1", "sa", "page_view", "social"),
+    ], EVENTS_SCHEMA)
+    orders = spark.createDataFrame([
+        ("to1", "t1", ts("2026-01-19 11:00"), 10.0, "EUR", 10.0, "completed", 1, 1, "r"),
+    ], ORDERS_SCHEMA)
+    raw = {"customers": customers, "events": events, "orders": orders,
+           "social": spark.createDataFrame([], SOCIAL_SCHEMA),
+           "iot": spark.createDataFrame([], IOT_SCHEMA)}
+    table = {"social": "social_posts", "iot": "iot_readings"}
+    once = {name: deduplicated_once(df, *SILVER_KEYS[table.get(name, name)])
+            for name, df in raw.items()}
+
+    for inputs in (raw, once):
+        assert [r[0] for r in consenting_customers(inputs["customers"]).collect()] == ["t1"]
+        profile_row = c360(inputs).select("country", "marketing_consent").collect()
+        assert [tuple(r) for r in profile_row] == [("AT", True)]
+        built = build_journeys(inputs["events"], inputs["orders"],
+                               consenting_customers(inputs["customers"]), AS_OF)
+        assert [(r["channels"], r["order_id"]) for r in built.collect()] == [(["social"], "to1")]
+
+
+def test_a_completed_order_without_an_order_id_is_no_conversion(spark):
+    """Silver drops a row without its natural key; a frame handed to the builders may hold one.
+    Such an order cannot name a journey: t2's touches stay one open journey (one journey_id,
+    not two rows under the open journey's id) and no channel gets a conversion for it."""
+    customers = spark.createDataFrame([
+        ("t2", "e", None, None, "AT", d("2026-01-01"), True, None, ts("2026-01-01"), 1, "r"),
+    ], CUSTOMERS_SCHEMA)
+    events = spark.createDataFrame([
+        ev("tf1", "2026-01-18 10:00", "t2", "s1", "page_view", "search"),
+        ev("tf2", "2026-01-19 10:00", "t2", "s2", "page_view", "email"),
+    ], EVENTS_SCHEMA)
+    orders = spark.createDataFrame([
+        (None, "t2", ts("2026-01-18 11:00"), 10.0, "EUR", 10.0, "completed", 1, 1, "r"),
+    ], ORDERS_SCHEMA)
+    built = build_journeys(events, orders, customers, AS_OF, lookback_days=LOOKBACK)
+    assert [(r["journey_id"], r["channels"], r["converted"]) for r in built.collect()] == [
+        (jid("t2", None), ["search", "email"], False)
+    ]
+    kpis = build_kpi_channel_daily(events, orders, customers, AS_OF, lookback_days=LOOKBACK)
+    assert kpis.agg(F.sum("conversions")).first()[0] == 0

@@ -104,9 +104,10 @@ def keep_latest_per_key(df: DataFrame, key: str, newest_first: Sequence[str] = (
     """One row per `key`: the newest by `newest_first`, then by `_bronze_version`.
 
     Silver already guarantees a unique natural key; gold re-checks it because a duplicate here
-    would double-count revenue. Remaining ties are broken by every other column, so even a key
-    delivered twice with different contents gives the same survivor on every run. Rows with a
-    null key are kept as they are (they cannot be duplicates of anything).
+    would double-count revenue. Remaining ties are broken by every other column of `df`, in its
+    column order, so even a key delivered twice with different contents gives the same survivor
+    on every run. Rows with a null key are kept as they are (they cannot be duplicates of
+    anything).
     """
     newest = [*newest_first, *(["_bronze_version"] if "_bronze_version" in df.columns else [])]
     rest = [c for c in df.columns if c != key and c not in newest]
@@ -142,14 +143,26 @@ def latest_rows(
     """`columns` of a silver table, one row per `key` (see keep_latest_per_key).
 
     Deduplicating before any filter matters: if the latest version of an order is 'cancelled',
-    an older 'completed' copy must not survive a status filter. A DataFrame from
-    deduplicated_once (same key and order) is already one row per key and is only selected.
+    an older 'completed' copy must not survive a status filter. The whole frame is deduplicated,
+    then the columns selected: a tie between two versions is broken on all of `df`'s columns,
+    so every builder given the same frame keeps the same row, whichever columns it reads (cut
+    to its own columns first, customer_360 kept a tied customer's row that consented while
+    consenting_customers kept the other one). A DataFrame from deduplicated_once (same key and
+    order) is already one row per key, that same row, and is only selected.
     """
-    if getattr(df, _DEDUPLICATED_BY, None) == (key, tuple(newest_first)):
-        return df.select(*dict.fromkeys([key, *columns]))
-    version = ["_bronze_version"] if "_bronze_version" in df.columns else []
-    picked = df.select(*dict.fromkeys([key, *columns, *newest_first, *version]))
-    return keep_latest_per_key(picked, key, newest_first).select(*dict.fromkeys([key, *columns]))
+    if getattr(df, _DEDUPLICATED_BY, None) != (key, tuple(newest_first)):
+        df = keep_latest_per_key(df, key, newest_first)
+    return df.select(*dict.fromkeys([key, *columns]))
+
+
+def read_silver_input(
+    spark: SparkSession, catalog: Catalog, name: str, version: int | None = None
+) -> DataFrame:
+    """A silver input of gold (SILVER_INPUTS) as every reader of it takes it: the columns of
+    SILVER_COLUMNS, in that order. Those are the columns a tie between two versions of a key is
+    broken on (keep_latest_per_key), so gold and the access views' consent filter keep the same
+    row of a customer delivered twice with the same version."""
+    return catalog.read(spark, f"silver.{name}", version=version).select(*SILVER_COLUMNS[name])
 
 
 def has_marketing_consent(consent: Column) -> Column:
@@ -297,8 +310,7 @@ def run_gold(
     pinned = input_versions or {}
     silver = {
         name: deduplicated_once(
-            catalog.read(spark, f"silver.{name}", version=pinned.get(f"silver.{name}"))
-            .select(*SILVER_COLUMNS[name]),
+            read_silver_input(spark, catalog, name, pinned.get(f"silver.{name}")),
             *SILVER_KEYS[name],
         )
         for name in SILVER_INPUTS

@@ -9,9 +9,9 @@ Semantics (chosen on purpose; the tests pin each rule):
   marketing consent: journeys are a marketing output), and a channel kept by
   `include_channels` / `exclude_channels`. Excluded channels are removed before journeys are cut:
   they neither appear in a journey nor split one.
-* **Conversion**: a silver order with status 'completed' (case-insensitive), a customer_key and
-  an `order_ts` before the end of `as_of`. Cancelled or returned orders are not conversions and
-  do not end a journey.
+* **Conversion**: a silver order with an order_id, status 'completed' (case-insensitive), a
+  customer_key and an `order_ts` before the end of `as_of`. Cancelled or returned orders are not
+  conversions and do not end a journey.
 * **Order of events**: per customer by timestamp; at equal timestamps touchpoints come before a
   conversion (a touch at the very instant of an order counts toward it), then by event_id /
   order_id, so ties are broken the same way on every run.
@@ -99,11 +99,16 @@ def select_touchpoints(
 
 
 def select_conversions(orders_df: DataFrame, as_of: date) -> DataFrame:
-    """Completed orders up to `as_of`: order_id, customer_key, order_ts, amount_eur."""
+    """Completed orders up to `as_of`: order_id, customer_key, order_ts, amount_eur.
+
+    An order without an order_id is no conversion: a journey is named after its order, and
+    journeys_from_timeline tells a converted journey by it (silver never holds one; a frame
+    given to the builders may)."""
     orders = latest_rows(orders_df, "order_id", ["customer_key", "order_ts", "amount_eur", "status"])
     return (
         filter_until_as_of(orders, "order_ts", as_of)
-        .where(F.col("customer_key").isNotNull() & is_completed(F.col("status")))
+        .where(F.col("order_id").isNotNull() & F.col("customer_key").isNotNull()
+               & is_completed(F.col("status")))
         .drop("status")
     )
 

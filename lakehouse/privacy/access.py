@@ -22,10 +22,12 @@ from pyspark.sql import types as T
 from lakehouse.catalog import Catalog, parse_table_name
 from lakehouse.config import Config, load_yaml_file
 from lakehouse.errors import AccessDeniedError, ConfigError
-from lakehouse.gold import consenting_customers
+from lakehouse.gold import consenting_customers, read_silver_input
 
 MODES = ("clear", "masked", "hidden")
-CONSENT_TABLE = "silver.customers"
+# The silver input (lakehouse.gold.SILVER_INPUTS) whose latest profile says who consents.
+CONSENT_INPUT = "customers"
+CONSENT_TABLE = f"silver.{CONSENT_INPUT}"
 
 
 @dataclass(frozen=True)
@@ -134,5 +136,7 @@ def view(spark: SparkSession, config: Config, role: str, table: str) -> DataFram
         raise TableNotFoundError(f"table {table} does not exist yet at {catalog.path(table)}")
     consenting = None
     if grant.consent and catalog.exists(spark, CONSENT_TABLE):
-        consenting = consenting_customers(catalog.read(spark, CONSENT_TABLE))
+        # Read as gold reads it: a customer delivered twice with the same version is the
+        # same row here as in gold's tables (see read_silver_input).
+        consenting = consenting_customers(read_silver_input(spark, catalog, CONSENT_INPUT))
     return apply_grant(df, grant, consenting)
