@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 from conftest import crm_customer_key
 from erasurelib import files_containing
@@ -38,6 +39,20 @@ def test_byte_search_of_the_whole_data_root_finds_nothing(erased):
     assert {n: files_containing(root, n) for n in needles} == {n: [] for n in needles}
     logs = [p for p in root.rglob("_delta_log/*") if p.is_file()]
     assert logs, "the search covered the transaction logs"
+
+
+def test_a_table_that_held_the_person_only_in_an_older_version_is_vacuumed(erased):
+    cfg, person, _, _, result = erased
+    # conftest.erased_lake rewrote gold.customer_360 without the person before the erasure.
+    assert person["older_only_rows"] == 1
+    assert "gold.customer_360" in result.vacuumed
+    key = crm_customer_key(person["customer_id"])
+    table = Path(Catalog(cfg).path("gold.customer_360"))
+    files = [p for p in table.rglob("*.parquet") if "_delta_log" not in p.parts]
+    assert files
+    holding = [p.name for p in files
+               if key in pq.read_table(p, columns=["customer_key"]).column(0).to_pylist()]
+    assert holding == []
 
 
 def test_time_travel_no_longer_returns_the_person(spark, erased):

@@ -20,7 +20,8 @@ What happens, in order (the order matters for a re-run after a crash, see below)
    files still holding them: ``REORG TABLE ... APPLY (PURGE)`` rewrites those files first
    (purge_deletion_vectors). VACUUM with ``privacy.erasure_vacuum_retention_hours`` then
    removes the old data files and the change-data-feed files (``_change_data``) that held the
-   rows. With 0 hours, readers of an older snapshot that are running at that moment fail and
+   rows, in every table that held the person, also one whose current version no longer does
+   (older_versions_hold_subject). With 0 hours, readers of an older snapshot that are running at that moment fail and
    time travel before the erasure is gone; that is the price of an erasure that is physical at
    once.
 5. audit.erasure_log records the request without the person's data: request id, a keyed hash
@@ -48,12 +49,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
+from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from lakehouse.catalog import Catalog
-from lakehouse.config import Config, local_path
+from lakehouse.config import Config, file_uri_path, local_path
 from lakehouse.errors import DataDirError, SubjectNotFoundError
 from lakehouse.privacy.keycheck import lake_pseudonym_key
 from lakehouse.privacy.pseudonym import trim_whitespace
@@ -390,6 +392,46 @@ def count_subject_rows(
     return df.alias("t").crossJoin(F.broadcast(source_df.alias("s"))).where(condition).count()
 
 
+def retained_files(spark: SparkSession, catalog: Catalog, name: str) -> list[Path]:
+    """Data and change-data files of table ``name`` on disk that its current version does not
+    read: those of older versions, kept for time travel until VACUUM removes them."""
+    root = local_path(catalog.path(name))
+    current = {file_uri_path(f) for f in catalog.read(spark, name).inputFiles()}
+    return sorted(
+        p for p in root.rglob("*.parquet")
+        if "_delta_log" not in p.relative_to(root).parts and p not in current
+    )
+
+
+def older_versions_hold_subject(
+    spark: SparkSession, catalog: Catalog, name: str, source_df: DataFrame
+) -> bool:
+    """Whether files that only older versions of ``name`` read still hold the person.
+
+    A table can have lost the person before the erasure and still keep them for time travel:
+    gold rebuilt for a date before their signup, journeys and segments rebuilt after they
+    withdrew consent. Its current rows count none, so without this check it was neither
+    erased nor vacuumed, and `diff` or `restore` brought the person back. The files are read
+    with the table's current schema (a column older files lack reads as null); when they
+    cannot be read so, they are taken to hold the person (VACUUM costs time travel, not data).
+    """
+    files = retained_files(spark, catalog, name)
+    if not files:
+        return False
+    schema = catalog.read(spark, name).schema
+    condition = erasure_condition(schema)
+    if condition is None:
+        return False
+    root = local_path(catalog.path(name))
+    try:
+        older = (spark.read.schema(schema).option("basePath", str(root))
+                 .parquet(*(str(p) for p in files)))
+        matches = older.alias("t").crossJoin(F.broadcast(source_df.alias("s"))).where(condition)
+        return not matches.isEmpty()
+    except PySparkException:
+        return True
+
+
 def delete_subject_rows(
     spark: SparkSession, catalog: Catalog, name: str, source_df: DataFrame,
     rows: int | None = None,
@@ -593,6 +635,12 @@ def erase_people(
             lambda t: count_subject_rows(spark, catalog, t, source_df), tables), strict=True))
         holds_raw = _raw_has_subject(catalog, subject)
         plan = {t: n for t, n in counts.items() if n}
+        # Planned with no row to delete: only vacuumed (and logged, so that a re-run after a
+        # crash vacuums them too).
+        older_only = [t for t in tables if t not in plan]
+        plan.update({t: 0 for t, held in zip(older_only, _for_each_table(
+            lambda t: older_versions_hold_subject(spark, catalog, t, source_df), older_only),
+            strict=True) if held})
         if holds_raw:
             plan["raw"] = 0
         listed = 0
@@ -625,7 +673,8 @@ def erase_people(
         early = [t for t in tables if t not in RESOLUTION_TABLES]
         late = [t for t in tables if t in RESOLUTION_TABLES]
         for name in early:
-            _erase_table(spark, catalog, name, source_df, counts[name], result, echo)
+            _erase_table(spark, catalog, name, source_df, counts[name], result, echo,
+                         older_only=name in plan and not counts[name])
             crash_point(name)
         if holds_raw:
             for folder, (lines, files) in rewrite_raw_files(catalog, subject).items():
@@ -634,7 +683,8 @@ def erase_people(
                 echo(f"  raw/{folder:<28} -{lines:>6} lines in {files} file(s) rewritten")
             crash_point("raw")
         for name in late:
-            _erase_table(spark, catalog, name, source_df, counts[name], result, echo)
+            _erase_table(spark, catalog, name, source_df, counts[name], result, echo,
+                         older_only=name in plan and not counts[name])
             crash_point(name)
     finally:
         source_df.unpersist()
@@ -703,8 +753,10 @@ def _raw_has_subject(catalog: Catalog, subject: Subject) -> bool:
 
 def _erase_table(
     spark: SparkSession, catalog: Catalog, name: str, source_df: DataFrame, expected: int,
-    result: ErasureResult, echo: Callable[[str], None],
+    result: ErasureResult, echo: Callable[[str], None], older_only: bool = False,
 ) -> None:
+    if older_only:
+        echo(f"  {name:<32}  only older versions hold the person: vacuumed below")
     if not expected:
         return
     rows = delete_subject_rows(spark, catalog, name, source_df, expected)
