@@ -51,6 +51,10 @@ class ReconciliationError(LakehouseError):
     exit_code = 1
 
 
+class RestoreRefusedError(LakehouseError):
+    """A restore the suite does not make (a table of the audit layer)."""
+
+
 class SubjectNotFoundError(LakehouseError):
     """An erasure or subject report names a person the lakehouse holds nothing about."""
 

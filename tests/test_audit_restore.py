@@ -275,3 +275,19 @@ def test_versions_older_than_seven_days_can_still_be_read_and_diffed(spark, tmp_
     err = capsys.readouterr().err
     assert "is older than the table's time-travel window" in err, err
     assert len(err.strip().splitlines()) == 1, err
+
+
+def test_a_table_of_the_audit_layer_is_not_restored(spark, xs_lake, tmp_path, capsys,
+                                                     monkeypatch):
+    """Restoring audit.stage_progress (or the privacy ledger, the suppression list) would
+    rewrite the lake's record: one line, exit 2, no new version."""
+    config = copy_lake(xs_lake, tmp_path / "lake")
+    catalog = Catalog(config)
+    monkeypatch.setenv("LAKEHOUSE_DATA_DIR", config.data_dir)
+    name = "audit.stage_progress"
+    before = catalog.current_version(spark, name)
+    assert before >= 1, "the xs lake's progress has versions to restore to"
+    assert main(["restore", name, "--version", "0", "--yes"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "audit layer" in err[0] and name in err[0], err
+    assert catalog.current_version(spark, name) == before

@@ -114,9 +114,10 @@ def _cmd_diff(args: argparse.Namespace) -> int:
 
 
 def _cmd_restore(args: argparse.Namespace) -> int:
-    from lakehouse.audit.restore import confirm, restore_plan, restore_table
+    from lakehouse.audit.restore import check_restorable, confirm, restore_plan, restore_table
     from lakehouse.audit.timetravel import require_table
 
+    check_restorable(args.table)  # before a Spark session is started
     config, spark, catalog = _context(args)
     require_table(spark, catalog, args.table)
     plan = restore_plan(spark, catalog, args.table, args.version, config.get("audit.diff_sample"))

@@ -15,13 +15,30 @@ from pyspark.sql import SparkSession
 from lakehouse.audit.diff import TableDiff, diff_versions
 from lakehouse.audit.lineage import USER_METADATA_CONF
 from lakehouse.audit.timetravel import check_version, latest_version
-from lakehouse.catalog import Catalog
+from lakehouse.catalog import Catalog, parse_table_name
+from lakehouse.errors import RestoreRefusedError
+
+
+def check_restorable(name: str) -> None:
+    """Refuse a table of the audit layer: it is the lake's own record of what happened, and a
+    restore would rewrite it. Restoring the privacy ledger gave back epsilon already spent
+    (publish then released past `privacy.epsilon_total`), restoring the suppression list let
+    an erased person's re-sent record land again, and the erasure log, lineage and the
+    hash-chained reconciliation are evidence. Their history stays readable (`history`, `diff`).
+    """
+    if parse_table_name(name).layer == "audit":
+        raise RestoreRefusedError(
+            f"{name} is a table of the audit layer (the lake's record of runs, erasures and "
+            f"privacy budget spent) and is not restored; its versions stay readable with "
+            f"`lakehouse history` and `lakehouse diff`"
+        )
 
 
 def restore_plan(
     spark: SparkSession, catalog: Catalog, name: str, version: int, sample: int = 5
 ) -> TableDiff:
     """What restoring `name` to `version` changes: the diff from the current version to it."""
+    check_restorable(name)
     check_version(spark, catalog, name, version)
     current = latest_version(spark, catalog, name)
     return diff_versions(spark, catalog, name, current, version, sample=sample)
@@ -36,7 +53,9 @@ def restore_table(
     For a silver table, silver's progress is then set back to where the restore took rows out
     (lakehouse.silver.job.reread_after_restore; ``echo`` gets what was set back), so the
     next silver run brings back the rows the restored version lacks, with today's rules.
+    A table of the audit layer is refused (check_restorable).
     """
+    check_restorable(name)
     check_version(spark, catalog, name, version)
     before = latest_version(spark, catalog, name)
     previous = spark.conf.get(USER_METADATA_CONF, None)
