@@ -306,3 +306,26 @@ def test_vacuum_after_an_erasure_purges_rows_that_deletion_vectors_only_masked(s
     assert files_containing(root, email) == []
     assert [r["email"] for r in catalog.read(spark, "silver.masked").collect()] == [
         "keep.me@example.org"]
+
+
+def test_no_identifier_the_erasure_deletes_by_has_file_statistics(spark, xs_lake):
+    """Delta keeps the min/max of indexed columns in the _delta_log, which outlives the
+    erasure's DELETE and VACUUM: no table may index a column the erasure matches a person by
+    (an order id once was, in the orders and payments tables and gold.journeys)."""
+    from lakehouse.privacy.erasure import VALUE_COLUMNS
+
+    identifiers = set(VALUE_COLUMNS) | {"journey_id"}
+    catalog = Catalog(xs_lake)
+    names = [f"{layer.name}.{t.name}" for layer in (Path(xs_lake.data_dir) / "lake").iterdir()
+             for t in layer.iterdir() if (t / "_delta_log").is_dir()]
+    assert {"silver.orders", "silver.payments", "gold.journeys"} <= set(names)
+    indexed = {}
+    for name in names:
+        properties = catalog.delta_table(spark, name).detail().first()["properties"]
+        columns = properties.get("delta.dataSkippingStatsColumns")
+        assert columns is not None or properties.get("delta.dataSkippingNumIndexedCols") == "0", \
+            f"{name} indexes Delta's default first 32 columns"
+        held = identifiers & set((columns or "").split(","))
+        if held:
+            indexed[name] = sorted(held)
+    assert indexed == {}

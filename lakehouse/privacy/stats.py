@@ -27,6 +27,9 @@ NO_STATS_COLUMNS = PERSONAL_COLUMNS | frozenset(
         "_malformed_reason", "reason",
         "customer_id", "cookie_id", "device_id", "natural_key", "id_value", "line_hmac",
         "customer_key", "email_pseudonym", "phone_pseudonym", "handle_pseudonym", "subject_hash",
+        # An erasure resolves a person's orders (their payments carry no customer column) and
+        # deletes by order id; a journey is named by a hash of customer_key and order id.
+        "order_id", "journey_id",
     }
 )
 # Types Delta can keep min/max for (a boolean column is refused by name, so it is left out).
