@@ -55,6 +55,17 @@ def test_a_table_that_held_the_person_only_in_an_older_version_is_vacuumed(erase
     assert holding == []
 
 
+def test_runs_rebuilt_by_reproduce_are_removed(erased):
+    cfg, person, _, _, _ = erased
+    # conftest.erased_lake left a reproduce copy of gold.customer_360 holding the person.
+    scratch = Path(cfg.data_dir) / cfg.get("audit.scratch_dir")
+    key = crm_customer_key(person["customer_id"])
+    holding = [p for p in scratch.rglob("*.parquet") if "_delta_log" not in p.parts
+               and key in pq.read_table(p, columns=["customer_key"]).column(0).to_pylist()]
+    assert holding == []
+    assert not scratch.exists()
+
+
 def test_time_travel_no_longer_returns_the_person(spark, erased):
     cfg, person, _, _, _ = erased
     path = Catalog(cfg).path("silver.customers")

@@ -177,6 +177,11 @@ def reproduce_segment(
     )
 
 
+def reproduce_scratch_dir(config: Config) -> str:
+    """Where reproduce rebuilds runs: one folder per run id under it."""
+    return "/".join([config.data_dir.rstrip("/"), config.get("audit.scratch_dir").strip("/")])
+
+
 def reproduce_run(
     spark: SparkSession, config: Config, run_id: str, echo: Callable[[str], None] = print,
     stages: tuple[str, ...] | None = None,
@@ -186,9 +191,7 @@ def reproduce_run(
     catalog = Catalog(config)
     rows = run_lineage(spark, catalog, run_id)
     stages = [s for s in dict.fromkeys(r["stage"] for r in rows) if stages is None or s in stages]
-    scratch_root = "/".join(
-        [config.data_dir.rstrip("/"), config.get("audit.scratch_dir").strip("/"), run_id]
-    )
+    scratch_root = f"{reproduce_scratch_dir(config)}/{run_id}"
     if config.is_local_data_dir:
         shutil.rmtree(local_path(scratch_root), ignore_errors=True)
     scratch = config.with_overrides({"data_dir": scratch_root})

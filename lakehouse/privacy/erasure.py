@@ -41,6 +41,7 @@ import hashlib
 import hmac
 import os
 import re
+import shutil
 import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -697,6 +698,10 @@ def erase_people(
     hours = config.get("privacy.erasure_vacuum_retention_hours")
     vacuum_tables_now(spark, catalog, touched, hours)
     result.vacuumed.extend(touched)
+    removed = remove_reproduce_copies(config)
+    if removed:
+        echo(f"  {config.get('audit.scratch_dir')}: {removed} run(s) rebuilt by `lakehouse "
+             f"reproduce` removed (copies of older table versions)")
     outcome = [
         (request_id, subject_id, step, n, result.files_rewritten.get(step, 0), "done")
         for step, n in result.rows_deleted.items()
@@ -708,6 +713,25 @@ def erase_people(
          f"{len(result.rows_deleted)} places, {len(result.vacuumed)} tables vacuumed "
          f"(retention {hours}h)")
     return result
+
+
+def remove_reproduce_copies(config: Config) -> int:
+    """Remove every run `lakehouse reproduce` rebuilt (its scratch folder); their number.
+
+    They are gold and attribution tables rebuilt from older input versions and kept outside
+    the lake's layers, where no table step of the erasure reaches them: any of them may hold
+    the person. They are disposable (reproduce rebuilds a run while its inputs' versions can
+    still be read), so they go whole, without a search."""
+    from lakehouse.audit.reproduce import reproduce_scratch_dir
+
+    if not config.is_local_data_dir:
+        return 0
+    folder = local_path(reproduce_scratch_dir(config))
+    if not folder.is_dir():
+        return 0
+    runs = sum(1 for p in folder.iterdir() if p.is_dir())
+    shutil.rmtree(folder)
+    return runs
 
 
 AGGREGATE_TABLES = ("kpi_daily", "kpi_channel_daily")
