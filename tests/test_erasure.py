@@ -340,3 +340,35 @@ def test_no_identifier_the_erasure_deletes_by_has_file_statistics(spark, xs_lake
         if held:
             indexed[name] = sorted(held)
     assert indexed == {}
+
+
+def test_a_quarantined_crm_record_without_customer_id_is_found_by_its_line(spark, config):
+    """A CRM line without its customer id is quarantined with the personal fields withheld and
+    a keyed hash of the line (silver's with_quarantine_raw): an erasure by the email on that
+    line must still match the quarantine row (it matched nothing of it before)."""
+    from lakehouse.privacy.erasure import erasure_condition, resolve_subject, subject_frame
+    from lakehouse.privacy.pseudonym import DEV_KEY
+    from lakehouse.silver.cleanse import with_quarantine_raw
+    from lakehouse.sources import load_sources
+
+    source = load_sources(config)["crm_customers"]
+    line = ",Ann,Vale,Ann.Vale77@Example.com,0170 1234567,DE,2025-11-15,false,,@annvale,2025-11-19T17:42:29Z"
+    values = dict(zip(source.columns, line.split(","), strict=True))
+    values["customer_id"] = None
+    other = {**values, "email": "bo@example.com", "first_name": "Bo", "country": "FR"}
+    bronze = spark.createDataFrame(
+        [{**values, "_raw": line, "_is_malformed": False},
+         {**other, "_raw": line.replace("Ann", "Bo"), "_is_malformed": False}],
+        ", ".join(f"{c} string" for c in source.columns) + ", _raw string, _is_malformed boolean",
+    )
+    catalog = Catalog(config)
+    bronze.write.format("delta").save(catalog.path("bronze.crm_customers"))
+    quarantine = with_quarantine_raw(bronze, source, DEV_KEY).select(
+        F.lit(None).cast("string").alias("natural_key"), F.col("_quarantine_raw").alias("raw"))
+    assert quarantine.where(F.col("raw").contains("ann.vale77")).count() == 0
+
+    subject = resolve_subject(spark, catalog, DEV_KEY, emails_asked=["ann.vale77@example.com"])
+    matched = (quarantine.alias("t").crossJoin(subject_frame(spark, subject).alias("s"))
+               .where(erasure_condition(quarantine.schema)).select("t.raw").collect())
+    assert len(matched) == 1 and '"country":"DE"' in matched[0][0]
+    assert '"first_name":"<withheld>"' in matched[0][0]

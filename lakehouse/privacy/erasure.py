@@ -125,6 +125,10 @@ class Subject:
     email_pseudonyms: frozenset[str] = frozenset()
     phone_pseudonyms: frozenset[str] = frozenset()
     handle_pseudonyms: frozenset[str] = frozenset()
+    # Keyed hashes of their bronze CRM lines: silver.quarantine keeps a CRM record with its
+    # personal fields withheld and this hash of the line (line_hmac), and a record without a
+    # customer id has nothing else of theirs to be found by.
+    line_hmacs: frozenset[str] = frozenset()
 
     @property
     def id_values(self) -> frozenset[str]:
@@ -135,7 +139,8 @@ class Subject:
     def raw_tokens(self) -> list[str]:
         """Lower-case strings whose occurrence (as a whole token) marks a raw line as theirs."""
         tokens = (self.customer_ids | self.customer_keys | self.emails | self.cookies
-                  | self.devices | self.order_ids | {h.lstrip("@") for h in self.handles})
+                  | self.devices | self.order_ids | {h.lstrip("@") for h in self.handles}
+                  | self.line_hmacs)
         return sorted(t.lower() for t in tokens if t and len(t) >= 4)
 
     @property
@@ -202,6 +207,7 @@ def resolve_subject(
     emails: set[str] = {normalise_email(e) for e in emails_asked if e and e.strip()}
     handles: set[str] = set()
     keys: set[str] = set()
+    line_hmacs: set[str] = set()
 
     def read(name: str) -> DataFrame | None:
         return catalog.read(spark, name) if catalog.exists(spark, name) else None
@@ -211,7 +217,9 @@ def resolve_subject(
         match = trim_whitespace("customer_id").isin(sorted(ids)) if ids else F.lit(False)
         if emails:
             match = match | F.lower(trim_whitespace("email")).isin(sorted(emails))
-        rows = crm.where(match).select("customer_id", "email", "social_handle").collect()
+        rows = crm.where(match).select("customer_id", "email", "social_handle", "_raw").collect()
+        # As silver's with_quarantine_raw computes it: pseudonym("raw", _raw), the line as is.
+        line_hmacs = {keyed_hash(key, "raw", r["_raw"]) for r in rows if r["_raw"]}
         ids |= _strings(rows, "customer_id")
         emails |= {normalise_email(e) for e in _strings(rows, "email")}
         handles |= {normalise_handle(h) for h in _strings(rows, "social_handle")}
@@ -262,6 +270,7 @@ def resolve_subject(
         phone_pseudonyms=frozenset(by_type.get("phone", set())),
         handle_pseudonyms=frozenset(by_type.get("handle", set()))
         | {keyed_hash(key, "handle", h) for h in handles},
+        line_hmacs=frozenset(line_hmacs),
     )
 
 
