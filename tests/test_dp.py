@@ -213,3 +213,20 @@ def test_revenue_cells_clamp_each_value_and_cap_each_customer(spark):
     got = {r["channel"]: r["true_count"] for r in cells.collect()}
     # A keeps its latest two (a3 = 70 and a2 = 100); a1 is the one over the cap.
     assert got == {"email": 100 + 70 + 0, "paid_search": 0, "other": 11, "display": 0}
+
+
+def test_publish_waits_for_no_other_run_and_refuses_in_one_line(spark, lake, capsys,
+                                                                 monkeypatch):
+    """Two publishes side by side would each read the ledger before the other appends to it:
+    the command holds the data root's lock, and refuses while another run has it."""
+    from lakehouse.cli import main
+    from lakehouse.locks import pipeline_lock
+
+    catalog = Catalog(lake)
+    monkeypatch.setenv("LAKEHOUSE_DATA_DIR", lake.data_dir)
+    before = catalog.current_version(spark, "audit.privacy_ledger")
+    with pipeline_lock(lake, "another publish"):
+        assert main(["publish", "--as-of", XS_AS_OF]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "another pipeline run is working on" in err[0], err
+    assert catalog.current_version(spark, "audit.privacy_ledger") == before

@@ -44,12 +44,16 @@ def _cmd_erase(args: argparse.Namespace) -> int:
 
 
 def _cmd_publish(args: argparse.Namespace) -> int:
+    from lakehouse.locks import pipeline_lock
     from lakehouse.privacy.publish import publish
 
     spark, config = _session(args)
-    for line in publish(spark, config, as_of=args.as_of, epsilon=args.epsilon,
-                        reports=args.report or None):
-        print(line)
+    # One at a time: two publishes side by side each found the budget unspent by the other
+    # (both read the ledger, then both appended) and together released past epsilon_total.
+    with pipeline_lock(config, "publish"):
+        for line in publish(spark, config, as_of=args.as_of, epsilon=args.epsilon,
+                            reports=args.report or None):
+            print(line)
     return 0
 
 
