@@ -372,3 +372,34 @@ def test_a_quarantined_crm_record_without_customer_id_is_found_by_its_line(spark
                .where(erasure_condition(quarantine.schema)).select("t.raw").collect())
     assert len(matched) == 1 and '"country":"DE"' in matched[0][0]
     assert '"first_name":"<withheld>"' in matched[0][0]
+
+
+@pytest.mark.parametrize("asked", [
+    {"customer_id": "true"},        # a word on every consenting customer's CRM line
+    {"email": "gmail.com"},         # a domain: a token of every Gmail address
+    {"customer_id": "c0000001"},    # C0000001 in the wrong case (ids are exact)
+])
+def test_an_identifier_the_lake_does_not_hold_erases_nothing(spark, xs_lake, tmp_path, asked):
+    """Only identifiers the lake holds are matched: raw lines are matched by whole token
+    without case, and such a word once removed other people's CRM lines and bronze rows."""
+    from conftest import copy_lake
+
+    from lakehouse.privacy.subject_report import subject_report
+
+    cfg = copy_lake(xs_lake, tmp_path / "lake")
+    root = Path(cfg.data_dir)
+    raw_before = {p: p.read_bytes() for p in (root / "raw").rglob("*") if p.is_file()}
+    token = next(iter(asked.values())).lower()
+    assert any(token in b.lower().decode("utf-8", "replace") for b in raw_before.values()), \
+        "the token is on some delivered line (else nothing could go wrong)"
+    catalog = Catalog(cfg)
+    names = [f"{layer.name}.{t.name}" for layer in (root / "lake").iterdir()
+             for t in layer.iterdir() if (t / "_delta_log").is_dir()]
+    versions = {n: catalog.current_version(spark, n) for n in names}
+    with pytest.raises(SubjectNotFoundError, match="no data held"):
+        erase_subject(spark, cfg, **asked)
+    assert {n: catalog.current_version(spark, n) for n in names} == versions
+    assert {p: p.read_bytes() for p in (root / "raw").rglob("*") if p.is_file()} == raw_before
+    if "customer_id" in asked:
+        with pytest.raises(SubjectNotFoundError):
+            subject_report(spark, cfg, asked["customer_id"])

@@ -202,36 +202,51 @@ def resolve_subject(
     spark: SparkSession, catalog: Catalog, key: bytes,
     customer_ids: Iterable[str] = (), emails_asked: Iterable[str] = (),
 ) -> Subject:
-    """Every identifier of the people asked for, from bronze CRM and silver (small reads)."""
-    ids: set[str] = {i.strip() for i in customer_ids if i and i.strip()}
-    emails: set[str] = {normalise_email(e) for e in emails_asked if e and e.strip()}
+    """Every identifier of the people asked for, from bronze and silver (small reads).
+
+    Only what the lake holds counts: an id asked for is kept when a bronze customer_id column
+    or silver.customer_pii (by its key) holds it exactly, an email when a CRM record or
+    customer_pii does. Raw lines are matched by whole token without case, so an unresolved
+    word taken as an identifier matched other people's lines: `--customer-id true` removed the
+    CRM line of every customer who consents, `--email gmail.com` every Gmail customer's, and
+    `--customer-id c0000001` removed C0000001's bronze rows but nothing of them in silver.
+    """
+    asked_ids = {i.strip() for i in customer_ids if i and i.strip()}
+    asked_emails = {normalise_email(e) for e in emails_asked if e and e.strip()}
+    ids: set[str] = set()
+    emails: set[str] = set()
     handles: set[str] = set()
-    keys: set[str] = set()
     line_hmacs: set[str] = set()
 
     def read(name: str) -> DataFrame | None:
         return catalog.read(spark, name) if catalog.exists(spark, name) else None
 
     crm = read("bronze.crm_customers")
-    if crm is not None:
-        match = trim_whitespace("customer_id").isin(sorted(ids)) if ids else F.lit(False)
-        if emails:
-            match = match | F.lower(trim_whitespace("email")).isin(sorted(emails))
+    if crm is not None and (asked_ids or asked_emails):
+        match = (trim_whitespace("customer_id").isin(sorted(asked_ids)) if asked_ids
+                 else F.lit(False))
+        if asked_emails:
+            match = match | F.lower(trim_whitespace("email")).isin(sorted(asked_emails))
         rows = crm.where(match).select("customer_id", "email", "social_handle", "_raw").collect()
         # As silver's with_quarantine_raw computes it: pseudonym("raw", _raw), the line as is.
         line_hmacs = {keyed_hash(key, "raw", r["_raw"]) for r in rows if r["_raw"]}
         ids |= _strings(rows, "customer_id")
         emails |= {normalise_email(e) for e in _strings(rows, "email")}
         handles |= {normalise_handle(h) for h in _strings(rows, "social_handle")}
-    keys |= {keyed_hash(key, "crm", i) for i in ids}
+    ids |= _ids_held_in_bronze(spark, catalog, asked_ids - ids)
+    asked_keys = {keyed_hash(key, "crm", i): i for i in asked_ids - ids}
+    keys = {keyed_hash(key, "crm", i) for i in ids}
 
     pii = read("silver.customer_pii")
-    if pii is not None:
-        match = F.col("customer_key").isin(sorted(keys)) if keys else F.lit(False)
-        if emails:
-            match = match | F.col("email").isin(sorted(emails))
+    if pii is not None and (keys or asked_keys or emails or asked_emails):
+        known = sorted(keys | set(asked_keys))
+        match = F.col("customer_key").isin(known) if known else F.lit(False)
+        if emails | asked_emails:
+            match = match | F.col("email").isin(sorted(emails | asked_emails))
         rows = pii.where(match).select("customer_key", "email", "social_handle").collect()
-        keys |= _strings(rows, "customer_key")
+        found = _strings(rows, "customer_key")
+        ids |= {asked_keys[k] for k in found if k in asked_keys}
+        keys |= found
         emails |= {normalise_email(e) for e in _strings(rows, "email")}
         handles |= {normalise_handle(h) for h in _strings(rows, "social_handle")}
 
@@ -275,6 +290,22 @@ def resolve_subject(
 
 
 # -- pure parts: the match condition and the raw-line filter ---------------------------------
+
+
+def _ids_held_in_bronze(spark: SparkSession, catalog: Catalog, ids: set[str]) -> set[str]:
+    """Those of ``ids`` that a bronze table's customer_id column holds (trimmed, exactly): a
+    person whose CRM record never landed may still have orders or signed-in events."""
+    held: set[str] = set()
+    for name in (t for t in erasable_tables(catalog) if t.startswith("bronze.")):
+        wanted = sorted(ids - held)
+        if not wanted:
+            break
+        df = catalog.read(spark, name)
+        if "customer_id" in df.columns:
+            rows = (df.select(trim_whitespace("customer_id").alias("customer_id"))
+                    .where(F.col("customer_id").isin(wanted)).distinct().collect())
+            held |= _strings(rows, "customer_id")
+    return held
 
 
 def erasure_condition(schema: T.StructType) -> str | None:
