@@ -28,8 +28,13 @@ def as_of_date(text: str) -> date:
     return day
 
 
+# Spark and Delta take these numbers as Java ints (a limit, a sample size, a seed): a larger
+# one failed inside the JVM with a stack trace instead of a usage line.
+JAVA_INT_MAX = 2**31 - 1
+
+
 def whole_number(minimum: int, what: str = "a whole number") -> Callable[[str], int]:
-    """An int of at least ``minimum``; ``what`` names it in the message."""
+    """An int from ``minimum`` to JAVA_INT_MAX; ``what`` names it in the message."""
 
     def parse(text: str) -> int:
         try:
@@ -38,6 +43,8 @@ def whole_number(minimum: int, what: str = "a whole number") -> Callable[[str], 
             raise argparse.ArgumentTypeError(f"'{text}' is not {what}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"{value} must be at least {minimum}")
+        if value > JAVA_INT_MAX:
+            raise argparse.ArgumentTypeError(f"{value} must be at most {JAVA_INT_MAX}")
         return value
 
     return parse

@@ -27,7 +27,8 @@ from lakehouse.privacy.stats import table_creation_options
 
 LAYERS = ("bronze", "silver", "gold", "audit", "publish")
 # A plain lower-case identifier: layer, table, raw folder, source and column names.
-IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+# \A...\Z: "$" also matches before a final newline, and 'gold.customer_360\n' passed.
+IDENTIFIER = re.compile(r"\A[a-z][a-z0-9_]{0,62}\Z")
 
 
 def lake_table_properties(time_travel_days: int) -> dict[str, str]:

@@ -260,3 +260,10 @@ def test_every_table_of_the_full_xs_lake_carries_the_lake_properties(spark, full
              for layer in LAYERS for name in catalog.tables(layer)}
     assert len(found) >= 20, sorted(found)
     assert {n: v for n, v in found.items() if v != (expected, False)} == {}
+
+
+def test_a_name_ending_in_a_newline_is_refused():
+    # "$" also matches before a final newline: this once passed the check and failed later,
+    # inside Spark, with a message listing the very table asked for.
+    with pytest.raises(InvalidTableNameError):
+        parse_table_name("gold.customer_360\n")

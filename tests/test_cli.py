@@ -187,3 +187,17 @@ def test_an_empty_markov_order_still_means_automatic():
     for order in (0, None):  # `order: 0` or a blank `order:` in YAML
         config = load_config("local").with_overrides({"attribution.order": order})
         assert attribute_options(config)["order"] is None
+
+
+@pytest.mark.parametrize("argv", [
+    ["history", "gold.kpi_daily", "--limit", "3000000000"],
+    ["show", "gold.kpi_daily", "--role", "analyst", "--limit", "99999999999999999999"],
+    ["diff", "gold.kpi_daily", "--from", "0", "--to", "1", "--sample", "2147483648"],
+])
+def test_a_number_beyond_a_java_int_is_a_usage_error(argv, capsys):
+    """Spark takes these as Java ints: a larger one failed in the JVM with a stack trace."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "must be at most 2147483647" in err and "Traceback" not in err

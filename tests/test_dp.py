@@ -102,6 +102,16 @@ def test_budget_check_per_report_and_total():
                      per_report=1.0, total=10.0)
 
 
+def test_an_epsilon_whose_noise_overflows_the_counts_is_refused():
+    # OpenDP adds the noise to 32-bit integers and saturates: epsilon 1e-300 once published
+    # 2147483647 in every cell. Scale = l1 / epsilon; the limit is 2^31 / 100.
+    with pytest.raises(PrivacyBudgetError, match="32-bit"):
+        check_budget([Release("r", 1e-300, 1.0)], spent=0.0, per_report=1.0, total=10.0)
+    with pytest.raises(PrivacyBudgetError, match="32-bit"):
+        check_budget([Release("r", 1e-4, 5000.0)], spent=0.0, per_report=1.0, total=10.0)
+    check_budget([Release("r", 1e-4, 2000.0)], spent=0.0, per_report=1.0, total=10.0)
+
+
 # -- published reports on a copy of the xs lake ----------------------------------------------
 
 

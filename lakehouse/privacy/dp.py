@@ -106,11 +106,25 @@ def spent_epsilon(spark: SparkSession, catalog: Catalog) -> float:
     return float(total or 0.0)
 
 
+# Largest noise scale (l1_sensitivity / epsilon) released: OpenDP adds the noise to 32-bit
+# integers and saturates, so a tiny epsilon (1e-300) published 2147483647 in every cell;
+# at this scale noise reaches that range with probability below e^-100.
+MAX_NOISE_SCALE = 2**31 / 100
+
+
 def check_budget(
     releases: Sequence[Release], spent: float, per_report: float, total: float
 ) -> None:
-    """Raises PrivacyBudgetError (before anything is sampled or written) when over budget."""
+    """Raises PrivacyBudgetError (before anything is sampled or written) when over budget, or
+    when an epsilon is so small that its noise would not fit the released integers."""
     for r in releases:
+        if r.l1_sensitivity / r.epsilon > MAX_NOISE_SCALE:
+            raise PrivacyBudgetError(
+                f"report {r.report}: epsilon {r.epsilon:g} gives noise of scale "
+                f"{r.l1_sensitivity / r.epsilon:.3g}, beyond what a 32-bit count holds; use an "
+                f"epsilon of at least {r.l1_sensitivity / MAX_NOISE_SCALE:.3g}; nothing was "
+                f"published"
+            )
         if r.epsilon > per_report + _TOLERANCE:
             raise PrivacyBudgetError(
                 f"report {r.report} asks for epsilon {r.epsilon:g}, above the per-report budget "
