@@ -167,6 +167,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     run_wide = [when for table, when in args.as_of_timestamp if table is None]
     if len(run_wide) > 1:
         raise LakehouseError("--as-of-timestamp without TABLE= may be given once")
+    pinned = [t for t, _ in args.as_of_version] + [t for t, _ in args.as_of_timestamp if t]
+    twice = sorted({t for t in pinned if pinned.count(t) > 1})
+    if twice:
+        # The last pin silently won: a build from another version than one of those asked.
+        raise LakehouseError(
+            f"{', '.join(twice)} pinned more than once (--as-of-version / --as-of-timestamp "
+            f"TABLE=): give one version or timestamp per table"
+        )
     ctx = RunContext(
         run_id=new_run_id(), as_of=args.as_of,
         as_of_versions=dict(args.as_of_version),

@@ -201,3 +201,14 @@ def test_a_number_beyond_a_java_int_is_a_usage_error(argv, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "must be at most 2147483647" in err and "Traceback" not in err
+
+
+def test_a_table_pinned_twice_is_refused(tmp_path, capsys, monkeypatch):
+    """The last of two pins silently won: gold was built from a version the other pin
+    excluded."""
+    monkeypatch.setenv("LAKEHOUSE_DATA_DIR", str(tmp_path / "data"))
+    code = main(["run", "gold", "--as-of-version", "silver.orders=0",
+                 "--as-of-timestamp", "silver.orders=2026-01-02T00:00:00"])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "silver.orders pinned more than once" in err[0], err
