@@ -256,6 +256,10 @@ def _absolute_data_dir(raw: str) -> str:
         raise ConfigError(f"data_dir is empty: set it in conf/ or with {DATA_DIR_ENV}")
     if "://" in raw:
         return raw.rstrip("/")
+    if raw.startswith("file:"):
+        # 'file:/data/lake' (one slash, as Hadoop prints local paths) is that local path; it
+        # was taken as a folder named 'file:' under the repository.
+        raw = raw.removeprefix("file:")
     path = Path(raw).expanduser()
     if not path.is_absolute():
         path = REPO_ROOT / path

@@ -54,6 +54,12 @@ def test_data_dir_env_overrides_config(monkeypatch, tmp_path):
     assert load_config("local").data_dir == str(tmp_path / "elsewhere")
 
 
+def test_a_file_uri_with_one_slash_is_that_local_path(monkeypatch, tmp_path):
+    # Hadoop prints local paths as file:/a/b; it was resolved as <repo>/file:/a/b.
+    monkeypatch.setenv("LAKEHOUSE_DATA_DIR", f"file:{tmp_path / 'lake'}")
+    assert load_config("local").data_dir == str(tmp_path / "lake")
+
+
 def test_unknown_key_names_key_and_file(tmp_path):
     conf = _conf_dir(tmp_path, "spark:\n  mastr: local[2]\n")
     with pytest.raises(ConfigError, match=r"unknown config key 'spark.mastr' in .*local.yaml"):
