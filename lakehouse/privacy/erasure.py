@@ -21,9 +21,9 @@ What happens, in order (the order matters for a re-run after a crash, see below)
    (purge_deletion_vectors). VACUUM with ``privacy.erasure_vacuum_retention_hours`` then
    removes the old data files and the change-data-feed files (``_change_data``) that held the
    rows, in every table that held the person, also one whose current version no longer does
-   (older_versions_hold_subject). With 0 hours, readers of an older snapshot that are running at that moment fail and
-   time travel before the erasure is gone; that is the price of an erasure that is physical at
-   once.
+   (older_versions_hold_subject). With 0 hours, readers of an older snapshot that are running
+   at that moment fail and time travel before the erasure is gone; that is the price of an
+   erasure that is physical at once.
 5. audit.erasure_log records the request without the person's data: request id, a keyed hash
    of the identifier asked for, each step (table or raw folder) with the rows it removed,
    timestamps and status.
@@ -88,6 +88,8 @@ RESOLUTION_TABLES = (
     "silver.customer_pii", "bronze.crm_customers",
 )
 ERASED_LAYERS = ("bronze", "silver", "gold", "audit")
+# Where a person is resolved from first (customer id, email, handle, the raw CRM line).
+CRM_BRONZE = "bronze.crm_customers"
 # Every text file a source may deliver (the endings bronze takes per format, and .txt), plain
 # or gzip; compared without case, so a file bronze skipped for its upper-case name is still
 # cleaned. Derived, so a new format is erased as soon as bronze reads it.
@@ -221,7 +223,7 @@ def resolve_subject(
     def read(name: str) -> DataFrame | None:
         return catalog.read(spark, name) if catalog.exists(spark, name) else None
 
-    crm = read("bronze.crm_customers")
+    crm = read(CRM_BRONZE)
     if crm is not None and (asked_ids or asked_emails):
         match = (trim_whitespace("customer_id").isin(sorted(asked_ids)) if asked_ids
                  else F.lit(False))
@@ -294,9 +296,11 @@ def resolve_subject(
 
 def _ids_held_in_bronze(spark: SparkSession, catalog: Catalog, ids: set[str]) -> set[str]:
     """Those of ``ids`` that a bronze table's customer_id column holds (trimmed, exactly): a
-    person whose CRM record never landed may still have orders or signed-in events."""
+    person whose CRM record never landed may still have orders or signed-in events. The CRM
+    table itself is left out: resolve_subject has searched it for them already."""
     held: set[str] = set()
-    for name in (t for t in erasable_tables(catalog) if t.startswith("bronze.")):
+    for name in (t for t in erasable_tables(catalog)
+                 if t.startswith("bronze.") and t != CRM_BRONZE):
         wanted = sorted(ids - held)
         if not wanted:
             break
@@ -423,21 +427,27 @@ def erasable_tables(catalog: Catalog) -> list[str]:
     return first + [t for t in RESOLUTION_TABLES if t in found]
 
 
+def subject_rows(df: DataFrame, source_df: DataFrame) -> DataFrame | None:
+    """The rows of ``df`` (as ``t``) that match the person (``source_df``: subject_frame, as
+    ``s``, beside each row); None when ``df`` has no identifying column."""
+    condition = erasure_condition(df.schema)
+    if condition is None:
+        return None
+    return df.alias("t").crossJoin(F.broadcast(source_df.alias("s"))).where(condition)
+
+
 def count_subject_rows(
     spark: SparkSession, catalog: Catalog, name: str, source_df: DataFrame
 ) -> int:
-    df = catalog.read(spark, name)
-    condition = erasure_condition(df.schema)
-    if condition is None:
-        return 0
-    return df.alias("t").crossJoin(F.broadcast(source_df.alias("s"))).where(condition).count()
+    matches = subject_rows(catalog.read(spark, name), source_df)
+    return 0 if matches is None else matches.count()
 
 
-def retained_files(spark: SparkSession, catalog: Catalog, name: str) -> list[Path]:
-    """Data and change-data files of table ``name`` on disk that its current version does not
-    read: those of older versions, kept for time travel until VACUUM removes them."""
-    root = local_path(catalog.path(name))
-    current = {file_uri_path(f) for f in catalog.read(spark, name).inputFiles()}
+def retained_files(table: DataFrame, root: Path) -> list[Path]:
+    """Data and change-data files under ``root``, the folder of the Delta table read as
+    ``table``, that its current version does not read: those of older versions, kept for
+    time travel until VACUUM removes them."""
+    current = {file_uri_path(f) for f in table.inputFiles()}
     return sorted(
         p for p in root.rglob("*.parquet")
         if "_delta_log" not in p.relative_to(root).parts and p not in current
@@ -456,19 +466,18 @@ def older_versions_hold_subject(
     with the table's current schema (a column older files lack reads as null); when they
     cannot be read so, they are taken to hold the person (VACUUM costs time travel, not data).
     """
-    files = retained_files(spark, catalog, name)
-    if not files:
-        return False
-    schema = catalog.read(spark, name).schema
-    condition = erasure_condition(schema)
-    if condition is None:
+    table = catalog.read(spark, name)
+    if erasure_condition(table.schema) is None:
         return False
     root = local_path(catalog.path(name))
+    files = retained_files(table, root)
+    if not files:
+        return False
     try:
-        older = (spark.read.schema(schema).option("basePath", str(root))
+        older = (spark.read.schema(table.schema).option("basePath", str(root))
                  .parquet(*(str(p) for p in files)))
-        matches = older.alias("t").crossJoin(F.broadcast(source_df.alias("s"))).where(condition)
-        return not matches.isEmpty()
+        matches = subject_rows(older, source_df)
+        return matches is not None and not matches.isEmpty()
     except PySparkException:
         return True
 
@@ -678,10 +687,11 @@ def erase_people(
         plan = {t: n for t, n in counts.items() if n}
         # Planned with no row to delete: only vacuumed (and logged, so that a re-run after a
         # crash vacuums them too).
-        older_only = [t for t in tables if t not in plan]
-        plan.update({t: 0 for t, held in zip(older_only, _for_each_table(
-            lambda t: older_versions_hold_subject(spark, catalog, t, source_df), older_only),
-            strict=True) if held})
+        not_now = [t for t in tables if t not in plan]
+        older_only = [t for t, held in zip(not_now, _for_each_table(
+            lambda t: older_versions_hold_subject(spark, catalog, t, source_df), not_now),
+            strict=True) if held]
+        plan.update(dict.fromkeys(older_only, 0))
         if holds_raw:
             plan["raw"] = 0
         listed = 0
@@ -714,8 +724,7 @@ def erase_people(
         early = [t for t in tables if t not in RESOLUTION_TABLES]
         late = [t for t in tables if t in RESOLUTION_TABLES]
         for name in early:
-            _erase_table(spark, catalog, name, source_df, counts[name], result, echo,
-                         older_only=name in plan and not counts[name])
+            _erase_table(spark, catalog, name, source_df, counts[name], result, echo)
             crash_point(name)
         if holds_raw:
             for folder, (lines, files) in rewrite_raw_files(catalog, subject).items():
@@ -724,8 +733,7 @@ def erase_people(
                 echo(f"  raw/{folder:<28} -{lines:>6} lines in {files} file(s) rewritten")
             crash_point("raw")
         for name in late:
-            _erase_table(spark, catalog, name, source_df, counts[name], result, echo,
-                         older_only=name in plan and not counts[name])
+            _erase_table(spark, catalog, name, source_df, counts[name], result, echo)
             crash_point(name)
     finally:
         source_df.unpersist()
@@ -738,6 +746,8 @@ def erase_people(
     hours = config.get("privacy.erasure_vacuum_retention_hours")
     vacuum_tables_now(spark, catalog, touched, hours)
     result.vacuumed.extend(touched)
+    for name in older_only:
+        echo(f"  {name:<32}  only older versions held the person: vacuumed")
     removed = remove_reproduce_copies(config)
     if removed:
         echo(f"  {config.get('audit.scratch_dir')}: {removed} run(s) rebuilt by `lakehouse "
@@ -817,10 +827,8 @@ def _raw_has_subject(catalog: Catalog, subject: Subject) -> bool:
 
 def _erase_table(
     spark: SparkSession, catalog: Catalog, name: str, source_df: DataFrame, expected: int,
-    result: ErasureResult, echo: Callable[[str], None], older_only: bool = False,
+    result: ErasureResult, echo: Callable[[str], None],
 ) -> None:
-    if older_only:
-        echo(f"  {name:<32}  only older versions hold the person: vacuumed below")
     if not expected:
         return
     rows = delete_subject_rows(spark, catalog, name, source_df, expected)

@@ -22,12 +22,12 @@ from lakehouse.config import Config, load_yaml_file, local_path
 from lakehouse.errors import SubjectNotFoundError
 from lakehouse.privacy.erasure import (
     erasable_tables,
-    erasure_condition,
     keyed_hash,
     raw_file_holds,
     raw_text_files,
     resolve_subject,
     subject_frame,
+    subject_rows,
 )
 from lakehouse.privacy.keycheck import lake_pseudonym_key
 from lakehouse.privacy.suppression import listing_of
@@ -52,11 +52,10 @@ def subject_report(spark: SparkSession, config: Config, customer_id: str) -> dic
     try:
         for name in erasable_tables(catalog):
             df = catalog.read(spark, name)
-            condition = erasure_condition(df.schema)
-            if condition is None:
+            matches = subject_rows(df, source_df)
+            if matches is None:
                 continue
-            mine = df.alias("t").crossJoin(F.broadcast(source_df.alias("s"))).where(
-                condition).select("t.*")
+            mine = matches.select("t.*")
             figures = mine.agg(
                 F.count(F.lit(1)).alias("__rows"),
                 *[F.count(F.col(f"`{c}`")).alias(c) for c in df.columns],
