@@ -93,6 +93,15 @@ def xs_lake(spark, tmp_path_factory) -> Config:
     return config
 
 
+def lake_tables(config: Config) -> list[str]:
+    """Every Delta table of a lake, as layer.table, found on disk (not from the catalog)."""
+    root = Path(config.data_dir) / "lake"
+    return sorted(
+        f"{layer.name}.{t.name}" for layer in root.iterdir() if layer.is_dir()
+        for t in layer.iterdir() if (t / "_delta_log").is_dir()
+    )
+
+
 def copy_lake(source: Config, dest: Path) -> Config:
     """A private copy of a lake (raw files, tables, checkpoints) with its own config.
 

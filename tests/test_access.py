@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import lake_tables
 from pyspark.sql import functions as F
 
 from lakehouse.catalog import Catalog
@@ -20,16 +21,8 @@ ROLES = sorted(MATRIX)
 EXPECTED_ROLES = {"analyst", "marketing", "sales", "data_engineer", "privacy_officer"}
 
 
-def _lake_tables(config) -> list[str]:
-    root = Path(config.data_dir) / "lake"
-    return sorted(
-        f"{layer.name}.{t.name}" for layer in root.iterdir() if layer.is_dir()
-        for t in layer.iterdir() if (t / "_delta_log").is_dir()
-    )
-
-
 def _cells(config) -> list[tuple[str, str]]:
-    tables = sorted(set(_lake_tables(config)) | {t for r in MATRIX.values() for t in r})
+    tables = sorted(set(lake_tables(config)) | {t for r in MATRIX.values() for t in r})
     return [(role, table) for role in ROLES for table in tables]
 
 

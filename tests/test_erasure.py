@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import crm_customer_key
+from conftest import crm_customer_key, lake_tables
 from erasurelib import files_containing
 from pyspark.sql import functions as F
 
@@ -92,8 +92,7 @@ def test_erasure_log_holds_no_identifier(spark, erased):
 def test_second_erase_changes_nothing(spark, erased):
     cfg, person, _, _, _ = erased
     catalog = Catalog(cfg)
-    names = [f"{layer.name}.{t.name}" for layer in (Path(cfg.data_dir) / "lake").iterdir()
-             for t in layer.iterdir() if (t / "_delta_log").is_dir()]
+    names = lake_tables(cfg)
     versions = {n: catalog.current_version(spark, n) for n in names}
     again = erase_subject(spark, cfg, email=person["email"])
     assert again.already_erased and again.total_rows == 0
@@ -327,8 +326,7 @@ def test_no_identifier_the_erasure_deletes_by_has_file_statistics(spark, xs_lake
 
     identifiers = set(VALUE_COLUMNS) | {"journey_id"}
     catalog = Catalog(xs_lake)
-    names = [f"{layer.name}.{t.name}" for layer in (Path(xs_lake.data_dir) / "lake").iterdir()
-             for t in layer.iterdir() if (t / "_delta_log").is_dir()]
+    names = lake_tables(xs_lake)
     assert {"silver.orders", "silver.payments", "gold.journeys"} <= set(names)
     indexed = {}
     for name in names:
@@ -393,8 +391,7 @@ def test_an_identifier_the_lake_does_not_hold_erases_nothing(spark, xs_lake, tmp
     assert any(token in b.lower().decode("utf-8", "replace") for b in raw_before.values()), \
         "the token is on some delivered line (else nothing could go wrong)"
     catalog = Catalog(cfg)
-    names = [f"{layer.name}.{t.name}" for layer in (root / "lake").iterdir()
-             for t in layer.iterdir() if (t / "_delta_log").is_dir()]
+    names = lake_tables(cfg)
     versions = {n: catalog.current_version(spark, n) for n in names}
     with pytest.raises(SubjectNotFoundError, match="no data held"):
         erase_subject(spark, cfg, **asked)
