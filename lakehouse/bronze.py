@@ -29,7 +29,6 @@ from dataclasses import dataclass, replace
 from functools import reduce
 from pathlib import Path
 
-from pyspark.errors import AnalysisException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -47,6 +46,7 @@ from lakehouse.privacy.suppression import (
     suppressed_lines,
     with_suppressed_flag,
 )
+from lakehouse.raw_files import check_raw_files
 from lakehouse.sources import SourceSpec
 
 META_COLUMNS = (
@@ -443,94 +443,6 @@ def summarize(
                         unparsed_files=unparsed)
 
 
-# A gzip file whose content would expand more than this many times, to more than the floor,
-# is refused before anything is read: a line in it can be bigger than the JVM's heap (a 1 MiB
-# file of zeros that inflates to one 1 GiB line killed the driver). Real exports of JSON and
-# CSV compress 3-20x.
-GZIP_MAX_RATIO = 100
-GZIP_RATIO_FLOOR_BYTES = 64 * 1024 * 1024
-
-
-def gzip_expansion_problem(name: str, compressed: int, isize: int) -> str | None:
-    """Why a gzip file must not be read, from its size and its trailer's ISIZE, or None.
-
-    ISIZE (RFC 1952: the last 4 bytes, little-endian) is the uncompressed size modulo 2^32 of
-    the last member: exact for the single-member files exporters write up to 4 GiB.
-    """
-    if compressed <= 0 or isize <= GZIP_RATIO_FLOOR_BYTES:
-        return None
-    ratio = isize / compressed
-    if ratio <= GZIP_MAX_RATIO:
-        return None
-    return (
-        f"raw file {name} would decompress to {isize / 2**20:,.0f} MiB from "
-        f"{compressed / 2**20:,.1f} MiB ({ratio:,.0f}:1, more than {GZIP_MAX_RATIO}:1): a gzip "
-        f"bomb or a damaged export; nothing was ingested. Move it out of the raw folder, then "
-        f"run bronze again"
-    )
-
-
-# ISIZE holds at most 2^32 - 1 bytes, so a file larger than this cannot be over the ratio: only
-# files up to this size need their trailer read.
-GZIP_CHECKED_MAX_BYTES = 2**32 // GZIP_MAX_RATIO
-
-
-def check_compressed_files(spark: SparkSession, raw_path: str) -> None:
-    """Raises InputDataError naming the first gzip file of ``raw_path`` that may not be read."""
-    for name, compressed, isize in gzip_trailers(spark, raw_path):
-        problem = gzip_expansion_problem(name, compressed, isize)
-        if problem:
-            raise InputDataError(problem)
-
-
-def gzip_trailers(spark: SparkSession, raw_path: str) -> list[tuple[str, int, int]]:
-    """(file, compressed size, ISIZE) of each .gz file of a raw folder that could be a bomb,
-    sorted by file: a local folder read directly, an object store through Spark."""
-    if is_local_location(raw_path):
-        return local_gzip_trailers(local_path(raw_path))
-    return spark_gzip_trailers(spark, raw_path)
-
-
-def _may_be_bomb(name: str, length: int) -> bool:
-    return (name.endswith(".gz") and not name.startswith((".", "_"))
-            and 18 <= length <= GZIP_CHECKED_MAX_BYTES)
-
-
-def local_gzip_trailers(folder: Path) -> list[tuple[str, int, int]]:
-    """gzip_trailers of a local folder: 4 bytes read per file."""
-    if not folder.is_dir():
-        return []
-    trailers = []
-    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
-        size = entry.stat().st_size if entry.is_file() else 0
-        if not _may_be_bomb(entry.name, size):
-            continue
-        with open(entry.path, "rb") as stream:
-            stream.seek(-4, os.SEEK_END)
-            trailers.append((entry.path, size, int.from_bytes(stream.read(4), "little")))
-    return trailers
-
-
-def spark_gzip_trailers(spark: SparkSession, raw_path: str) -> list[tuple[str, int, int]]:
-    """gzip_trailers through Spark's binaryFile source: the DataFrame API, so it works on any
-    file system Spark reaches and over Spark Connect. It has no ranged read, so each file up to
-    GZIP_CHECKED_MAX_BYTES is read whole, on the executors; the size filter is applied to the
-    listing, so larger files are not opened."""
-    try:
-        files = (
-            spark.read.format("binaryFile").option("pathGlobFilter", "*.gz").load(raw_path)
-            .where(F.col("length").between(18, GZIP_CHECKED_MAX_BYTES))
-            .select("path", "length", F.substring("content", -4, 4).alias("trailer"))
-            .collect()  # one small row per file of the folder
-        )
-    except AnalysisException:  # no such folder (yet): nothing to check
-        return []
-    return sorted(
-        (row["path"], row["length"], int.from_bytes(bytes(row["trailer"]), "little"))
-        for row in files if _may_be_bomb(row["path"].rsplit("/", 1)[-1], row["length"])
-    )
-
-
 def unread_files(raw_path: str, source: SourceSpec) -> dict[str, tuple[str, ...]]:
     """Files of a local raw folder that Spark's file source would skip without a word, by
     BronzeResult field, names sorted: ``ignored_files``, those bronze does not read (a delivery
@@ -623,7 +535,8 @@ def run_bronze(
     if moved:
         raise InputDataError(moved[0])
     for s in present:
-        check_compressed_files(spark, catalog.raw_dir(s.raw_dir))
+        check_raw_files(spark, catalog.raw_dir(s.raw_dir), catalog.checkpoint_dir(s.bronze_table),
+                        s, int(config.get("bronze.max_line_bytes")))
     suppression = load_bronze_suppression(spark, config, catalog)
 
     def land(source: SourceSpec) -> BronzeResult:

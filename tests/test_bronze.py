@@ -230,8 +230,8 @@ def test_gzip_bomb_is_refused_by_name_before_any_source_lands(spark, config):
     at real bomb sizes. Refused from its 4-byte trailer, before orders (first in order) land."""
     import gzip
 
-    from lakehouse.bronze import GZIP_MAX_RATIO, gzip_expansion_problem
     from lakehouse.errors import InputDataError
+    from lakehouse.raw_files import GZIP_MAX_RATIO, gzip_expansion_problem
 
     raw = Path(config.data_dir) / "raw"
     _write(raw / "orders" / "orders_2026-01-01.csv", ORDERS_DAY1)
@@ -245,7 +245,7 @@ def test_gzip_bomb_is_refused_by_name_before_any_source_lands(spark, config):
         out.write("\n".join(CLICKS_DAY1) + "\n")
 
     with pytest.raises(InputDataError, match=r"clickstream_2026-01-02_bomb\.jsonl\.gz would "
-                                             r"decompress to 65 MiB .*gzip bomb"):
+                                             r"decompress to more than 64 MiB .*gzip bomb"):
         run_bronze(spark, config, load_sources(config), "r", only=["orders", "clickstream"])
     catalog = Catalog(config)
     assert not catalog.exists(spark, "bronze.orders")
@@ -288,6 +288,92 @@ def test_gzip_bomb_is_refused_by_name_before_any_source_lands(spark, config):
     assert not any("warning" in line for line in lines if "orders" not in line)
 
 
+def test_damaged_gzip_is_refused_by_name_and_its_repaired_copy_lands(spark, config):
+    """A gzip export with bytes overwritten inside (its header and trailer intact) failed the
+    stream with executor stack traces, after the stream had recorded it as taken: a repaired
+    copy under the same name would never have been read. It is refused first, by name, and
+    the repaired copy lands whole."""
+    import gzip
+
+    from lakehouse.errors import InputDataError
+
+    raw = Path(config.data_dir) / "raw"
+    _write(raw / "orders" / "orders_2026-01-01.csv", ORDERS_DAY1)
+    lines = [json.dumps({"event_id": f"E{i}", "page": f"/p/{i * 7919 % 10007}"})
+             for i in range(3000)]
+    intact = gzip.compress(("\n".join(lines) + "\n").encode())
+    damaged = bytearray(intact)
+    damaged[len(intact) // 2: len(intact) // 2 + 200] = b"\xff" * 200
+    path = raw / "clickstream" / "clickstream_2026-01-01.jsonl.gz"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(bytes(damaged))
+
+    with pytest.raises(InputDataError, match=r"raw file \S*clickstream_2026-01-01\.jsonl\.gz "
+                                             r"does not decompress .*same name") as refused:
+        run_bronze(spark, config, load_sources(config), "r", only=["orders", "clickstream"])
+    assert len(str(refused.value).splitlines()) == 1
+    catalog = Catalog(config)
+    assert not catalog.exists(spark, "bronze.orders")
+    assert not catalog.exists(spark, "bronze.clickstream")
+
+    path.write_bytes(intact)
+    results = run_bronze(spark, config, load_sources(config), "r", only=["orders", "clickstream"])
+    assert {r.source: r.rows_added for r in results} == {"orders": 4, "clickstream": len(lines)}
+
+
+def test_gzip_of_many_members_is_measured_whole_and_long_lines_are_refused(spark, config):
+    """The size trailer of a gzip file is its last member's: a bomb followed by a small member
+    passed the trailer check and inflated in the driver. Every member is counted now. A plain
+    file with a line over bronze.max_line_bytes is refused too; files the streams took before
+    are not read again."""
+    import gzip
+
+    from lakehouse.errors import InputDataError
+
+    raw = Path(config.data_dir) / "raw"
+    bomb = raw / "clickstream" / "clickstream_2026-01-02.jsonl.gz"
+    bomb.parent.mkdir(parents=True)
+    bomb.write_bytes(gzip.compress(b"0" * (65 * 2**20)) + gzip.compress(b'{"event_id": "E"}\n'))
+    assert int.from_bytes(bomb.read_bytes()[-4:], "little") == 18  # what the trailer says
+    with pytest.raises(InputDataError, match=r"clickstream_2026-01-02\.jsonl\.gz would "
+                                             r"decompress to more than 64 MiB .*gzip bomb"):
+        run_bronze(spark, config, load_sources(config), "r", only=["clickstream"])
+    bomb.unlink()
+
+    narrow = config.with_overrides({"bronze.max_line_bytes": 1000})
+    _write(raw / "orders" / "orders_2026-01-01.csv", ORDERS_DAY1)
+    run_bronze(spark, narrow, load_sources(narrow), "r", only=["orders"])
+    # A line of 1001 bytes between short ones, in a file bigger than the bound.
+    wide = "O9,C9,2026-01-03T10:00:00Z,1.00,EUR,completed," + "9" * 955
+    assert len(wide) == 1001
+    _write(raw / "orders" / "orders_2026-01-03.csv",
+           "\n".join([ORDERS_DAY1.splitlines()[0], *["O8,C8,x,1,EUR,completed,1"] * 40, wide])
+           + "\n")
+    before = Catalog(config).current_version(spark, "bronze.orders")
+    with pytest.raises(InputDataError, match=r"orders_2026-01-03\.csv has a line longer than "):
+        run_bronze(spark, narrow, load_sources(narrow), "r", only=["orders"])
+    assert Catalog(config).current_version(spark, "bronze.orders") == before
+    # Day 1 (taken already) has no line over 100 bytes; day 3 is what a bound of 1001 admits.
+    results = run_bronze(spark, narrow.with_overrides({"bronze.max_line_bytes": 1001}),
+                         load_sources(narrow), "r", only=["orders"])
+    assert [r.rows_added for r in results] == [41]
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 3, 7, 4096])
+def test_longest_line_over_finds_lines_across_chunks(chunk_bytes):
+    from lakehouse.raw_files import longest_line_over
+
+    def chunks(data: bytes):
+        return (data[i:i + chunk_bytes] for i in range(0, len(data), chunk_bytes))
+
+    text = b"ab\r\nabcdef\rabc\n\nabcd"  # lines: 2, 6, 3, 0, 4 bytes
+    assert longest_line_over(chunks(text), 6) is None
+    assert longest_line_over(chunks(text), 5) is not None
+    assert longest_line_over(chunks(b"abcdefg"), 6) is not None  # no line break at all
+    assert longest_line_over(chunks(b"abcdef\n"), 6) is None
+    assert longest_line_over(chunks(b""), 0) is None
+
+
 def test_a_moved_lake_is_refused_by_name_before_any_source_lands(spark, xs_lake, tmp_path):
     import shutil
 
@@ -310,13 +396,13 @@ def test_a_moved_lake_is_refused_by_name_before_any_source_lands(spark, xs_lake,
             for s in sources.values()} == versions
 
 
-def test_gzip_trailers_are_read_alike_from_a_local_folder_and_through_spark(spark, tmp_path):
-    """The two readers of gzip trailers (local files; Spark's binaryFile source, which object
-    stores and Spark Connect use) agree, and the ISIZE they read is the length gzip itself
-    inflates each file to. Hidden, non-gzip and too-short files are passed over."""
+def test_gzip_trailers_read_through_spark_are_the_lengths_gzip_inflates_to(spark, tmp_path):
+    """The gzip trailers object-store folders are checked by (read with Spark's binaryFile
+    source) hold the length gzip itself inflates each file to. Hidden, non-gzip and too-short
+    files are passed over."""
     import gzip
 
-    from lakehouse.bronze import local_gzip_trailers, spark_gzip_trailers
+    from lakehouse.raw_files import spark_gzip_trailers
 
     folder = tmp_path / "raw"
     folder.mkdir()
@@ -328,16 +414,11 @@ def test_gzip_trailers_are_read_alike_from_a_local_folder_and_through_spark(spar
     (folder / "short.gz").write_bytes(b"\x1f\x8b" + b"\0" * 10)
     (folder / "sub").mkdir()
 
-    local = local_gzip_trailers(folder)
-    assert [(Path(f).name, size, isize) for f, size, isize in local] == [
-        (name, (folder / name).stat().st_size, len(gzip.decompress((folder / name).read_bytes())))
-        for name in sorted(contents)
-    ]
     through_spark = spark_gzip_trailers(spark, str(folder))
-    assert [(Path(f).name, size, isize) for f, size, isize in through_spark] == \
-        [(Path(f).name, size, isize) for f, size, isize in local]
+    assert [(Path(f).name, size, isize) for f, size, isize in through_spark] == [
+        (name, (folder / name).stat().st_size, len(contents[name])) for name in sorted(contents)
+    ]
     assert spark_gzip_trailers(spark, str(tmp_path / "nosuch")) == []
-    assert local_gzip_trailers(tmp_path / "nosuch") == []
 
 
 def test_sources_land_side_by_side_and_the_first_failure_in_declaration_order_is_raised(
