@@ -53,6 +53,13 @@ def test_restore_drill(spark, xs_lake, tmp_path, capsys, monkeypatch):
 
     assert main(["history", TABLE, "--limit", "2"]) == 0
     assert "RESTORE" in capsys.readouterr().out
+    # Restoring the version it is at changes nothing, and says so (no new version is made).
+    current = catalog.current_version(spark, TABLE)
+    assert main(["restore", TABLE, "--version", str(current), "--yes"]) == 0
+    out = capsys.readouterr().out
+    assert f"nothing restored: {TABLE} is at version {current} already" in out, out
+    assert "new version" not in out
+    assert catalog.current_version(spark, TABLE) == current
 
     # One gold table alone taken to another date (as a restore of it to an older version
     # does): the check names the dates, and each table is still checked for its own date.

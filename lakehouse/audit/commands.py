@@ -120,6 +120,10 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     check_restorable(args.table)  # before a Spark session is started
     config, spark, catalog = _context(args)
     require_table(spark, catalog, args.table)
+    current = catalog.current_version(spark, args.table)
+    if current == args.version:  # Delta would commit nothing; no new version to report
+        print(f"nothing restored: {args.table} is at version {current} already")
+        return 0
     plan = restore_plan(spark, catalog, args.table, args.version, config.get("audit.diff_sample"))
     print(f"restoring {args.table} to version {args.version} changes the current table by:")
     for line in plan.lines():
