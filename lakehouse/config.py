@@ -146,6 +146,27 @@ def load_yaml_file(path: Path, what: str) -> dict[str, Any]:
     return _read_yaml(path, required_for=what)
 
 
+def shown(value: Any) -> str:
+    """A value as a mistake message quotes it: its YAML type and its text ('got int 5')."""
+    return "null" if value is None else f"{type(value).__name__} {value!r}"
+
+
+def string_value(value: Any, what: str, kind: str = "string") -> str:
+    """A non-blank string of a conf file; one line naming ``what`` (file and key) otherwise."""
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{what} must be a {kind}, got {shown(value)}")
+    return value
+
+
+def string_list(value: Any, what: str, kind: str = "string") -> tuple[str, ...]:
+    """A list of non-blank strings of a conf file (one string is a list of one: ``key: id`` was
+    read letter by letter); one line naming ``what`` otherwise."""
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(i, str) and i.strip() for i in items):
+        raise ConfigError(f"{what} must be a {kind} or a list of {kind}s, got {shown(value)}")
+    return tuple(items)
+
+
 def _read_yaml(path: Path, required_for: str) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file {path} not found (needed for {required_for})")
@@ -219,8 +240,7 @@ def _check_type(dotted: str, value: Any, default: Any, source: Path | str) -> No
     # bool is a subclass of int: a 'true' where a number is expected is still a mistake.
     if isinstance(value, bool) and expected is not bool or not isinstance(value, accepted):
         raise ConfigError(
-            f"config key '{dotted}' in {source} must be {expected.__name__}, "
-            f"got {type(value).__name__} {value!r}"
+            f"config key '{dotted}' in {source} must be {expected.__name__}, got {shown(value)}"
         )
     minimum = _MINIMUMS.get(dotted)
     if minimum is not None and value < minimum:
