@@ -89,6 +89,10 @@ def load_config(
     base_file = directory / "base.yaml"
     env_file = directory / f"{env}.yaml"
     base = _read_yaml(base_file, required_for="the base configuration")
+    if "data_dir" not in base:
+        state = "is empty" if not base else "does not declare data_dir"
+        raise ConfigError(f"config file {base_file} {state}: base.yaml must declare every config "
+                          f"key with its default (restore it from the repository's conf/base.yaml)")
     if not env_file.is_file():
         known = ", ".join(environments(directory, base)) or "none"
         raise ConfigError(
@@ -98,6 +102,8 @@ def load_config(
     overlay = _read_yaml(env_file, required_for=f"environment '{env}'")
     merged = copy.deepcopy(base)
     _merge_checked(merged, overlay, base, env_file, prefix="")
+    # base.yaml is the schema of the overlays, so nothing checked its own value's type.
+    _check_type("data_dir", merged["data_dir"], "", env_file if "data_dir" in overlay else base_file)
     merged["data_dir"] = _resolve_data_dir(merged["data_dir"])
     config = Config(env, merged, directory, (base_file, env_file))
     return config.with_overrides(overrides) if overrides else config
