@@ -89,6 +89,10 @@ def load_config(
     base_file = directory / "base.yaml"
     env_file = directory / f"{env}.yaml"
     base = _read_yaml(base_file, required_for="the base configuration")
+    if "data_dir" not in base:
+        state = "is empty" if not base else "does not declare data_dir"
+        raise ConfigError(f"config file {base_file} {state}: base.yaml must declare every config "
+                          f"key with its default (restore it from the repository's conf/base.yaml)")
     if not env_file.is_file():
         known = ", ".join(environments(directory, base)) or "none"
         raise ConfigError(
@@ -98,6 +102,8 @@ def load_config(
     overlay = _read_yaml(env_file, required_for=f"environment '{env}'")
     merged = copy.deepcopy(base)
     _merge_checked(merged, overlay, base, env_file, prefix="")
+    # base.yaml is the schema of the overlays, so nothing checked its own value's type.
+    _check_type("data_dir", merged["data_dir"], "", env_file if "data_dir" in overlay else base_file)
     merged["data_dir"] = _resolve_data_dir(merged["data_dir"])
     config = Config(env, merged, directory, (base_file, env_file))
     return config.with_overrides(overrides) if overrides else config
@@ -144,6 +150,27 @@ def environments(directory: Path, base: Mapping[str, Any]) -> list[str]:
 def load_yaml_file(path: Path, what: str) -> dict[str, Any]:
     """Read another YAML file of conf/ (sources, rules, access matrix) with clear errors."""
     return _read_yaml(path, required_for=what)
+
+
+def shown(value: Any) -> str:
+    """A value as a mistake message quotes it: its YAML type and its text ('got int 5')."""
+    return "null" if value is None else f"{type(value).__name__} {value!r}"
+
+
+def string_value(value: Any, what: str, kind: str = "string") -> str:
+    """A non-blank string of a conf file; one line naming ``what`` (file and key) otherwise."""
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{what} must be a {kind}, got {shown(value)}")
+    return value
+
+
+def string_list(value: Any, what: str, kind: str = "string") -> tuple[str, ...]:
+    """A list of non-blank strings of a conf file (one string is a list of one: ``key: id`` was
+    read letter by letter); one line naming ``what`` otherwise."""
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(i, str) and i.strip() for i in items):
+        raise ConfigError(f"{what} must be a {kind} or a list of {kind}s, got {shown(value)}")
+    return tuple(items)
 
 
 def _read_yaml(path: Path, required_for: str) -> dict[str, Any]:
@@ -219,8 +246,7 @@ def _check_type(dotted: str, value: Any, default: Any, source: Path | str) -> No
     # bool is a subclass of int: a 'true' where a number is expected is still a mistake.
     if isinstance(value, bool) and expected is not bool or not isinstance(value, accepted):
         raise ConfigError(
-            f"config key '{dotted}' in {source} must be {expected.__name__}, "
-            f"got {type(value).__name__} {value!r}"
+            f"config key '{dotted}' in {source} must be {expected.__name__}, got {shown(value)}"
         )
     minimum = _MINIMUMS.get(dotted)
     if minimum is not None and value < minimum:

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from pyspark.errors import PySparkRuntimeError
 from pyspark.sql import SparkSession
 
 from lakehouse.catalog import lake_table_properties
@@ -28,6 +30,14 @@ LOG4J_CONF = REPO_ROOT / "conf" / "log4j2.properties"
 # Spark redacts config values whose *key* matches this in the UI, event log and logs;
 # our secrets are passed by environment variable, and any conf that names one is hidden too.
 REDACTION_REGEX = "(?i)secret|password|token|access[.]?key|pseudonym|credential"
+
+# What Spark 4 takes as a master (Mesos is gone) and as a memory size (the driver's becomes the
+# JVM's -Xmx): SparkSubmit refused another master, and the JVM another size, with a Java stack
+# trace and "Java gateway process exited", naming neither the key nor the value.
+MASTER_FORMS = "local, local[N], local[*], local[N,M], spark://HOST:PORT, yarn or k8s://HOST:PORT"
+_MASTER = re.compile(r"local(\[(\d+|\*)(\s*,\s*\d+)?\])?|local-cluster\[[\d\s,]+\]"
+                     r"|spark://\S+|yarn|k8s://\S+")
+_MEMORY_SIZE = re.compile(r"\d+[kmgt]?", re.IGNORECASE)
 
 
 def delta_jars(config: Config) -> list[str]:
@@ -111,6 +121,25 @@ def session_settings(config: Config, *, show_progress: bool | None = None) -> di
     return settings
 
 
+def check_spark_settings(config: Config, settings: Mapping[str, Any]) -> None:
+    """Refuse, before Spark starts, a master or memory size it would refuse once started."""
+    where = _config_files(config)
+    masters = {"spark.master": config.get("spark.master"),
+               "spark.conf spark.master": settings.get("spark.master")}
+    for key, master in masters.items():
+        if master and not _MASTER.fullmatch(str(master)):
+            raise ConfigError(f"{key} {master!r} in {where} is not a Spark master: use "
+                              f"{MASTER_FORMS}")
+    for key, value in settings.items():
+        if key.endswith((".memory", ".memoryOverhead")) and not _MEMORY_SIZE.fullmatch(str(value)):
+            raise ConfigError(f"spark.conf {key} {value!r} in {where} is not a memory size: use "
+                              f"a whole number and a unit, as 512m or 6g")
+
+
+def _config_files(config: Config) -> str:
+    return " or ".join(str(path) for path in config.files) or "the configuration"
+
+
 def get_spark(
     config: Config, *, app_name: str | None = None, show_progress: bool | None = None
 ) -> SparkSession:
@@ -118,15 +147,28 @@ def get_spark(
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
+    settings = session_settings(config, show_progress=show_progress)
+    check_spark_settings(config, settings)
     builder = SparkSession.builder.appName(app_name or config.get("spark.app_name"))
     master = config.get("spark.master")
     if master:
         builder = builder.master(master)
-    for key, value in session_settings(config, show_progress=show_progress).items():
+    for key, value in settings.items():
         builder = builder.config(key, value)
     launching = launches_jvm()
-    with jvm_stdout_on_stderr():
-        session = builder.getOrCreate()
+    try:
+        with jvm_stdout_on_stderr():
+            session = builder.getOrCreate()
+    except PySparkRuntimeError as exc:
+        if not launching or exc.getCondition() != "JAVA_GATEWAY_EXITED":
+            raise
+        # The JVM has said why on stderr (above this line); which settings reached it is ours.
+        raise ConfigError(
+            f"Spark did not start (its Java process exited, saying why above): check "
+            f"spark.master {master!r}, spark.driver_java_options "
+            f"{config.get('spark.driver_java_options')!r} and spark.conf in "
+            f"{_config_files(config)}"
+        ) from None
     if launching:
         # Spark starts the JVM with -XX:+IgnoreUnrecognizedVMOptions: a misspelt option is
         # dropped without a word, so the options are checked against the JVM that runs.
@@ -202,3 +244,22 @@ def jvm_stdout_on_stderr() -> Iterator[None]:
         sys.stdout.flush()
         os.dup2(saved, 1)
         os.close(saved)
+
+
+@contextlib.contextmanager
+def query_error_logs_off() -> Iterator[None]:
+    """While an analysis error is expected (and turned into one line by the caller): PySpark
+    logs every error it raises with a query context as an ERROR record holding the Java stack
+    trace, which printed above that line."""
+    from pyspark.logger import PySparkLogger
+
+    loggers = [PySparkLogger.getLogger(name)
+               for name in ("SQLQueryContextLogger", "DataFrameQueryContextLogger")]
+    saved = [logger.disabled for logger in loggers]
+    for logger in loggers:
+        logger.disabled = True
+    try:
+        yield
+    finally:
+        for logger, disabled in zip(loggers, saved, strict=True):
+            logger.disabled = disabled

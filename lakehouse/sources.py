@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from lakehouse.catalog import IDENTIFIER
-from lakehouse.config import Config, load_yaml_file
+from lakehouse.config import Config, load_yaml_file, shown, string_list, string_value
 from lakehouse.errors import ConfigError
 
 SOURCES_FILE = "sources.yaml"
@@ -65,8 +65,10 @@ def _parse_source(name: str, spec: Any, path: Path) -> SourceSpec:
     unknown = set(spec) - set(_REQUIRED) - {"pii"}
     if unknown:
         raise ConfigError(f"{where} has unknown key(s) {', '.join(sorted(unknown))}")
-    if spec["format"] not in FORMATS:
-        raise ConfigError(f"{where}: format must be one of {', '.join(FORMATS)}")
+    if not isinstance(spec["format"], str) or spec["format"] not in FORMATS:
+        raise ConfigError(
+            f"{where}: format must be one of {', '.join(FORMATS)}, got {shown(spec['format'])}"
+        )
     columns = spec["columns"]
     if not isinstance(columns, dict) or not columns:
         raise ConfigError(f"{where}: columns must be a non-empty mapping of name: type")
@@ -78,9 +80,12 @@ def _parse_source(name: str, spec: Any, path: Path) -> SourceSpec:
                 f"{where}: column '{column}' has type {col_type!r}; "
                 f"use one of {', '.join(COLUMN_TYPES)}"
             )
-    key = tuple(spec["natural_key"] or ())
-    pii = tuple(spec.get("pii") or ())
-    for role, names in (("natural_key", key), ("pii", pii), ("event_time", (spec["event_time"],))):
+    key = string_list(spec["natural_key"], f"{where}: natural_key", "column name")
+    pii = () if spec.get("pii") is None else string_list(
+        spec["pii"], f"{where}: pii", "column name"
+    )
+    event_time = string_value(spec["event_time"], f"{where}: event_time", "column name")
+    for role, names in (("natural_key", key), ("pii", pii), ("event_time", (event_time,))):
         undeclared = [c for c in names if c not in columns]
         if undeclared:
             raise ConfigError(f"{where}: {role} names undeclared column(s) {', '.join(undeclared)}")
@@ -98,4 +103,4 @@ def _parse_source(name: str, spec: Any, path: Path) -> SourceSpec:
     raw_dir = spec["raw_dir"]
     if not isinstance(raw_dir, str) or not IDENTIFIER.match(raw_dir):
         raise ConfigError(f"{where}: raw_dir must be a plain folder name")
-    return SourceSpec(name, spec["format"], raw_dir, key, spec["event_time"], pii, dict(columns))
+    return SourceSpec(name, spec["format"], raw_dir, key, event_time, pii, dict(columns))

@@ -128,6 +128,47 @@ def test_bad_mode_in_matrix_is_one_clear_error():
         parse_matrix({"roles": {"analyst": {"gold.kpi_daily": {"columns": {"day": "visible"}}}}})
 
 
+@pytest.mark.parametrize(
+    ("analyst", "message"),
+    [
+        (["gold.kpi_daily"],
+         "roles.analyst must be a mapping of table: grant, got list ['gold.kpi_daily']"),
+        ({"gold.kpi_daily": {"columns": {"day": "clear"}, "where": 5}},
+         "roles.analyst.gold.kpi_daily.where must be a Spark SQL condition, got int 5"),
+        ({"gold.kpi_daily": {"columns": {"day": "clear"}, "consent": "no"}},
+         "roles.analyst.gold.kpi_daily.consent must be true or false, got str 'no'"),
+    ],
+)
+def test_a_matrix_entry_of_the_wrong_type_is_one_clear_error(analyst, message):
+    # The first two were AttributeError / a Spark error when the view was built.
+    with pytest.raises(ConfigError) as raised:
+        parse_matrix({"roles": {"analyst": analyst}}, "conf/access.yaml")
+    assert str(raised.value) == f"conf/access.yaml: {message}"
+
+
+def test_a_row_filter_the_table_cannot_take_names_file_role_table_and_filter(spark, tmp_path):
+    """A where over a column the table does not have failed inside Spark, as `Spark failed:
+    [UNRESOLVED_COLUMN...]` naming neither the matrix nor the grant."""
+    import shutil
+
+    from lakehouse.config import DEFAULT_CONF_DIR, load_config
+
+    conf = tmp_path / "conf"
+    shutil.copytree(DEFAULT_CONF_DIR, conf)
+    grant = {"columns": {"day": "clear"}, "where": "nosuchcol = 1"}
+    (conf / "access.yaml").write_text(yaml.safe_dump({"roles": {"analyst": {"gold.kpi_daily": grant}}}))
+    config = load_config("local", conf, overrides={"data_dir": str(tmp_path / "data")})
+    spark.createDataFrame([(1,)], "day int").write.format("delta").save(
+        Catalog(config).path("gold.kpi_daily"))
+    with pytest.raises(ConfigError) as raised:
+        view(spark, config, "analyst", "gold.kpi_daily")
+    assert str(raised.value).startswith(
+        f"{conf}/access.yaml: roles.analyst.gold.kpi_daily.where 'nosuchcol = 1' is not a "
+        f"condition over the table's columns: A column, variable, or function parameter with "
+        f"name `nosuchcol` cannot be resolved."
+    ), raised.value
+
+
 def test_show_command_reads_through_the_matrix(spark, xs_lake, monkeypatch, capsys):
     from lakehouse.cli import main
 

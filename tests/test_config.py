@@ -81,6 +81,23 @@ def test_a_value_below_its_minimum_names_key_minimum_and_file(tmp_path):
         load_config("local").with_overrides({"segment.k_min": 1})
 
 
+@pytest.mark.parametrize(
+    ("base", "overlay", "message"),
+    [
+        # An empty base.yaml was a KeyError ('data_dir'), a data_dir of 5 "data_dir is empty".
+        ("", "", r"base.yaml is empty: base.yaml must declare every config key"),
+        ("spark: {}\n", "", r"base.yaml does not declare data_dir: base.yaml must declare"),
+        ("data_dir: 5\n", "", r"'data_dir' in .*base.yaml must be str, got int 5$"),
+        ("data_dir: 5\n", "data_dir: 5\n", r"'data_dir' in .*local.yaml must be str, got int 5$"),
+    ],
+)
+def test_a_base_without_a_usable_data_dir_names_the_file(tmp_path, base, overlay, message):
+    conf = _conf_dir(tmp_path, overlay)
+    conf.joinpath("base.yaml").write_text(base)
+    with pytest.raises(ConfigError, match=message):
+        load_config("local", conf)
+
+
 def test_bool_is_not_accepted_as_a_number(tmp_path):
     conf = _conf_dir(tmp_path, "spark:\n  shuffle_partitions: true\n")
     with pytest.raises(ConfigError, match="must be int"):

@@ -13,10 +13,10 @@ from pyspark.sql import functions as F
 
 from lakehouse.asof import future_date_problem
 from lakehouse.catalog import Catalog
-from lakehouse.errors import InputDataError, SubjectNotFoundError
+from lakehouse.errors import ConfigError, InputDataError, SubjectNotFoundError
 from lakehouse.pipeline import RunContext
 from lakehouse.privacy.retention import run_retention
-from lakehouse.privacy.subject_report import subject_report, write_report_json
+from lakehouse.privacy.subject_report import load_usage, subject_report, write_report_json
 
 REPO = Path(__file__).resolve().parents[1]
 USAGE = yaml.safe_load((REPO / "conf" / "data_usage.yaml").read_text())["tables"]
@@ -72,6 +72,32 @@ def retained(spark, xs_lake, tmp_path_factory):
     journeys = catalog.read(spark, "gold.journeys").toPandas()
     lines = run_retention(spark, cfg, RunContext(run_id="t", as_of=date.fromisoformat(XS_AS_OF)))
     return cfg, customers, journeys, lines
+
+
+@pytest.mark.parametrize(
+    ("tables", "message"),
+    [
+        (["x"], "tables must be a mapping of table: usage, got list ['x']"),
+        ({"silver.orders": "sales"},
+         "tables.silver.orders must be a mapping (purposes, basis, retention), got str 'sales'"),
+        ({"silver.orders": {"purposes": [1]}},
+         "tables.silver.orders.purposes must be a purpose or a list of purposes, got list [1]"),
+        ({"silver.orders": {"basis": ["contract"]}},
+         "tables.silver.orders.basis must be a string, got list ['contract']"),
+    ],
+)
+def test_a_data_usage_entry_of_the_wrong_type_is_one_clear_error(tmp_path, tables, message):
+    # `tables: [x]` was an AttributeError once the report had scanned the lake.
+    import shutil
+
+    from lakehouse.config import DEFAULT_CONF_DIR, load_config
+
+    conf = tmp_path / "conf"
+    shutil.copytree(DEFAULT_CONF_DIR, conf)
+    (conf / "data_usage.yaml").write_text(yaml.safe_dump({"tables": tables}))
+    with pytest.raises(ConfigError) as raised:
+        load_usage(load_config("local", conf))
+    assert str(raised.value) == f"{conf}/data_usage.yaml: {message}"
 
 
 def test_retention_erases_customers_past_their_expiry(spark, retained):

@@ -6,6 +6,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 # A child process: the JVM must be launched by the code under test (this session's is running).
 # Delta prints one line per VACUUM on the JVM's standard output ("Deleted N files and
 # directories in a total of M directories."), the line `lakehouse erase` used to show between
@@ -132,3 +134,84 @@ def _bytes_of(path) -> bytes:
         return path.read_bytes()
     except FileNotFoundError:
         return b""
+
+
+@pytest.mark.parametrize("master", ["local", "local[2]", "local[*]", "local[2,3]", "local[*, 4]",
+                                    "local-cluster[2,1,1024]", "spark://h1:7077,h2:7077",
+                                    "yarn", "k8s://https://k8s.example:443", ""])
+def test_the_masters_spark_takes_are_accepted(master):
+    from lakehouse.config import load_config
+    from lakehouse.session import check_spark_settings, session_settings
+
+    config = load_config("local").with_overrides({"spark.master": master})
+    check_spark_settings(config, session_settings(config))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"spark.master": "bogus"}, "spark.master 'bogus' in "),
+        ({"spark.master": "local[x]"}, "spark.master 'local[x]' in "),
+        ({"spark.master": "mesos://h:5050"}, "spark.master 'mesos://h:5050' in "),
+        ({"spark.conf.spark.master": "bogus"}, "spark.conf spark.master 'bogus' in "),
+        ({"spark.conf.spark.driver.memory": "lots"}, "spark.conf spark.driver.memory 'lots' in "),
+        ({"spark.conf.spark.driver.memory": "6gb"}, "spark.conf spark.driver.memory '6gb' in "),
+        ({"spark.conf.spark.executor.memoryOverhead": "1.5g"},
+         "spark.conf spark.executor.memoryOverhead '1.5g' in "),
+    ],
+)
+def test_a_master_or_memory_size_spark_would_refuse_is_named_before_it_starts(override, message):
+    from lakehouse.config import load_config
+    from lakehouse.errors import ConfigError
+    from lakehouse.session import check_spark_settings, session_settings
+
+    config = load_config("local").with_overrides(override)
+    with pytest.raises(ConfigError, match=re.escape(message) + r".*local\.yaml is not a "):
+        check_spark_settings(config, session_settings(config))
+
+
+def _run_bronze_with(tmp_path, old: str, new: str) -> subprocess.CompletedProcess:
+    """`lakehouse run bronze` in a child process, with ``old`` replaced by ``new`` in a copy of
+    conf/local.yaml."""
+    import os
+    import shutil
+
+    from lakehouse.config import REPO_ROOT
+
+    conf = tmp_path / "conf"
+    shutil.copytree(REPO_ROOT / "conf", conf)
+    local = conf / "local.yaml"
+    text = local.read_text()
+    assert old in text
+    local.write_text(text.replace(old, new))
+    return subprocess.run(
+        [sys.executable, "-m", "lakehouse", "run", "bronze", "--conf-dir", str(conf)],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "LAKEHOUSE_DATA_DIR": str(tmp_path / "data")},
+    )
+
+
+def test_a_master_spark_would_refuse_is_one_line_without_a_java_trace(tmp_path):
+    """SparkSubmit printed its stack trace and the command `Spark failed: [JAVA_GATEWAY_EXITED]
+    Java gateway process exited`, naming neither the key nor the value."""
+    result = _run_bronze_with(tmp_path, 'master: "local[*]"', "master: bogus")
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.splitlines() == [
+        f"lakehouse: error: spark.master 'bogus' in {tmp_path}/conf/base.yaml or {tmp_path}/conf/"
+        f"local.yaml is not a Spark master: use local, local[N], local[*], local[N,M], "
+        f"spark://HOST:PORT, yarn or k8s://HOST:PORT"], result.stderr[-2000:]
+    assert not (tmp_path / "data" / "lake" / "bronze").exists()
+
+
+def test_a_jvm_that_does_not_start_names_the_settings_it_was_given(tmp_path):
+    """A value the checks do not know (a stack size the JVM refuses): the JVM says why, then
+    one line names what the suite passed it, instead of the gateway's exception."""
+    result = _run_bronze_with(tmp_path, '"-XX:+UseParallelGC"', '"-XX:+UseParallelGC -Xss1.5m"')
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr and "Invalid thread stack size" in result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        f"lakehouse: error: Spark did not start (its Java process exited, saying why above): "
+        f"check spark.master 'local[*]', spark.driver_java_options '-XX:+UseParallelGC "
+        f"-Xss1.5m' and spark.conf in {tmp_path}/conf/base.yaml or {tmp_path}/conf/local.yaml"
+    ), result.stderr[-2000:]
+    assert not (tmp_path / "data" / "lake" / "bronze").exists()

@@ -12,17 +12,21 @@ onto Unity Catalog or Ranger grants in production.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from pyspark.errors import AnalysisException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from lakehouse.catalog import Catalog, parse_table_name
-from lakehouse.config import Config, load_yaml_file
+from lakehouse.config import Config, load_yaml_file, shown, string_value
 from lakehouse.errors import AccessDeniedError, ConfigError
 from lakehouse.gold import consenting_customers, read_silver_input
+from lakehouse.session import query_error_logs_off
 
 MODES = ("clear", "masked", "hidden")
 # The silver input (lakehouse.gold.SILVER_INPUTS) whose latest profile says who consents.
@@ -70,27 +74,55 @@ def parse_matrix(raw: dict[str, Any], where: str = "access.yaml") -> AccessMatri
         raise ConfigError(f"{where}: top-level 'roles' mapping is missing")
     roles: dict[str, dict[str, TableGrant]] = {}
     for role, tables in roles_raw.items():
+        if not isinstance(tables or {}, dict):
+            raise ConfigError(
+                f"{where}: roles.{role} must be a mapping of table: grant, got {shown(tables)}"
+            )
         grants: dict[str, TableGrant] = {}
         for table, entry in (tables or {}).items():
             parse_table_name(table)
+            place = f"{where}: roles.{role}.{table}"
             if not isinstance(entry, dict) or not isinstance(entry.get("columns"), dict):
-                raise ConfigError(f"{where}: roles.{role}.{table} needs a 'columns' mapping")
+                raise ConfigError(f"{place} needs a 'columns' mapping")
             columns = {str(c): str(m) for c, m in entry["columns"].items()}
             bad = {c: m for c, m in columns.items() if m not in MODES}
             if bad:
                 c, m = next(iter(bad.items()))
                 raise ConfigError(
-                    f"{where}: roles.{role}.{table}.columns.{c} is '{m}' (use one of "
-                    f"{', '.join(MODES)})"
+                    f"{place}.columns.{c} is '{m}' (use one of {', '.join(MODES)})"
                 )
-            grants[table] = TableGrant(columns, entry.get("where"), bool(entry.get("consent")))
+            condition = entry.get("where")
+            if condition is not None:
+                string_value(condition, f"{place}.where", "Spark SQL condition")
+            consent = entry.get("consent", False)
+            if not isinstance(consent, bool):
+                raise ConfigError(f"{place}.consent must be true or false, got {shown(consent)}")
+            grants[table] = TableGrant(columns, condition, consent)
         roles[str(role)] = grants
     return AccessMatrix(roles)
 
 
+def access_file(config: Config) -> Path:
+    return config.conf_dir / config.get("privacy.access_file")
+
+
 def load_matrix(config: Config) -> AccessMatrix:
-    path = config.conf_dir / config.get("privacy.access_file")
+    path = access_file(config)
     return parse_matrix(load_yaml_file(path, "the access matrix"), str(path))
+
+
+def check_where(df: DataFrame, condition: str, place: str) -> None:
+    """A row filter Spark cannot apply to the table (a column it does not have, bad syntax, not
+    a boolean) is a mistake of the matrix: named there, not as a Spark error of the command."""
+    try:
+        with query_error_logs_off():
+            _ = df.where(F.expr(condition)).schema  # analysed now, on Spark Connect too
+    except AnalysisException as exc:
+        # Spark's own sentence, without its error class and SQLSTATE.
+        reason = re.sub(r"^\[[\w.]+\] | SQLSTATE: \w+$", "", exc.getMessage().strip())
+        raise ConfigError(
+            f"{place} {condition!r} is not a condition over the table's columns: {reason}"
+        ) from None
 
 
 def masked(column: str, data_type: T.DataType) -> Column:
@@ -134,6 +166,8 @@ def view(spark: SparkSession, config: Config, role: str, table: str) -> DataFram
         from lakehouse.errors import TableNotFoundError
 
         raise TableNotFoundError(f"table {table} does not exist yet at {catalog.path(table)}")
+    if grant.where:
+        check_where(df, grant.where, f"{access_file(config)}: roles.{role}.{table}.where")
     consenting = None
     if grant.consent and catalog.exists(spark, CONSENT_TABLE):
         # Read as gold reads it: a customer delivered twice with the same version is the

@@ -18,8 +18,8 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from lakehouse.catalog import Catalog
-from lakehouse.config import Config, load_yaml_file, local_path
-from lakehouse.errors import SubjectNotFoundError
+from lakehouse.config import Config, load_yaml_file, local_path, shown, string_list, string_value
+from lakehouse.errors import ConfigError, SubjectNotFoundError
 from lakehouse.privacy.erasure import (
     erasable_tables,
     keyed_hash,
@@ -35,18 +35,32 @@ from lakehouse.privacy.suppression import listing_of
 UNREGISTERED = "purpose not registered"
 
 
-def _usage(config: Config) -> dict[str, Any]:
+def load_usage(config: Config) -> dict[str, Any]:
+    """The data-usage register by table; a mistake is one line naming the file and entry."""
     path = config.conf_dir / config.get("privacy.data_usage_file")
-    return load_yaml_file(path, "the data-usage register").get("tables", {}) or {}
+    tables = load_yaml_file(path, "the data-usage register").get("tables") or {}
+    if not isinstance(tables, dict):
+        raise ConfigError(f"{path}: tables must be a mapping of table: usage, got {shown(tables)}")
+    for table, entry in tables.items():
+        place = f"{path}: tables.{table}"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{place} must be a mapping (purposes, basis, retention), "
+                              f"got {shown(entry)}")
+        if "purposes" in entry:
+            entry["purposes"] = list(string_list(entry["purposes"], f"{place}.purposes", "purpose"))
+        for key in ("basis", "retention"):
+            if entry.get(key) is not None:
+                string_value(entry[key], f"{place}.{key}")
+    return tables
 
 
 def subject_report(spark: SparkSession, config: Config, customer_id: str) -> dict[str, Any]:
     """The report as a JSON-ready dict; SubjectNotFoundError when nothing is held."""
+    usage = load_usage(config)
     catalog = Catalog(config)
     key = lake_pseudonym_key(spark, config, catalog)
     subject = resolve_subject(spark, catalog, key, customer_ids=[customer_id])
     source_df = subject_frame(spark, subject).cache()
-    usage = _usage(config)
     tables: list[dict[str, Any]] = []
     lineage: set[str] = set()
     try:
