@@ -37,7 +37,10 @@ REDACTION_REGEX = "(?i)secret|password|token|access[.]?key|pseudonym|credential"
 MASTER_FORMS = "local, local[N], local[*], local[N,M], spark://HOST:PORT, yarn or k8s://HOST:PORT"
 _MASTER = re.compile(r"local(\[(\d+|\*)(\s*,\s*\d+)?\])?|local-cluster\[[\d\s,]+\]"
                      r"|spark://\S+|yarn|k8s://\S+")
-_MEMORY_SIZE = re.compile(r"\d+[kmgt]?", re.IGNORECASE)
+# The driver's size becomes -Xmx as written (the JVM takes no "gb"); Spark parses the others
+# itself and also takes "2gb".
+_JVM_MEMORY_SIZE = re.compile(r"\d+[kmgt]?", re.IGNORECASE)
+_SPARK_MEMORY_SIZE = re.compile(r"\d+([kmgtp]b?|b)?", re.IGNORECASE)
 
 
 def delta_jars(config: Config) -> list[str]:
@@ -131,7 +134,8 @@ def check_spark_settings(config: Config, settings: Mapping[str, Any]) -> None:
             raise ConfigError(f"{key} {master!r} in {where} is not a Spark master: use "
                               f"{MASTER_FORMS}")
     for key, value in settings.items():
-        if key.endswith((".memory", ".memoryOverhead")) and not _MEMORY_SIZE.fullmatch(str(value)):
+        size = _JVM_MEMORY_SIZE if key == "spark.driver.memory" else _SPARK_MEMORY_SIZE
+        if key.endswith((".memory", ".memoryOverhead")) and not size.fullmatch(str(value)):
             raise ConfigError(f"spark.conf {key} {value!r} in {where} is not a memory size: use "
                               f"a whole number and a unit, as 512m or 6g")
 

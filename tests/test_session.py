@@ -147,6 +147,15 @@ def test_the_masters_spark_takes_are_accepted(master):
     check_spark_settings(config, session_settings(config))
 
 
+def test_memory_sizes_spark_parses_itself_may_say_gb():
+    """Only the driver's size is handed to the JVM as -Xmx; Spark reads the others ("2gb")."""
+    from lakehouse.config import load_config
+    from lakehouse.session import check_spark_settings, session_settings
+
+    config = load_config("local").with_overrides({"spark.conf.spark.executor.memory": "2gb"})
+    check_spark_settings(config, session_settings(config))
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [
