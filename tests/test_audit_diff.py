@@ -118,6 +118,10 @@ def test_missing_version_and_early_timestamp_name_the_available_range(spark, pla
                        r"2000-01-01T00:00:00Z: oldest available version 0"):
         version_at(spark, catalog, "silver.orders", datetime(2000, 1, 1, tzinfo=UTC))
     assert version_at(spark, catalog, "silver.orders", datetime.now(UTC)) == 5
+    # An instant yet to come would read the newest version today and maybe another tomorrow.
+    with pytest.raises(VersionNotAvailableError, match=r"2999-01-01T00:00:00Z is after now \("
+                       r"[-0-9T:]+Z\): silver\.orders may still get versions before it"):
+        version_at(spark, catalog, "silver.orders", datetime(2999, 1, 1, tzinfo=UTC))
     with pytest.raises(TableNotFoundError, match=r"silver\.nope is not in the catalog"):
         check_version(spark, catalog, "silver.nope", 0)
     assert parse_timestamp("2026-01-03") == datetime(2026, 1, 3, tzinfo=UTC)

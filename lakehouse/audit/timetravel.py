@@ -273,8 +273,15 @@ def parse_timestamp(text: str) -> datetime:
 
 def version_at(spark: SparkSession, catalog: Catalog, name: str, at: datetime) -> int:
     """The newest version committed at or before `at` (what Delta's timestampAsOf reads)."""
-    available = version_range(spark, catalog, name)
     at_utc = at if at.tzinfo else at.replace(tzinfo=UTC)
+    now = datetime.now(UTC)  # read only to refuse: no version chosen depends on it
+    if at_utc > now:
+        raise VersionNotAvailableError(
+            f"{_iso(at_utc)} is after now ({_iso(now)}): {name} may still get versions before "
+            f"it, so a run pinned to it could not be repeated; give an instant up to now, or a "
+            f"version with --as-of-version"
+        )
+    available = version_range(spark, catalog, name)
     micros = int(at_utc.timestamp() * 1_000_000)
     row = (
         catalog.delta_table(spark, name)
