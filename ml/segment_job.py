@@ -126,7 +126,7 @@ def segment_options(config: Config) -> SegmentOptions:
                           f"{k_min} / {k_max}")
     kmeans = KMeansOptions(**{k: raw["kmeans"][k] for k in
                               ("seed", "max_iter", "tol", "init_steps", "solver", "cache",
-                               "starts")})
+                               "starts", "partitions")})
     kmeans.check()
     features = [str(f) for f in raw["features"]]
     unknown = [f for f in features if f not in FEATURE_COLUMNS]
@@ -437,8 +437,7 @@ def train_segmentation(
 ) -> TrainedSegmentation:
     """Fit the scaler and a K-means per k, choose k, name the clusters. No MLflow, no I/O
     beyond reading ``features_df``: the job logs the result, `lakehouse reproduce` compares it."""
-    partitions = int(features_df.sparkSession.conf.get("spark.sql.shuffle.partitions"))
-    features_df = in_value_order(features_df, options.features, partitions)
+    features_df = in_value_order(features_df, options.features, options.kmeans.partitions)
     scaling = fit_scaling(features_df, options.features)
     scaled_df = scaling.transform(features_df).select(KEY, VECTOR)
     if options.kmeans.cache:
@@ -488,6 +487,7 @@ def _train_and_log(
                 "features": ",".join(options.features),
                 "seed": options.kmeans.seed,
                 "starts": options.kmeans.starts,
+                "partitions": options.kmeans.partitions,
                 "max_iter": options.kmeans.max_iter,
                 "tol": options.kmeans.tol,
                 "init_mode": "k-means||",
