@@ -124,9 +124,12 @@ def segment_options(config: Config) -> SegmentOptions:
     if not 2 <= k_min <= k_max:
         raise ConfigError(f"segment.k_min / k_max must satisfy 2 <= k_min <= k_max, got "
                           f"{k_min} / {k_max}")
-    kmeans = KMeansOptions(**{k: raw["kmeans"][k] for k in
-                              ("seed", "max_iter", "tol", "init_steps", "solver", "cache",
-                               "starts", "partitions")})
+    # A config snapshot saved before segment.kmeans.partitions existed (reproduce of an older
+    # run) fitted in as many partitions as its session shuffled into.
+    kmeans = KMeansOptions(partitions=raw["kmeans"].get(
+        "partitions", config.get("spark.shuffle_partitions")
+    ), **{k: raw["kmeans"][k] for k in
+          ("seed", "max_iter", "tol", "init_steps", "solver", "cache", "starts")})
     kmeans.check()
     features = [str(f) for f in raw["features"]]
     unknown = [f for f in features if f not in FEATURE_COLUMNS]

@@ -328,6 +328,22 @@ def test_training_depends_on_feature_values_not_on_keys_or_row_order(spark, xs_l
         features_df.unpersist()
 
 
+def test_a_config_snapshot_older_than_kmeans_partitions_fits_as_its_session_did():
+    """reproduce reads a run's saved config: one from before segment.kmeans.partitions fitted
+    in the session's shuffle partitions, which that config set."""
+    import copy
+
+    from lakehouse.config import Config, load_config
+
+    config = load_config("local")
+    values = copy.deepcopy(dict(config.values))
+    del values["segment"]["kmeans"]["partitions"]
+    values["spark"]["shuffle_partitions"] = 3
+    older = Config(config.env, values, config.conf_dir, config.files)
+    assert segment_options(older).kmeans.partitions == 3
+    assert segment_options(config).kmeans.partitions == config.get("segment.kmeans.partitions")
+
+
 def test_kmeans_starts_below_one_is_a_config_error():
     from lakehouse.errors import ConfigError
 
