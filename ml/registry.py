@@ -55,7 +55,7 @@ def evaluate_gate(
 ) -> GateDecision:
     """Pure gate: promote or not, and why (see the module notes)."""
     smallest = min(segment_shares) if segment_shares else 0.0
-    if champion_version is None or champion_silhouette is None:
+    if champion_version is None:
         # The first model becomes champion whatever its figures: without one nobody can be
         # scored. A small segment is said in the reason, and later challengers must pass.
         small = (
@@ -74,6 +74,16 @@ def evaluate_gate(
             False,
             f"smallest segment holds {smallest:.2%} of customers, below the minimum "
             f"{policy.min_segment_share:.2%}",
+            champion_version,
+        )
+    if champion_silhouette is None:
+        # A champion the job did not register (the alias moved by hand to an untagged
+        # version): nothing to compare with, and a person chose it, so it stays.
+        return GateDecision(
+            False,
+            f"champion v{champion_version} has no recorded silhouette (tag "
+            f"{SILHOUETTE_TAG}; was the alias moved by hand?): not compared, the champion "
+            f"stays; tag it, or move the alias by hand",
             champion_version,
         )
     floor = champion_silhouette - policy.silhouette_tolerance

@@ -131,3 +131,10 @@ def test_gate():
     assert not tiny.promote and "5.00%" in tiny.reason
     first_small = evaluate_gate(0.9, [0.95, 0.05], None, None, policy)
     assert first_small.promote and "below the minimum 10.00%" in first_small.reason
+    # A champion without a recorded silhouette (the alias moved by hand) is a champion still:
+    # a small segment is refused, and nothing displaces it without a figure to compare.
+    untagged_tiny = evaluate_gate(0.9, [0.999, 0.001], None, "3", policy)
+    assert not untagged_tiny.promote and "0.10% of customers" in untagged_tiny.reason
+    assert untagged_tiny.champion_version == "3"
+    untagged = evaluate_gate(0.9, [0.5, 0.5], None, "3", policy)
+    assert not untagged.promote and "champion v3 has no recorded silhouette" in untagged.reason
