@@ -320,6 +320,48 @@ def ensure_data_dir_writable(config: Config) -> None:
         )
 
 
+# The operating system refusing a file or folder, as the JVM words it in an exception's text
+# (a Py4J error carries the whole chain, a job abort its task's error): java.io's
+# "PATH (REASON)", java.nio's AccessDeniedException "PATH", Hadoop's "Parent path is not a
+# directory: PATH". Delta's "Cannot create" of a table's log and Hadoop's "Mkdirs failed" give
+# no reason: the path itself is looked at.
+_OS_REASONS = ("Permission denied|Operation not permitted|Read-only file system|Not a directory|"
+               "No space left on device|Disk quota exceeded")
+_REFUSED = re.compile(
+    rf"java\.io\.FileNotFoundException: (?P<file>[^\n]+?) \((?P<reason>{_OS_REASONS})\)"
+    r"|java\.nio\.file\.AccessDeniedException: (?P<denied>[^\n]+)$"
+    r"|(?:Parent path is not a directory:|\[DELTA_CANNOT_CREATE_LOG_PATH\] Cannot create"
+    r"|Mkdirs failed to create) (?P<folder>[^\n]+?)(?: \(exists=[^\n]*)?$",
+    re.MULTILINE,
+)
+_TABLE_IN_PATH = re.compile(rf"/lake/({'|'.join(LAYERS)})/([a-z][a-z0-9_]*)(?:/|$)")
+
+
+def storage_refusal(error_text: str) -> DataDirError | None:
+    """The one-line error for a Spark failure caused by the operating system refusing a file or
+    folder (a table folder this user may not write, a read-only mount, a file where a folder
+    belongs), naming the table, the path and the reason; None for any other failure."""
+    found = _REFUSED.search(error_text)
+    if found is None:
+        return None
+    path = local_path(found["folder"] or found["file"] or found["denied"])
+    reason = found["reason"] or ("Permission denied" if found["denied"] else None)
+    folder = path if found["folder"] else path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent  # the nearest folder that is there refused the new one
+    if not folder.is_dir():
+        problem = f"{folder} is a file, not a folder: move it away"
+    else:
+        if reason is None:
+            reason = ("Permission denied" if not os.access(folder, os.W_OK | os.X_OK)
+                      else "refused by the file system")
+        problem = f"{reason}: give this user access to {folder} (its permissions or mount)"
+    table = _TABLE_IN_PATH.search(path.as_posix())
+    return DataDirError(
+        f"{'.'.join(table.groups()) + ': ' if table else ''}{path}: {problem}, then run again"
+    )
+
+
 def delta_table_folders(spark: SparkSession, folder: str) -> list[str]:
     """Names of the subfolders of ``folder`` that hold a Delta log, listed by Spark.
 

@@ -226,6 +226,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - Spark's own errors: one line unless debugging
         if os.environ.get("LAKEHOUSE_DEBUG") or not _is_spark_error(exc):
             raise
+        from lakehouse.catalog import storage_refusal
+
+        refusal = storage_refusal(str(exc))  # a bad environment, not a fault of Spark's
+        if refusal is not None:
+            sys.stderr.write(f"lakehouse: error: {refusal} (LAKEHOUSE_DEBUG=1 for the trace)\n")
+            return refusal.exit_code
         lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
         # A Py4JJavaError's own first line names only the call; the Java error follows ": ".
         java = [line.lstrip(": ") for line in lines if line.startswith(":")]

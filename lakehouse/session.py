@@ -114,6 +114,7 @@ def session_settings(config: Config, *, show_progress: bool | None = None) -> di
         "spark.driver.extraJavaOptions": " ".join(filter(None, (
             f"-Dlog4j2.configurationFile=file:{LOG4J_CONF}",
             f"-Dlakehouse.logLevel={config.get('spark.log_level')}",
+            "-Dlakehouse.taskLogLevel=OFF" if _quiet_task_failures(config) else "",
             str(config.get("spark.driver_java_options")).strip(),
         ))),
     }
@@ -142,6 +143,14 @@ def check_spark_settings(config: Config, settings: Mapping[str, Any]) -> None:
 
 def _config_files(config: Config) -> str:
     return " or ".join(str(path) for path in config.files) or "the configuration"
+
+
+def _quiet_task_failures(config: Config) -> bool:
+    """Whether the JVM launched for ``config`` leaves a failed task to the command's own line
+    (conf/log4j2.properties): a local master, at warnings or fewer."""
+    level = str(config.get("spark.log_level")).upper()
+    local = str(config.get("spark.master") or "").startswith("local")
+    return local and level in ("OFF", "FATAL", "ERROR", "WARN")
 
 
 def get_spark(

@@ -48,6 +48,34 @@ def test_unwritable_data_dir_is_one_clear_error():
         ensure_data_dir_writable(config)
 
 
+def test_a_refusal_of_the_operating_system_is_named_with_table_path_and_reason(tmp_path):
+    """Texts as Spark words them (a job aborted by a task's error, a commit, a folder that could
+    not be made): the table, the path and the OS reason; any other failure is not one."""
+    from lakehouse.catalog import storage_refusal
+
+    orders = tmp_path / "lake" / "silver" / "orders"
+    (orders / "_delta_log").mkdir(parents=True)
+    part = orders / "part-00000-c000.snappy.parquet"
+    aborted = (f"An error occurred while calling o1371.save.\n: org.apache.spark.SparkException: "
+               f"Job aborted due to stage failure: Task 0 in stage 113.0 failed 1 times, most "
+               f"recent failure: Lost task 0.0 (executor driver): java.io.FileNotFoundException: "
+               f"{part} (Permission denied)\n\tat java.base/java.io.FileOutputStream.open0")
+    assert str(storage_refusal(aborted)) == (
+        f"silver.orders: {part}: Permission denied: give this user access to {orders} (its "
+        f"permissions or mount), then run again")
+    commit = orders / "_delta_log" / ".00000000000000000001.json.tmp"
+    denied = f"Caused by: java.nio.file.AccessDeniedException: {commit}\n\tat x"
+    assert f"silver.orders: {commit}: Permission denied: give this user access to " \
+           f"{orders / '_delta_log'} " in str(storage_refusal(denied))
+    (tmp_path / "lake" / "gold").write_text("a file")
+    mkdirs = (f"java.io.IOException: Mkdirs failed to create file:{tmp_path}/lake/gold/journeys "
+              f"(exists=false, cwd=file:/)\n")
+    assert str(storage_refusal(mkdirs)) == (
+        f"gold.journeys: {tmp_path}/lake/gold/journeys: {tmp_path}/lake/gold is a file, not a "
+        f"folder: move it away, then run again")
+    assert storage_refusal("org.apache.spark.SparkException: Job aborted: division by zero") is None
+
+
 def test_table_creation_survives_an_empty_log_left_by_a_killed_creator(spark, config):
     # A process killed between mkdir(_delta_log) and the first commit leaves this behind.
     from pathlib import Path

@@ -149,6 +149,34 @@ def test_an_as_of_before_the_first_event_or_order_is_refused_and_gold_left_as_it
     assert counts == {"customer_360": 2, "journeys": 0, "kpi_daily": 0, "kpi_channel_daily": 0}
 
 
+def test_a_gold_folder_that_cannot_be_made_is_one_line_naming_table_path_and_reason(
+    spark, config, monkeypatch, capsys
+):
+    """A file where the gold layer's folder belongs (it stops root too, whom permission bits
+    would not): `run gold` said only Delta's "Cannot create .../_delta_log"; now which table,
+    where and why, in one line, exit 2, and silver as it was."""
+    from pathlib import Path
+
+    from lakehouse.cli import main
+
+    catalog = Catalog(config)
+    for name, (schema, rows) in SILVER.items():
+        spark.createDataFrame(rows, schema).write.format("delta").save(
+            catalog.path(f"silver.{name}")
+        )
+    versions = {name: catalog.current_version(spark, f"silver.{name}") for name in SILVER}
+    gold = Path(config.data_dir) / "lake" / "gold"
+    gold.write_text("not a folder")
+    monkeypatch.setenv("LAKEHOUSE_DATA_DIR", config.data_dir)
+    monkeypatch.delenv("LAKEHOUSE_DEBUG", raising=False)
+    assert main(["run", "gold", "--as-of", "2026-01-02"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("lakehouse: error: gold.customer_360: "), err
+    assert f"{gold} is a file, not a folder: move it away" in err[0], err
+    assert {name: catalog.current_version(spark, f"silver.{name}") for name in SILVER} == versions
+    assert gold.read_text() == "not a folder"
+
+
 def test_channel_lists_naming_channels_no_event_has_are_warned(spark):
     from lakehouse.gold import unseen_channel_warnings
 

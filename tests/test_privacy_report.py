@@ -64,6 +64,30 @@ def test_subject_report_of_unknown_person_is_one_clear_error(spark, xs_lake):
         subject_report(spark, xs_lake, "C9999999")
 
 
+def test_show_and_subject_report_read_a_lake_they_may_not_write(spark, xs_lake, monkeypatch, capsys):
+    """Both only read: a lake on a read-only mount, or another user's, is theirs to read (as it
+    is history's). Permission bits do not bind root, so the data root is made unwritable where
+    a command would see it: in os.access."""
+    import os
+
+    from lakehouse.cli import main
+
+    root = os.path.realpath(xs_lake.data_dir)
+    access = os.access
+
+    def read_only_lake(path, mode, *args, **kwargs):
+        inside = os.path.commonpath([root, os.path.realpath(path)]) == root
+        return not (inside and mode & os.W_OK) and access(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(os, "access", read_only_lake)
+    monkeypatch.setenv("LAKEHOUSE_DATA_DIR", xs_lake.data_dir)
+    customer_id = _customer_with_orders(spark, xs_lake)
+    assert main(["show", "gold.customer_360", "--role", "analyst", "--limit", "1"]) == 0
+    assert main(["subject-report", "--customer-id", customer_id]) == 0
+    out, err = capsys.readouterr()
+    assert "customer_key" in out and f"subject report for customer {customer_id}" in out, err
+
+
 @pytest.fixture(scope="module")
 def retained(spark, xs_lake, tmp_path_factory):
     cfg = copy_lake(xs_lake, tmp_path_factory.mktemp("retention") / "lake")

@@ -39,6 +39,32 @@ def test_the_jvms_console_lines_go_to_stderr_and_the_commands_stdout_stays_its_o
     assert re.search(r"^Deleted \d+ files and directories", result.stderr, re.M), result.stderr[-2000:]
 
 
+FAILING_TASK = """
+import sys
+from pyspark.sql import functions as F
+from lakehouse.config import load_config
+from lakehouse.session import get_spark
+
+spark = get_spark(load_config("local", overrides={"data_dir": sys.argv[1], "spark.master": "local[2]"}))
+try:
+    spark.range(4).repartition(2).select(F.raise_error(F.lit("a task failed here"))).collect()
+except Exception as exc:
+    print("raised:", "a task failed here" in str(exc))
+"""
+
+
+def test_a_failed_task_reaches_the_caller_without_a_log_flood(tmp_path):
+    """The executor, the scheduler (for the task and each task it cancels) and a writer each
+    logged a failed task with its trace, ~40 lines apiece, before the command's one line said
+    the same: in a local session at warnings, the error reaches the caller and only there."""
+    result = subprocess.run(
+        [sys.executable, "-c", FAILING_TASK, str(tmp_path)], capture_output=True, text=True,
+        timeout=300,
+    )
+    assert result.stdout.splitlines() == ["raised: True"], result.stderr[-2000:]
+    assert "a task failed here" not in result.stderr, result.stderr[-2000:]
+
+
 def test_the_configured_driver_java_options_reach_the_jvm_the_suite_starts(spark):
     """This session's JVM was started by get_spark from the local config (conftest): the
     options of spark.driver_java_options are on its command line, next to the log settings, and

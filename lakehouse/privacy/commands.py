@@ -14,13 +14,17 @@ from lakehouse.argtypes import (
 )
 
 
-def _session(args: argparse.Namespace):
+def _session(args: argparse.Namespace, *, writes: bool):
+    """The session and config of a command; one that ``writes`` refuses an unwritable data
+    root first. show and subject-report only read (tables, raw files): a read-only lake is
+    theirs to read, as history's and audit verify's."""
     from lakehouse.catalog import ensure_data_dir_writable
     from lakehouse.config import load_config
     from lakehouse.session import get_spark
 
     config = load_config(args.env, args.conf_dir)
-    ensure_data_dir_writable(config)
+    if writes:
+        ensure_data_dir_writable(config)
     return get_spark(config, show_progress=False), config
 
 
@@ -35,7 +39,7 @@ def _cmd_erase(args: argparse.Namespace) -> int:
         )
     from lakehouse.locks import pipeline_lock
 
-    spark, config = _session(args)
+    spark, config = _session(args, writes=True)
     # Not while a pipeline run writes the same tables (it would re-land the person's rows).
     with pipeline_lock(config, "erase"):
         print("erase: removing the person from every layer (identifiers are not printed)")
@@ -47,7 +51,7 @@ def _cmd_publish(args: argparse.Namespace) -> int:
     from lakehouse.locks import pipeline_lock
     from lakehouse.privacy.publish import publish
 
-    spark, config = _session(args)
+    spark, config = _session(args, writes=True)
     # One at a time: two publishes side by side each found the budget unspent by the other
     # (both read the ledger, then both appended) and together released past epsilon_total.
     with pipeline_lock(config, "publish"):
@@ -63,7 +67,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
     # A denied role is refused before Spark starts: one line, nothing else printed.
     load_matrix(load_config(args.env, args.conf_dir)).grant(args.role, args.table)
-    spark, config = _session(args)
+    spark, config = _session(args, writes=False)
     df = view(spark, config, args.role, args.table)
     # Bounded by --limit: only that many rows reach the driver.
     print(df.limit(args.limit).toPandas().to_string(index=False))
@@ -73,7 +77,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
 def _cmd_subject_report(args: argparse.Namespace) -> int:
     from lakehouse.privacy.subject_report import format_report, subject_report, write_report_json
 
-    spark, config = _session(args)
+    spark, config = _session(args, writes=False)
     report = subject_report(spark, config, args.customer_id)
     for line in format_report(report):
         print(line)
