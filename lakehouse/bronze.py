@@ -303,11 +303,20 @@ def to_bronze_rows(
 # -- I/O edge --------------------------------------------------------------------------------
 
 
+# maxFileAge longer than any file's life (Spark takes a duration string; 2^63 ms overflows).
+FILE_AGE_UNBOUNDED = "100000d"
+
+
 def _read_raw_lines(spark: SparkSession, path: str, source: SourceSpec, config: Config):
     return (
         spark.readStream.format("text")
         .option("pathGlobFilter", source.file_glob)
         .option("maxFilesPerTrigger", config.get("bronze.max_files_per_trigger"))
+        # A file is taken once by its name, however old: with Spark's default (7 days before
+        # the newest file) a late file keeping an old modification time (cp -p, rsync -t,
+        # tar x) was never read, without a word, and a name taken over 7 days before was
+        # read again when re-delivered (lakehouse.raw_files relies on "taken once").
+        .option("maxFileAge", FILE_AGE_UNBOUNDED)
         .load(path)
         .select(
             F.col("value").alias("_raw"),

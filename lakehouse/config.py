@@ -223,6 +223,7 @@ _MINIMUMS = {
     "spark.delta_log_partitions": 1,
     "bronze.max_files_per_trigger": 1,
     "bronze.parallel_sources": 1,
+    "bronze.max_line_bytes": 1024,
     "silver.parallel_tables": 1,
     "gold.lookback_days": 1,
     "gold.top_keywords": 1,

@@ -15,7 +15,6 @@ that needs no download: the gzip size trailer, read through Spark.
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import re
@@ -43,6 +42,7 @@ GZIP_RATIO_FLOOR_BYTES = 64 * 1024 * 1024
 GZIP_CHECKED_MAX_BYTES = 2**32 // GZIP_MAX_RATIO
 
 _CHUNK_BYTES = 4 * 1024 * 1024
+GZIP_MAGIC = b"\x1f\x8b"
 _LINE_BREAK = re.compile(rb"[\r\n]")  # Spark's text source ends a line at \n, \r or \r\n
 
 
@@ -123,9 +123,41 @@ def _listing(folder: Path) -> list[Path]:
 
 
 def _gzip_chunks(path: Path) -> Iterator[bytes]:
-    with gzip.open(path, "rb") as stream:  # every member, each one's CRC and length checked
-        while chunk := stream.read(_CHUNK_BYTES):
-            yield chunk
+    """The inflated content of a gzip file, read as Spark's (Hadoop's) gzip reader reads it:
+    members one after another to the end of the file, each one's CRC and length checked, and
+    nothing after the last. Python's gzip module skips zero padding after a member, which
+    Hadoop refuses ("not a gzip file"), so zlib is driven here instead. An empty file has no
+    member (Spark reads it as no line)."""
+    with path.open("rb") as raw:
+        inflater = None  # None: between members
+        pending = b""
+        members = 0
+        read_to_end = False
+        while True:
+            if inflater is None:
+                pending += raw.read(max(0, 2 - len(pending)))
+                if not pending:
+                    return
+                if not pending.startswith(GZIP_MAGIC):
+                    raise OSError(
+                        "not a gzip file" if not members else
+                        f"bytes after gzip member {members} that start no other member (zero "
+                        f"padding or other data), which Spark's gzip reader refuses"
+                    )
+                inflater = zlib.decompressobj(wbits=31)  # 31: gzip header and trailer
+            if not pending:
+                pending = raw.read(_CHUNK_BYTES)
+                read_to_end = not pending
+            # Bounded output: a bomb is counted chunk by chunk, never inflated in one go.
+            chunk = inflater.decompress(pending, _CHUNK_BYTES)
+            pending = inflater.unconsumed_tail
+            if chunk:
+                yield chunk
+            if inflater.eof:
+                # What follows the member (zlib also leaves it in unconsumed_tail then).
+                pending, inflater, members = inflater.unused_data, None, members + 1
+            elif read_to_end and not chunk:
+                raise EOFError("the file ends inside a gzip member (truncated)")
 
 
 def _plain_chunks(path: Path) -> Iterator[bytes]:
@@ -181,7 +213,7 @@ def local_file_problem(path: Path, max_line_bytes: int) -> str | None:
 
     try:
         over = longest_line_over(counted(_gzip_chunks(path)), max_line_bytes)
-    except (OSError, EOFError, zlib.error) as damaged:  # gzip.BadGzipFile is an OSError
+    except (OSError, EOFError, zlib.error) as damaged:
         return (
             f"raw file {path} does not decompress ({damaged}): a damaged or unfinished gzip "
             f"export; nothing was ingested. Replace it with an intact copy under the same name "
@@ -193,9 +225,17 @@ def local_file_problem(path: Path, max_line_bytes: int) -> str | None:
     return None if over is None else _long_line_message(path, max_line_bytes)
 
 
+def byte_size(count: int) -> str:
+    """A byte count as people read it: '64 MiB', '512 KiB', '1,000 bytes'."""
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if count >= size and count % size == 0:
+            return f"{count // size:,} {unit}"
+    return f"{count:,} bytes"
+
+
 def _long_line_message(path: Path, max_line_bytes: int) -> str:
     return (
-        f"raw file {path} has a line longer than {max_line_bytes / 2**20:,.0f} MiB "
+        f"raw file {path} has a line longer than {byte_size(max_line_bytes)} "
         f"(bronze.max_line_bytes): not a line-delimited export, or a damaged one; nothing was "
         f"ingested. Move it out of the raw folder (or raise bronze.max_line_bytes if such lines "
         f"are expected), then run bronze again"

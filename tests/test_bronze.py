@@ -359,6 +359,56 @@ def test_gzip_of_many_members_is_measured_whole_and_long_lines_are_refused(spark
     assert [r.rows_added for r in results] == [41]
 
 
+def test_gzip_files_are_read_as_sparks_gzip_reader_reads_them(tmp_path):
+    """Python's gzip module skips zero padding after the last member; Spark's (Hadoop's)
+    reader fails the stream on it ("not a gzip file"), so the check must refuse it too. Every
+    member is read; an empty file is no line to both."""
+    import gzip
+
+    from lakehouse.raw_files import byte_size, local_file_problem
+
+    lines = b"".join(b'{"event_id": "E%d"}\n' % i for i in range(50_000))
+    path = tmp_path / "clickstream_2026-01-01.jsonl.gz"
+    cases = {
+        "intact": gzip.compress(lines),
+        "two members and an empty one": gzip.compress(lines) + gzip.compress(b"x\n")
+        + gzip.compress(b""),
+        "empty file": b"",
+        "zero padded": gzip.compress(lines) + b"\0" * 512,
+        "other data after": gzip.compress(lines) + b"not gzip",
+        "truncated": gzip.compress(lines)[:-3],
+        "header only": gzip.compress(lines)[:10],
+        "not gzip": lines,
+    }
+    problems = {}
+    for case, data in cases.items():
+        path.write_bytes(data)
+        problems[case] = local_file_problem(path, 2**20)
+    assert [case for case, problem in problems.items() if problem is None] == [
+        "intact", "two members and an empty one", "empty file"]
+    assert "zero padding or other data" in problems["zero padded"]
+    assert "truncated" in problems["truncated"] and "not a gzip file" in problems["not gzip"]
+    assert [byte_size(n) for n in (2**26, 1000, 512 * 2**10, 1536)] == [
+        "64 MiB", "1,000 bytes", "512 KiB", "1,536 bytes"]
+
+
+def test_a_late_file_keeping_an_old_modification_time_lands(spark, landed):
+    """Spark's file source skips, without a word, a file whose modification time is more than
+    maxFileAge (7 days by default) before the newest file it has seen: a late delivery copied
+    with its times kept (cp -p, rsync -t, tar x) was never read."""
+    import os
+    import time
+
+    config, sources, _ = landed
+    late = Path(config.data_dir) / "raw" / "orders" / "orders_2025-12-01.csv"
+    _write(late, ORDERS_DAY1.splitlines()[0] + "\nO77,C7,2025-12-01T10:00:00Z,5.00,EUR,"
+           "completed,1\n")
+    month_ago = time.time() - 30 * 86400
+    os.utime(late, (month_ago, month_ago))
+    results = run_bronze(spark, config, sources, "run-2", only=["orders"])
+    assert [r.rows_added for r in results] == [1]
+
+
 @pytest.mark.parametrize("chunk_bytes", [1, 3, 7, 4096])
 def test_longest_line_over_finds_lines_across_chunks(chunk_bytes):
     from lakehouse.raw_files import longest_line_over

@@ -155,3 +155,13 @@ def test_digest_changes_with_values():
     b = a.with_overrides({"spark.shuffle_partitions": 99})
     assert a.digest() == load_config("local").digest()
     assert a.digest() != b.digest()
+
+
+def test_a_line_bound_below_a_kibibyte_is_refused():
+    """bronze.max_line_bytes 0 would refuse every raw file (and said 'longer than 0 MiB')."""
+    from lakehouse.config import load_config
+    from lakehouse.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="'bronze.max_line_bytes' .* must be at least 1024"):
+        load_config("local").with_overrides({"bronze.max_line_bytes": 0})
+
