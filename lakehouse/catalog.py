@@ -16,7 +16,7 @@ from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from lakehouse.config import Config, local_path
+from lakehouse.config import Config, is_local_location, local_path
 from lakehouse.errors import (
     DataDirError,
     InputDataError,
@@ -334,6 +334,7 @@ _REFUSED = re.compile(
     r"|Mkdirs failed to create) (?P<folder>[^\n]+?)(?: \(exists=[^\n]*)?$",
     re.MULTILINE,
 )
+_FULL = ("No space left on device", "Disk quota exceeded")
 _TABLE_IN_PATH = re.compile(rf"/lake/({'|'.join(LAYERS)})/([a-z][a-z0-9_]*)(?:/|$)")
 
 
@@ -342,20 +343,27 @@ def storage_refusal(error_text: str) -> DataDirError | None:
     folder (a table folder this user may not write, a read-only mount, a file where a folder
     belongs), naming the table, the path and the reason; None for any other failure."""
     found = _REFUSED.search(error_text)
-    if found is None:
+    named = found and (found["folder"] or found["file"] or found["denied"])
+    # An object store's refusal (S3A and ABFS raise AccessDeniedException on a 403) is the
+    # store's policy, not this machine's: Spark's own line says it better than local advice.
+    if not named or not is_local_location(named):
         return None
-    path = local_path(found["folder"] or found["file"] or found["denied"])
+    path = local_path(named)
     reason = found["reason"] or ("Permission denied" if found["denied"] else None)
     folder = path if found["folder"] else path.parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent  # the nearest folder that is there refused the new one
     if not folder.is_dir():
         problem = f"{folder} is a file, not a folder: move it away"
+    elif reason in _FULL:
+        problem = f"{reason}: free space on the disk that holds {folder}"
     else:
         if reason is None:
             reason = ("Permission denied" if not os.access(folder, os.W_OK | os.X_OK)
                       else "refused by the file system")
-        problem = f"{reason}: give this user access to {folder} (its permissions or mount)"
+        # A file of a folder this user may use (a data file left unreadable) is the one to fix.
+        refused = path if path.exists() and os.access(folder, os.W_OK | os.X_OK) else folder
+        problem = f"{reason}: give this user access to {refused} (its permissions or mount)"
     table = _TABLE_IN_PATH.search(path.as_posix())
     return DataDirError(
         f"{'.'.join(table.groups()) + ': ' if table else ''}{path}: {problem}, then run again"

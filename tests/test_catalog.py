@@ -74,6 +74,20 @@ def test_a_refusal_of_the_operating_system_is_named_with_table_path_and_reason(t
         f"gold.journeys: {tmp_path}/lake/gold/journeys: {tmp_path}/lake/gold is a file, not a "
         f"folder: move it away, then run again")
     assert storage_refusal("org.apache.spark.SparkException: Job aborted: division by zero") is None
+    # An object store's 403 (S3A raises AccessDeniedException) is not this machine's folder.
+    s3 = ("java.nio.file.AccessDeniedException: s3a://bucket/lake/gold/kpi_daily/_delta_log: "
+          "getFileStatus on s3a://bucket/lake/gold/kpi_daily/_delta_log: Access Denied")
+    assert storage_refusal(s3) is None
+    # A full disk wants space, not permissions.
+    full = f"java.io.FileNotFoundException: {part} (No space left on device)"
+    assert str(storage_refusal(full)) == (
+        f"silver.orders: {part}: No space left on device: free space on the disk that holds "
+        f"{orders}, then run again")
+    # One data file left unreadable in a folder this user may use: that file is named.
+    part.write_bytes(b"")
+    assert str(storage_refusal(aborted)) == (
+        f"silver.orders: {part}: Permission denied: give this user access to {part} (its "
+        f"permissions or mount), then run again")
 
 
 def test_table_creation_survives_an_empty_log_left_by_a_killed_creator(spark, config):
