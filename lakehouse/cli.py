@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from lakehouse.argtypes import as_of_date, output_file, positive_int
-from lakehouse.errors import LakehouseError
+from lakehouse.errors import LakehouseError, error_line
 from lakehouse.pipeline import ON_DEMAND_STAGES, PINNABLE_STAGES, STAGE_ORDER
 
 _PINNABLE = ", ".join(PINNABLE_STAGES)
@@ -211,6 +211,12 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 COMMANDS.update(generate=_cmd_generate, run=_cmd_run, attribution=_cmd_attribution)
 
 
+def _write_notes(exc: BaseException) -> None:
+    """The other failures of steps run side by side with the one reported (parallel)."""
+    for note in getattr(exc, "__notes__", ()):
+        sys.stderr.write(f"lakehouse: error: {note}\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
@@ -222,6 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except LakehouseError as exc:
         sys.stderr.write(f"lakehouse: error: {exc}\n")
+        _write_notes(exc)
         return exc.exit_code
     except Exception as exc:  # noqa: BLE001 - Spark's own errors: one line unless debugging
         if os.environ.get("LAKEHOUSE_DEBUG") or not _is_spark_error(exc):
@@ -231,12 +238,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         refusal = storage_refusal(str(exc))  # a bad environment, not a fault of Spark's
         if refusal is not None:
             sys.stderr.write(f"lakehouse: error: {refusal} (LAKEHOUSE_DEBUG=1 for the trace)\n")
+            _write_notes(exc)
             return refusal.exit_code
-        lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-        # A Py4JJavaError's own first line names only the call; the Java error follows ": ".
-        java = [line.lstrip(": ") for line in lines if line.startswith(":")]
-        first = (java or lines or [type(exc).__name__])[0]
-        sys.stderr.write(f"lakehouse: error: Spark failed: {first} (LAKEHOUSE_DEBUG=1 for the trace)\n")
+        sys.stderr.write(
+            f"lakehouse: error: Spark failed: {error_line(exc)} (LAKEHOUSE_DEBUG=1 for the trace)\n"
+        )
+        _write_notes(exc)
         return 1
     except KeyboardInterrupt:
         sys.stderr.write("lakehouse: interrupted\n")

@@ -69,3 +69,21 @@ class AccessDeniedError(LakehouseError):
 
 class MlflowStoreError(LakehouseError):
     """The MLflow tracking store or model registry cannot be reached or used."""
+
+
+def error_line(exc: BaseException) -> str:
+    """An error in one line: a LakehouseError's own text; for Spark's errors the Java error's
+    first line and, when it names only a wrapper (Spark 4 wraps a task's error in
+    FAILED_READ_FILE and the like), the deepest cause it gives ("not a gzip file")."""
+    if isinstance(exc, LakehouseError):
+        return str(exc)
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    # A Py4JJavaError's own first line names only the call; the Java error follows ": ".
+    java = [line.lstrip(": ") for line in lines if line.startswith(":")]
+    first = (java or lines or [type(exc).__name__])[0]
+    causes = [line.removeprefix("Caused by:").strip() for line in lines
+              if line.startswith("Caused by:")]
+    if causes and causes[-1] not in first:
+        first = f"{first} (caused by {causes[-1]})"
+    return first
+

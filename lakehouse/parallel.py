@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
+from lakehouse.errors import error_line
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -25,4 +27,11 @@ def side_by_side(step: Callable[[T], R], items: Iterable[T], workers: int, name:
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(items) or 1)),
                             thread_name_prefix=name) as pool:
         running = [pool.submit(step, item) for item in items]
+    failures = [future.exception() for future in running if future.exception() is not None]
+    if failures:
+        # The others are said too, as notes of the one raised (the CLI prints them): in a
+        # local session Spark does not log a failed task, so they would be said nowhere.
+        for other in failures[1:]:
+            failures[0].add_note(f"also failed: {error_line(other)}")
+        raise failures[0]
     return [future.result() for future in running]

@@ -212,3 +212,46 @@ def test_a_table_pinned_twice_is_refused(tmp_path, capsys, monkeypatch):
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "silver.orders pinned more than once" in err[0], err
+
+
+def test_a_spark_error_line_gives_the_deepest_cause_a_wrapper_hides():
+    """Spark 4 wraps a task's error (FAILED_READ_FILE ... 'Encountered error'): the line says
+    the cause too, once; a LakehouseError is its own text."""
+    from lakehouse.errors import InputDataError, error_line
+
+    wrapped = Exception(
+        "An error occurred while calling o95.save.\n: org.apache.spark.SparkException: "
+        "[FAILED_READ_FILE.NO_HINT] Encountered error while reading file file:/r/a.csv.gz.\n"
+        "\tat org.apache.spark.sql.errors.QueryExecutionErrors$.cannotReadFilesError(x)\n"
+        "Caused by: org.apache.spark.SparkException: Task failed\n"
+        "Caused by: java.io.IOException: not a gzip file\n\tat y")
+    assert error_line(wrapped) == (
+        "org.apache.spark.SparkException: [FAILED_READ_FILE.NO_HINT] Encountered error while "
+        "reading file file:/r/a.csv.gz. (caused by java.io.IOException: not a gzip file)")
+    plain = Exception(": java.lang.ArithmeticException: / by zero\nCaused by: / by zero")
+    assert error_line(plain) == "java.lang.ArithmeticException: / by zero"
+    assert error_line(InputDataError("raw file x is bad")) == "raw file x is bad"
+
+
+def test_steps_failing_side_by_side_are_each_said(capsys):
+    """The first failing step's error is raised; the others were said nowhere (in a local
+    session Spark logs no failed task): they are notes the CLI prints, one line each."""
+    from lakehouse.cli import _write_notes
+    from lakehouse.errors import InputDataError
+    from lakehouse.parallel import side_by_side
+
+    def step(name: str) -> str:
+        if name != "ok":
+            raise InputDataError(f"{name} failed")
+        return name
+
+    with pytest.raises(InputDataError, match="^first failed") as raised:
+        # (match reads the notes too)
+        side_by_side(step, ["ok", "first", "second", "third"], 2, "t")
+    _write_notes(raised.value)
+    assert capsys.readouterr().err.splitlines() == [
+        "lakehouse: error: also failed: second failed",
+        "lakehouse: error: also failed: third failed",
+    ]
+    assert side_by_side(step, ["ok", "ok"], 2, "t") == ["ok", "ok"]
+
