@@ -149,8 +149,10 @@ def _quiet_task_failures(config: Config) -> bool:
     """Whether the JVM launched for ``config`` leaves a failed task to the command's own line
     (conf/log4j2.properties): a local master, at warnings or fewer."""
     level = str(config.get("spark.log_level")).upper()
-    local = str(config.get("spark.master") or "").startswith("local")
-    return local and level in ("OFF", "FATAL", "ERROR", "WARN")
+    # local, local[N], local[*]: a failed task is not retried, the command says it. Not
+    # local[N,M] or local-cluster[...], whose retried tasks are worth a line each.
+    local = re.fullmatch(r"local(\[(\d+|\*)\])?", str(config.get("spark.master") or ""))
+    return bool(local) and level in ("OFF", "FATAL", "ERROR", "WARN")
 
 
 def get_spark(

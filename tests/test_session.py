@@ -162,6 +162,24 @@ def _bytes_of(path) -> bytes:
         return b""
 
 
+def test_only_a_plain_local_master_leaves_a_failed_task_to_the_command():
+    """local, local[N], local[*] run tasks once in this JVM: the command says a failure. With
+    retries (local[N,M], local-cluster) or on a cluster, or asked for INFO, each failed task
+    keeps its lines."""
+    from lakehouse.config import load_config
+    from lakehouse.session import session_settings
+
+    def quiet(**overrides) -> bool:
+        config = load_config("local").with_overrides(overrides)
+        return "-Dlakehouse.taskLogLevel=OFF" in session_settings(config)[
+            "spark.driver.extraJavaOptions"]
+
+    assert [quiet(**{"spark.master": m}) for m in ("local", "local[2]", "local[*]")] == [True] * 3
+    assert not any(quiet(**{"spark.master": m}) for m in (
+        "local[2,3]", "local-cluster[2,1,1024]", "spark://h:7077", ""))
+    assert not quiet(**{"spark.master": "local[2]", "spark.log_level": "INFO"})
+
+
 @pytest.mark.parametrize("master", ["local", "local[2]", "local[*]", "local[2,3]", "local[*, 4]",
                                     "local-cluster[2,1,1024]", "spark://h1:7077,h2:7077",
                                     "yarn", "k8s://https://k8s.example:443", ""])
