@@ -146,6 +146,15 @@ def test_a_matrix_entry_of_the_wrong_type_is_one_clear_error(analyst, message):
     assert str(raised.value) == f"conf/access.yaml: {message}"
 
 
+def test_a_consent_or_where_left_empty_is_no_filter():
+    """`consent:` and `where:` written with no value (YAML null) mean no filter, as leaving
+    them out does; a null consent was refused once consents were checked."""
+    entry = {"columns": {"day": "clear"}, "consent": None, "where": None}
+    grant = parse_matrix({"roles": {"analyst": {"gold.kpi_daily": entry}}}).grant(
+        "analyst", "gold.kpi_daily")
+    assert grant.consent is False and grant.where is None
+
+
 def test_a_row_filter_the_table_cannot_take_names_file_role_table_and_filter(spark, tmp_path):
     """A where over a column the table does not have failed inside Spark, as `Spark failed:
     [UNRESOLVED_COLUMN...]` naming neither the matrix nor the grant."""

@@ -94,7 +94,7 @@ def parse_matrix(raw: dict[str, Any], where: str = "access.yaml") -> AccessMatri
             condition = entry.get("where")
             if condition is not None:
                 string_value(condition, f"{place}.where", "Spark SQL condition")
-            consent = entry.get("consent", False)
+            consent = entry.get("consent") or False  # left empty (null): no consent filter
             if not isinstance(consent, bool):
                 raise ConfigError(f"{place}.consent must be true or false, got {shown(consent)}")
             grants[table] = TableGrant(columns, condition, consent)
