@@ -126,9 +126,10 @@ def segment_options(config: Config) -> SegmentOptions:
                           f"{k_min} / {k_max}")
     # A config snapshot saved before segment.kmeans.partitions existed (reproduce of an older
     # run) fitted in as many partitions as its session shuffled into.
-    kmeans = KMeansOptions(partitions=raw["kmeans"].get(
-        "partitions", config.get("spark.shuffle_partitions")
-    ), **{k: raw["kmeans"][k] for k in
+    kmeans = KMeansOptions(partitions=raw["kmeans"].get("partitions", int(
+        config.get("spark.conf").get("spark.sql.shuffle.partitions")
+        or config.get("spark.shuffle_partitions")
+    )), **{k: raw["kmeans"][k] for k in
           ("seed", "max_iter", "tol", "init_steps", "solver", "cache", "starts")})
     kmeans.check()
     features = [str(f) for f in raw["features"]]

@@ -341,6 +341,8 @@ def test_a_config_snapshot_older_than_kmeans_partitions_fits_as_its_session_did(
     values["spark"]["shuffle_partitions"] = 3
     older = Config(config.env, values, config.conf_dir, config.files)
     assert segment_options(older).kmeans.partitions == 3
+    values["spark"]["conf"] = {"spark.sql.shuffle.partitions": "5"}  # wins in the session too
+    assert segment_options(older).kmeans.partitions == 5
     assert segment_options(config).kmeans.partitions == config.get("segment.kmeans.partitions")
 
 
