@@ -370,6 +370,27 @@ def storage_refusal(error_text: str) -> DataDirError | None:
     )
 
 
+def unwritable_table(catalog: Catalog, name: str) -> DataDirError | None:
+    """Why a local table cannot be written now (its folder or log not a folder, or not
+    writable by this user; the nearest folder there when it is to be made), as
+    storage_refusal words it; None when it can be, or on an object store (no such check)."""
+    location = catalog.path(name)
+    if not is_local_location(location):
+        return None
+    table = local_path(location)
+    for path in (table / "_delta_log", table):
+        folder = path
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent  # where the folder would be made
+        if folder.is_dir() and os.access(folder, os.W_OK | os.X_OK):
+            continue
+        problem = (f"{folder} is a file, not a folder: move it away" if not folder.is_dir()
+                   else f"Permission denied: give this user access to {folder} (its "
+                        f"permissions or mount)")
+        return DataDirError(f"{name}: {path}: {problem}, then run again")
+    return None
+
+
 def delta_table_folders(spark: SparkSession, folder: str) -> list[str]:
     """Names of the subfolders of ``folder`` that hold a Delta log, listed by Spark.
 

@@ -175,6 +175,23 @@ def test_a_gold_folder_that_cannot_be_made_is_one_line_naming_table_path_and_rea
     assert f"{gold} is a file, not a folder: move it away" in err[0], err
     assert {name: catalog.current_version(spark, f"silver.{name}") for name in SILVER} == versions
     assert gold.read_text() == "not a folder"
+    # A later table that cannot be written is refused before the first is: customer_360 (the
+    # first written) kept a new version when journeys then failed.
+    import shutil
+
+    gold.unlink()
+    assert main(["run", "gold", "--as-of", "2026-01-02"]) == 0
+    capsys.readouterr()
+    journeys = gold / "journeys"
+    shutil.rmtree(journeys)
+    journeys.write_text("not a folder")
+    before = {t: catalog.current_version(spark, t) for t in
+              ("gold.customer_360", "gold.kpi_daily", "gold.kpi_channel_daily")}
+    assert main(["run", "gold", "--as-of", "2026-01-02"]) == 2
+    assert {t: catalog.current_version(spark, t) for t in before} == before
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"lakehouse: error: gold.journeys: {journeys}/_delta_log: {journeys} is a "
+                   f"file, not a folder: move it away, then run again"], err
 
 
 def test_channel_lists_naming_channels_no_event_has_are_warned(spark):

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from lakehouse.catalog import Catalog
+from lakehouse.catalog import Catalog, unwritable_table
 from lakehouse.errors import ConfigError, InputDataError
 from lakehouse.faults import crash_point
 
@@ -376,6 +376,11 @@ def run_gold(
         unknown = [t for t in tables if t not in GOLD_TABLES]
         if unknown:
             raise ValueError(f"unknown gold table(s) {unknown}; known: {', '.join(GOLD_TABLES)}")
+        # Tables are written one after another: one that cannot be written is refused before
+        # the first, so a run that fails on it leaves every gold table as it was.
+        for name in tables:
+            if refused := unwritable_table(output, f"gold.{name}"):
+                raise refused
         lines = [header]
         if include_channels is not None or exclude_channels is not None:
             lines += unseen_channel_warnings(silver["events"], include_channels, exclude_channels)
