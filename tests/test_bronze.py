@@ -340,12 +340,12 @@ def test_gzip_of_many_members_is_measured_whole_and_long_lines_are_refused(spark
         run_bronze(spark, config, load_sources(config), "r", only=["clickstream"])
     bomb.unlink()
 
-    narrow = config.with_overrides({"bronze.max_line_bytes": 1000})
+    narrow = config.with_overrides({"bronze.max_line_bytes": 2000})
     _write(raw / "orders" / "orders_2026-01-01.csv", ORDERS_DAY1)
     run_bronze(spark, narrow, load_sources(narrow), "r", only=["orders"])
-    # A line of 1001 bytes between short ones, in a file bigger than the bound.
-    wide = "O9,C9,2026-01-03T10:00:00Z,1.00,EUR,completed," + "9" * 955
-    assert len(wide) == 1001
+    # A line of 2001 bytes between short ones, in a file bigger than the bound.
+    wide = "O9,C9,2026-01-03T10:00:00Z,1.00,EUR,completed," + "9" * 1955
+    assert len(wide) == 2001
     _write(raw / "orders" / "orders_2026-01-03.csv",
            "\n".join([ORDERS_DAY1.splitlines()[0], *["O8,C8,x,1,EUR,completed,1"] * 40, wide])
            + "\n")
@@ -353,8 +353,8 @@ def test_gzip_of_many_members_is_measured_whole_and_long_lines_are_refused(spark
     with pytest.raises(InputDataError, match=r"orders_2026-01-03\.csv has a line longer than "):
         run_bronze(spark, narrow, load_sources(narrow), "r", only=["orders"])
     assert Catalog(config).current_version(spark, "bronze.orders") == before
-    # Day 1 (taken already) has no line over 100 bytes; day 3 is what a bound of 1001 admits.
-    results = run_bronze(spark, narrow.with_overrides({"bronze.max_line_bytes": 1001}),
+    # Day 1 (taken already) has no line over 100 bytes; day 3 is what a bound of 2001 admits.
+    results = run_bronze(spark, narrow.with_overrides({"bronze.max_line_bytes": 2001}),
                          load_sources(narrow), "r", only=["orders"])
     assert [r.rows_added for r in results] == [41]
 
@@ -506,7 +506,8 @@ def test_sources_land_side_by_side_and_the_first_failure_in_declaration_order_is
     monkeypatch.setattr(bronze, "ingest_source", fake_ingest)
     two_at_a_time = config.with_overrides({"bronze.parallel_sources": 2})
 
-    with pytest.raises(RuntimeError, match="^clickstream failed$"):
+    # The other failure is said too, as a note of the raised one (match reads notes).
+    with pytest.raises(RuntimeError, match="^clickstream failed\nalso failed: orders failed$"):
         run_bronze(spark, two_at_a_time, load_sources(config), "r", only=names)
 
     assert sorted(finished) == sorted(names)
