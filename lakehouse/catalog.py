@@ -11,6 +11,7 @@ import os
 import re
 from dataclasses import dataclass
 from functools import reduce
+from pathlib import Path
 
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
@@ -350,24 +351,39 @@ def storage_refusal(error_text: str) -> DataDirError | None:
         return None
     path = local_path(named)
     reason = found["reason"] or ("Permission denied" if found["denied"] else None)
-    folder = path if found["folder"] else path.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent  # the nearest folder that is there refused the new one
+    # The nearest folder that is there refused the new one.
+    folder = _nearest_existing(path if found["folder"] else path.parent)
+    usable = _usable_folder(folder)
     if not folder.is_dir():
-        problem = f"{folder} is a file, not a folder: move it away"
+        problem = _not_a_folder(folder)
     elif reason in _FULL:
         problem = f"{reason}: free space on the disk that holds {folder}"
     else:
-        if reason is None:
-            reason = ("Permission denied" if not os.access(folder, os.W_OK | os.X_OK)
-                      else "refused by the file system")
+        reason = reason or ("refused by the file system" if usable else "Permission denied")
         # A file of a folder this user may use (a data file left unreadable) is the one to fix.
-        refused = path if path.exists() and os.access(folder, os.W_OK | os.X_OK) else folder
-        problem = f"{reason}: give this user access to {refused} (its permissions or mount)"
+        problem = _give_access(reason, path if path.exists() and usable else folder)
     table = _TABLE_IN_PATH.search(path.as_posix())
     return DataDirError(
         f"{'.'.join(table.groups()) + ': ' if table else ''}{path}: {problem}, then run again"
     )
+
+
+def _nearest_existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _usable_folder(folder: Path) -> bool:
+    return folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)
+
+
+def _not_a_folder(path: Path) -> str:
+    return f"{path} is a file, not a folder: move it away"
+
+
+def _give_access(reason: str, path: Path) -> str:
+    return f"{reason}: give this user access to {path} (its permissions or mount)"
 
 
 def unwritable_table(catalog: Catalog, name: str) -> DataDirError | None:
@@ -379,14 +395,11 @@ def unwritable_table(catalog: Catalog, name: str) -> DataDirError | None:
         return None
     table = local_path(location)
     for path in (table / "_delta_log", table):
-        folder = path
-        while not folder.exists() and folder != folder.parent:
-            folder = folder.parent  # where the folder would be made
-        if folder.is_dir() and os.access(folder, os.W_OK | os.X_OK):
+        folder = _nearest_existing(path)  # where the folder would be made
+        if _usable_folder(folder):
             continue
-        problem = (f"{folder} is a file, not a folder: move it away" if not folder.is_dir()
-                   else f"Permission denied: give this user access to {folder} (its "
-                        f"permissions or mount)")
+        problem = (_not_a_folder(folder) if not folder.is_dir()
+                   else _give_access("Permission denied", folder))
         return DataDirError(f"{name}: {path}: {problem}, then run again")
     return None
 

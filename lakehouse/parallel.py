@@ -27,7 +27,7 @@ def side_by_side(step: Callable[[T], R], items: Iterable[T], workers: int, name:
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(items) or 1)),
                             thread_name_prefix=name) as pool:
         running = [pool.submit(step, item) for item in items]
-    failures = [future.exception() for future in running if future.exception() is not None]
+    failures = [e for e in (future.exception() for future in running) if e is not None]
     if failures:
         # The others are said too, as notes of the one raised (the CLI prints them): in a
         # local session Spark does not log a failed task, so they would be said nowhere.
