@@ -43,6 +43,16 @@ class Config:
     values: Mapping[str, Any]
     conf_dir: Path
     files: tuple[Path, ...] = field(default_factory=tuple)
+    # Dotted key -> the overlay file or override that set its value (base.yaml set the others),
+    # so that a message about one value names the one file to edit.
+    set_in: Mapping[str, str] = field(default_factory=dict)
+
+    def origin(self, dotted_key: str) -> str:
+        """Where a key's value was set: the environment overlay or an override that set it,
+        else base.yaml. A Spark setting of spark.conf is ``spark.conf.<its name>``."""
+        if dotted_key in self.set_in:
+            return self.set_in[dotted_key]
+        return str(self.files[0]) if self.files else "the configuration"
 
     def get(self, dotted_key: str) -> Any:
         """Value of a dotted key such as 'spark.master'; a KeyError names the key."""
@@ -74,7 +84,8 @@ class Config:
             _set_dotted(merged, dotted, value, self.values, "<override>")
         if "data_dir" in overrides:
             merged["data_dir"] = _absolute_data_dir(str(overrides["data_dir"]))
-        return Config(self.env, merged, self.conf_dir, self.files)
+        set_in = {**self.set_in, **{dotted: "an override" for dotted in overrides}}
+        return Config(self.env, merged, self.conf_dir, self.files, set_in)
 
 
 def load_config(
@@ -105,7 +116,8 @@ def load_config(
     # base.yaml is the schema of the overlays, so nothing checked its own value's type.
     _check_type("data_dir", merged["data_dir"], "", env_file if "data_dir" in overlay else base_file)
     merged["data_dir"] = _resolve_data_dir(merged["data_dir"])
-    config = Config(env, merged, directory, (base_file, env_file))
+    set_in = {dotted: str(env_file) for dotted in _dotted_keys(overlay)}
+    config = Config(env, merged, directory, (base_file, env_file), set_in)
     return config.with_overrides(overrides) if overrides else config
 
 
@@ -189,6 +201,21 @@ def _read_yaml(path: Path, required_for: str) -> dict[str, Any]:
     if not isinstance(loaded, dict):
         raise ConfigError(f"config file {path} must hold a mapping of keys at the top level")
     return loaded
+
+
+def _dotted_keys(overlay: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """The dotted keys whose values a (checked) overlay sets; a free-form map's entries are
+    ``<map>.<entry name>``, as with_overrides names them."""
+    keys = []
+    for key, value in overlay.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            nested = (f"{dotted}.{k}" for k in value) if dotted in FREE_FORM_KEYS else (
+                _dotted_keys(value, f"{dotted}."))
+            keys.extend(nested)
+        else:
+            keys.append(dotted)
+    return keys
 
 
 def _merge_checked(

@@ -126,19 +126,20 @@ def session_settings(config: Config, *, show_progress: bool | None = None) -> di
 
 
 def check_spark_settings(config: Config, settings: Mapping[str, Any]) -> None:
-    """Refuse, before Spark starts, a master or memory size it would refuse once started."""
-    where = _config_files(config)
-    masters = {"spark.master": config.get("spark.master"),
-               "spark.conf spark.master": settings.get("spark.master")}
-    for key, master in masters.items():
+    """Refuse, before Spark starts, a master or memory size it would refuse once started; the
+    line names the file that set the value."""
+    masters = [("spark.master", "spark.master", config.get("spark.master")),
+               ("spark.conf spark.master", "spark.conf.spark.master", settings.get("spark.master"))]
+    for key, dotted, master in masters:
         if master and not _MASTER.fullmatch(str(master)):
-            raise ConfigError(f"{key} {master!r} in {where} is not a Spark master: use "
-                              f"{MASTER_FORMS}")
+            raise ConfigError(f"{key} {master!r} in {config.origin(dotted)} is not a Spark "
+                              f"master: use {MASTER_FORMS}")
     for key, value in settings.items():
         size = _JVM_MEMORY_SIZE if key == "spark.driver.memory" else _SPARK_MEMORY_SIZE
         if key.endswith((".memory", ".memoryOverhead")) and not size.fullmatch(str(value)):
-            raise ConfigError(f"spark.conf {key} {value!r} in {where} is not a memory size: use "
-                              f"a whole number and a unit, as 512m or 6g")
+            raise ConfigError(f"spark.conf {key} {value!r} in {config.origin(f'spark.conf.{key}')}"
+                              f" is not a memory size: use a whole number and a unit, as 512m "
+                              f"or 6g")
 
 
 def _config_files(config: Config) -> str:

@@ -20,6 +20,7 @@ sees in the MLflow UI why a version is or is not the champion.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -155,9 +156,14 @@ def register_and_gate(
     return version, decision
 
 
-# Lines register_model prints on every success; the job's summary already says which version
-# was registered and what the gate decided.
-_REGISTRATION_CHATTER = ("Successfully registered model", "Created version")
+# Lines register_model prints on every success (the first registration of a model, or
+# "Registered model 'x' already exists. Creating a new version of this model..." on every
+# later one); the job's summary already says which version was registered and what the gate
+# decided.
+_REGISTRATION_CHATTER = re.compile(
+    r"(Successfully registered model|Created version"
+    r"|Registered model .* already exists\. Creating a new version of this model)"
+)
 
 
 def _quietly(call, *args, **kwargs):
@@ -173,5 +179,5 @@ def _quietly(call, *args, **kwargs):
             return call(*args, **kwargs)
     finally:
         for line in captured.getvalue().splitlines(keepends=True):
-            if not line.startswith(_REGISTRATION_CHATTER):
+            if not _REGISTRATION_CHATTER.match(line):
                 sys.stderr.write(line)

@@ -219,8 +219,34 @@ def test_a_master_or_memory_size_spark_would_refuse_is_named_before_it_starts(ov
     from lakehouse.session import check_spark_settings, session_settings
 
     config = load_config("local").with_overrides(override)
-    with pytest.raises(ConfigError, match=re.escape(message) + r".*local\.yaml is not a "):
+    with pytest.raises(ConfigError, match=re.escape(message) + r"an override is not a "):
         check_spark_settings(config, session_settings(config))
+
+
+@pytest.mark.parametrize(("file", "old", "new", "message"), [
+    ("local.yaml", 'master: "local[*]"', "master: bogus", "spark.master 'bogus' in {local}"),
+    ("base.yaml", "conf: {}", "conf: {spark.executor.memory: lots}",
+     "spark.conf spark.executor.memory 'lots' in {base}"),
+    ("local.yaml", '"6g"', '"6gb"', "spark.conf spark.driver.memory '6gb' in {local}"),
+])
+def test_a_refused_spark_setting_names_the_one_file_that_set_it(tmp_path, file, old, new, message):
+    """The line named base.yaml and the overlay both, for a value only one of them set."""
+    import shutil
+
+    from lakehouse.config import REPO_ROOT, load_config
+    from lakehouse.errors import ConfigError
+    from lakehouse.session import check_spark_settings, session_settings
+
+    conf = tmp_path / "conf"
+    shutil.copytree(REPO_ROOT / "conf", conf)
+    text = (conf / file).read_text()
+    assert text.count(old) == 1
+    (conf / file).write_text(text.replace(old, new))
+    config = load_config("local", conf)
+    expected = message.format(local=conf / "local.yaml", base=conf / "base.yaml")
+    with pytest.raises(ConfigError) as caught:
+        check_spark_settings(config, session_settings(config))
+    assert str(caught.value).startswith(f"{expected} is not a "), caught.value
 
 
 def _run_bronze_with(tmp_path, old: str, new: str) -> subprocess.CompletedProcess:
@@ -250,8 +276,8 @@ def test_a_master_spark_would_refuse_is_one_line_without_a_java_trace(tmp_path):
     result = _run_bronze_with(tmp_path, 'master: "local[*]"', "master: bogus")
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr.splitlines() == [
-        f"lakehouse: error: spark.master 'bogus' in {tmp_path}/conf/base.yaml or {tmp_path}/conf/"
-        f"local.yaml is not a Spark master: use local, local[N], local[*], local[N,M], "
+        f"lakehouse: error: spark.master 'bogus' in {tmp_path}/conf/local.yaml is not a Spark "
+        f"master: use local, local[N], local[*], local[N,M], "
         f"spark://HOST:PORT, yarn or k8s://HOST:PORT"], result.stderr[-2000:]
     assert not (tmp_path / "data" / "lake" / "bronze").exists()
 

@@ -95,7 +95,7 @@ def run_config(config: Config, digest: str | None) -> tuple[Config, str]:
         return config, note
     merged = dict(values)
     merged["data_dir"] = config.data_dir
-    return Config(config.env, merged, config.conf_dir, config.files), ""
+    return Config(config.env, merged, config.conf_dir, config.files, config.set_in), ""
 
 
 def compare_outputs(recorded_df: DataFrame, rebuilt_df: DataFrame) -> tuple[int, int, str]:
