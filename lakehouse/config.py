@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -266,6 +267,10 @@ _MINIMUMS = {
 }
 
 
+# Numbers that must be finite and above zero (a YAML .nan or .inf is a float too).
+_POSITIVE = frozenset({"privacy.epsilon_per_report", "privacy.epsilon_total"})
+
+
 def _check_type(dotted: str, value: Any, default: Any, source: Path | str) -> None:
     if default is None or value is None:
         return
@@ -276,6 +281,9 @@ def _check_type(dotted: str, value: Any, default: Any, source: Path | str) -> No
         raise ConfigError(
             f"config key '{dotted}' in {source} must be {expected.__name__}, got {shown(value)}"
         )
+    if dotted in _POSITIVE and not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"config key '{dotted}' in {source} must be a positive number, "
+                          f"got {value!r}")
     minimum = _MINIMUMS.get(dotted)
     if minimum is not None and value < minimum:
         raise ConfigError(f"config key '{dotted}' in {source} must be at least {minimum}, "

@@ -13,16 +13,18 @@ from scipy import stats
 from lakehouse.catalog import Catalog
 from lakehouse.errors import InputDataError, PrivacyBudgetError
 from lakehouse.privacy.dp import (
+    LEDGER,
     Release,
     check_budget,
     count_measurement,
     discrete_laplace_cdf,
     noisy_counts,
+    record_releases,
 )
 from lakehouse.privacy.publish import (
     CHANNEL_WEEK,
+    COUNTRY,
     REVENUE_WEEK,
-    SEGMENT_COUNTRY,
     publish,
     revenue_by_channel_week_cells,
 )
@@ -103,13 +105,74 @@ def test_budget_check_per_report_and_total():
 
 
 def test_an_epsilon_whose_noise_overflows_the_counts_is_refused():
-    # OpenDP adds the noise to 32-bit integers and saturates: epsilon 1e-300 once published
-    # 2147483647 in every cell. Scale = l1 / epsilon; the limit is 2^31 / 100.
-    with pytest.raises(PrivacyBudgetError, match="32-bit"):
+    # OpenDP adds the noise to 64-bit integers and saturates: epsilon 1e-300 would publish
+    # 2^63 - 1 in every cell. Scale = l1 / epsilon; the limit is 2^63 / 100 (9.2e16).
+    with pytest.raises(PrivacyBudgetError, match="64-bit"):
         check_budget([Release("r", 1e-300, 1.0)], spent=0.0, per_report=1.0, total=10.0)
-    with pytest.raises(PrivacyBudgetError, match="32-bit"):
-        check_budget([Release("r", 1e-4, 5000.0)], spent=0.0, per_report=1.0, total=10.0)
-    check_budget([Release("r", 1e-4, 2000.0)], spent=0.0, per_report=1.0, total=10.0)
+    with pytest.raises(PrivacyBudgetError, match="64-bit"):
+        check_budget([Release("r", 1e-14, 2000.0)], spent=0.0, per_report=1.0, total=10.0)
+    # Scale 5e7: beyond 32-bit counts (refused before), well within 64-bit ones.
+    check_budget([Release("r", 1e-4, 5000.0)], spent=0.0, per_report=1.0, total=10.0)
+
+
+def test_counts_beyond_32_bits_get_noise_and_keep_their_value_out_of_messages():
+    """A week's revenue past 2^31 EUR was refused by OpenDP's 32-bit domain, in a message
+    holding the true sum, after the budget had been recorded."""
+    true = [2**40 + 123, 2**31 + 5, 0]
+    noisy = noisy_counts(true, epsilon=1.0, l1_sensitivity=1.0)
+    # Scale 1: P(|noise| > 30) is below 1e-12.
+    assert all(abs(n - t) <= 30 for n, t in zip(noisy, true, strict=True)), (noisy, true)
+
+
+@pytest.mark.parametrize("bad", [-1.0, 0.0, float("nan"), float("inf")])
+def test_an_epsilon_that_is_not_a_positive_number_is_refused(bad):
+    """-1 was recorded in the ledger before OpenDP refused it, giving back budget; NaN made
+    every later budget comparison false, so a later publish over budget was released."""
+    with pytest.raises(PrivacyBudgetError, match="must be a positive number"):
+        check_budget([Release("r", bad, 1.0)], spent=0.0, per_report=1.0, total=10.0)
+    with pytest.raises(PrivacyBudgetError, match="must be a positive number"):
+        check_budget([Release("r", 1.0, 1.0)], spent=0.0, per_report=bad, total=10.0)
+    with pytest.raises(PrivacyBudgetError, match="must be a positive number"):
+        check_budget([Release("r", 1.0, 1.0)], spent=0.0, per_report=1.0, total=bad)
+
+
+@pytest.mark.parametrize("key", ["privacy.epsilon_per_report", "privacy.epsilon_total"])
+@pytest.mark.parametrize("text", ["-1", ".nan", ".inf", "0"])
+def test_a_config_epsilon_that_is_not_a_positive_number_is_refused_on_load(tmp_path, key, text):
+    import shutil
+
+    from lakehouse.config import REPO_ROOT, load_config
+    from lakehouse.errors import ConfigError
+
+    conf = tmp_path / "conf"
+    shutil.copytree(REPO_ROOT / "conf", conf)
+    local = conf / "local.yaml"
+    assert local.read_text().count("\nprivacy:\n") == 1
+    local.write_text(local.read_text().replace(
+        "\nprivacy:\n", f"\nprivacy:\n  {key.split('.')[1]}: {text}\n"))
+    with pytest.raises(ConfigError, match=f"'{key}' in .*local.yaml must be a positive number"):
+        load_config("local", conf)
+
+
+def test_the_country_grid_holds_each_reference_code_once(tmp_path):
+    """A code listed twice ("AT" and "at") was two cells counting the same customers:
+    sensitivity 2, charged as 1."""
+    import shutil
+
+    import yaml
+
+    from lakehouse.config import REPO_ROOT, load_config
+    from lakehouse.privacy.publish import OTHER, _countries
+
+    conf = tmp_path / "conf"
+    shutil.copytree(REPO_ROOT / "conf", conf)
+    reference = yaml.safe_load((conf / "reference.yaml").read_text())
+    codes = reference["countries"]["codes"]
+    reference["countries"]["codes"] = [*codes, str(codes[0]).lower(), codes[1]]
+    (conf / "reference.yaml").write_text(yaml.safe_dump(reference))
+    countries = _countries(load_config("local", conf))
+    assert len(countries) == len(set(countries)) == len({str(c).upper() for c in codes}) + 1
+    assert countries[-1] == OTHER
 
 
 # -- published reports on a copy of the xs lake ----------------------------------------------
@@ -124,10 +187,12 @@ def lake(spark, xs_lake, tmp_path_factory):
 def test_publish_writes_noisy_reports_with_their_epsilon_and_a_ledger(spark, lake):
     from datetime import date
 
-    lines = publish(spark, lake, as_of=date.fromisoformat(XS_AS_OF))
-    assert any("customer_segments does not exist" in line for line in lines)
+    publish(spark, lake, as_of=date.fromisoformat(XS_AS_OF))
     catalog = Catalog(lake)
-    by_country = catalog.read(spark, SEGMENT_COUNTRY).toPandas()
+    by_country = catalog.read(spark, COUNTRY).toPandas()
+    # One cell per reference country and 'other', whatever the data holds; no other dimension.
+    assert list(by_country.columns[:2]) == ["country", "noisy_count"]
+    assert len(by_country) == by_country["country"].nunique() == 22
     customers = catalog.read(spark, "gold.customer_360").select("customer_key", "country").toPandas()
     expected = customers.drop_duplicates("customer_key").groupby("country").size()
     assert set(by_country["epsilon"]) == {1.0} and set(by_country["l1_sensitivity"]) == {1.0}
@@ -158,7 +223,7 @@ def test_publish_writes_noisy_reports_with_their_epsilon_and_a_ledger(spark, lak
     assert set(revenue["l1_sensitivity"]) == {float(cap * max_value)}
     assert revenue["contribution_bound"].str.contains(f"0..{max_value} whole EUR").all()
     ledger = catalog.read(spark, "audit.privacy_ledger").toPandas()
-    assert sorted(ledger["report"]) == sorted([SEGMENT_COUNTRY, CHANNEL_WEEK, REVENUE_WEEK])
+    assert sorted(ledger["report"]) == sorted([COUNTRY, CHANNEL_WEEK, REVENUE_WEEK])
     assert ledger["epsilon"].sum() == pytest.approx(3.0)
 
 
@@ -166,7 +231,7 @@ def test_a_date_gold_does_not_hold_is_refused_before_any_budget_is_spent(spark, 
     from datetime import date
 
     catalog = Catalog(lake)
-    names = (SEGMENT_COUNTRY, CHANNEL_WEEK, REVENUE_WEEK, "audit.privacy_ledger")
+    names = (COUNTRY, CHANNEL_WEEK, REVENUE_WEEK, "audit.privacy_ledger")
     versions = {n: catalog.current_version(spark, n) for n in names}
     for wrong in ("1999-01-01", "2026-01-02"):
         with pytest.raises(InputDataError, match=f"holds as_of {XS_AS_OF}, not {wrong}"):
@@ -181,14 +246,58 @@ def test_budget_exhaustion_raises_and_writes_nothing(spark, lake):
     if not catalog.exists(spark, "audit.privacy_ledger"):
         publish(spark, lake, as_of=date.fromisoformat(XS_AS_OF))
     versions = {n: catalog.current_version(spark, n)
-                for n in (SEGMENT_COUNTRY, CHANNEL_WEEK, REVENUE_WEEK, "audit.privacy_ledger")}
+                for n in (COUNTRY, CHANNEL_WEEK, REVENUE_WEEK, "audit.privacy_ledger")}
     # 3.0 of 4.0 spent: three more reports (3.0) do not fit.
     with pytest.raises(PrivacyBudgetError, match="nothing was published"):
         publish(spark, lake, as_of=date.fromisoformat(XS_AS_OF))
     with pytest.raises(PrivacyBudgetError, match="per-report"):
         publish(spark, lake, as_of=date.fromisoformat(XS_AS_OF), epsilon=2.0,
-                reports=[SEGMENT_COUNTRY])
+                reports=[COUNTRY])
     assert {n: catalog.current_version(spark, n) for n in versions} == versions
+
+
+def test_a_publish_whose_charge_another_overtook_releases_nothing(spark, xs_lake, tmp_path,
+                                                                  monkeypatch):
+    """Two publishes on an object-store root (no lock) both read the ledger before either
+    recorded its spending, and both released: 9.0 of 8.0 spent. Here the other publish's 9.0
+    is recorded between this one's check and its own record (the check reads a stale 0)."""
+    from datetime import date
+
+    import lakehouse.privacy.publish as publish_module
+
+    config = copy_lake(xs_lake, tmp_path / "lake").with_overrides(
+        {"privacy.epsilon_per_report": 1.0, "privacy.epsilon_total": 10.0})
+    catalog = Catalog(config)
+    record_releases(spark, catalog, [Release("publish.by_someone_else", 9.0, 1.0)])
+    monkeypatch.setattr(publish_module, "spent_epsilon", lambda spark, catalog: 0.0)
+    with pytest.raises(PrivacyBudgetError, match="another publish recorded its spending at the "
+                                                 "same time: audit.privacy_ledger holds "
+                                                 "epsilon 12 of the total budget 10"):
+        publish(spark, config, as_of=date.fromisoformat(XS_AS_OF))
+    for report in (COUNTRY, CHANNEL_WEEK, REVENUE_WEEK):
+        assert not catalog.exists(spark, report), report
+    # Its spending stays recorded: budget is never given back.
+    ledger = catalog.read(spark, LEDGER).toPandas()
+    assert ledger["epsilon"].sum() == pytest.approx(12.0)
+
+
+def test_a_lost_ledger_is_refused_not_taken_for_an_unspent_budget(spark, xs_lake, tmp_path):
+    """With audit.privacy_ledger deleted, the budget read as unspent and publish released
+    again, as often as the ledger was deleted."""
+    import shutil
+    from datetime import date
+
+    config = copy_lake(xs_lake, tmp_path / "lake").with_overrides(
+        {"privacy.epsilon_per_report": 1.0, "privacy.epsilon_total": 3.0})
+    catalog = Catalog(config)
+    publish(spark, config, as_of=date.fromisoformat(XS_AS_OF))
+    shutil.rmtree(catalog.path(LEDGER))
+    versions = {r: catalog.current_version(spark, r) for r in (COUNTRY, CHANNEL_WEEK, REVENUE_WEEK)}
+    with pytest.raises(PrivacyBudgetError, match=r"publish\.\w+ holds release \w+, which "
+                                                 r"audit\.privacy_ledger does not record"):
+        publish(spark, config, as_of=date.fromisoformat(XS_AS_OF))
+    assert not catalog.exists(spark, LEDGER)
+    assert {r: catalog.current_version(spark, r) for r in versions} == versions
 
 
 def test_float_contrast_is_not_an_artifact_of_the_check():

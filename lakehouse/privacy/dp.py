@@ -58,9 +58,11 @@ def count_measurement(size: int, epsilon: float, l1_sensitivity: float):
     if l1_sensitivity <= 0:
         raise ValueError(f"l1_sensitivity must be positive, got {l1_sensitivity}")
     dp = _opendp()
+    # 64-bit integers: a 32-bit count saturated under a small epsilon, and a cell beyond 2^31
+    # (a week's revenue in EUR) was refused by OpenDP with its true value in the message.
     measurement = dp.m.make_laplace(
-        dp.vector_domain(dp.atom_domain(T=int), size=size),
-        dp.l1_distance(T=int),
+        dp.vector_domain(dp.atom_domain(T="i64"), size=size),
+        dp.l1_distance(T="i64"),
         scale=float(l1_sensitivity) / float(epsilon),
     )
     spent = measurement.map(int(math.ceil(l1_sensitivity)))
@@ -106,10 +108,10 @@ def spent_epsilon(spark: SparkSession, catalog: Catalog) -> float:
     return float(total or 0.0)
 
 
-# Largest noise scale (l1_sensitivity / epsilon) released: OpenDP adds the noise to 32-bit
-# integers and saturates, so a tiny epsilon (1e-300) published 2147483647 in every cell;
+# Largest noise scale (l1_sensitivity / epsilon) released: OpenDP adds the noise to 64-bit
+# integers and saturates, so a tiny epsilon (1e-300) would publish 2^63 - 1 in every cell;
 # at this scale noise reaches that range with probability below e^-100.
-MAX_NOISE_SCALE = 2**31 / 100
+MAX_NOISE_SCALE = 2**63 / 100
 
 
 def check_budget(
@@ -117,11 +119,19 @@ def check_budget(
 ) -> None:
     """Raises PrivacyBudgetError (before anything is sampled or written) when over budget, or
     when an epsilon is so small that its noise would not fit the released integers."""
+    for what, value in (("privacy.epsilon_per_report", per_report),
+                        ("privacy.epsilon_total", total),
+                        *((f"the epsilon of report {r.report}", r.epsilon) for r in releases)):
+        # A negative epsilon was recorded before OpenDP refused it and gave budget back; a NaN
+        # made every later comparison false, so no budget was ever exceeded again.
+        if not (math.isfinite(value) and value > 0):
+            raise PrivacyBudgetError(f"{what} must be a positive number, got {value!r}; "
+                                     f"nothing was published")
     for r in releases:
         if r.l1_sensitivity / r.epsilon > MAX_NOISE_SCALE:
             raise PrivacyBudgetError(
                 f"report {r.report}: epsilon {r.epsilon:g} gives noise of scale "
-                f"{r.l1_sensitivity / r.epsilon:.3g}, beyond what a 32-bit count holds; use an "
+                f"{r.l1_sensitivity / r.epsilon:.3g}, beyond what a 64-bit count holds; use an "
                 f"epsilon of at least {r.l1_sensitivity / MAX_NOISE_SCALE:.3g}; nothing was "
                 f"published"
             )
@@ -141,9 +151,12 @@ def check_budget(
 
 def record_releases(
     spark: SparkSession, catalog: Catalog, releases: Sequence[Release], release_id: str | None = None
-) -> str:
-    """Append the releases to the ledger (one commit); returns the release id."""
-    from lakehouse.silver.io import append
+) -> tuple[str, int]:
+    """Append the releases to the ledger (one commit); returns the release id and the ledger
+    version that commit made."""
+    from delta.tables import DeltaTable
+
+    from lakehouse.silver.io import ensure_table
 
     release_id = release_id or uuid.uuid4().hex
     now = datetime.now(UTC).replace(tzinfo=None)
@@ -152,5 +165,49 @@ def record_releases(
          float(r.l1_sensitivity), now)
         for r in releases
     ]
-    append(spark, catalog, LEDGER, spark.createDataFrame(rows, LEDGER_SCHEMA))
-    return release_id
+    ensure_table(spark, catalog, LEDGER, LEDGER_SCHEMA)
+    tag = f"privacy ledger: release {release_id}"
+    (spark.createDataFrame(rows, LEDGER_SCHEMA).write.format("delta").mode("append")
+     .option("userMetadata", tag).save(catalog.path(LEDGER)))
+    history = DeltaTable.forPath(spark, catalog.path(LEDGER)).history()
+    version = history.where(F.col("userMetadata") == tag).agg(F.max("version")).first()[0]
+    return release_id, int(version)
+
+
+def confirm_within_budget(
+    spark: SparkSession, catalog: Catalog, release_id: str, version: int, total: float
+) -> None:
+    """Raises PrivacyBudgetError when the ledger, up to and including the commit that recorded
+    ``release_id`` (``version``), holds more than ``total``.
+
+    check_budget read the ledger before this release was recorded; a publish on another machine
+    (an object-store data root has no lock) may have recorded its own in between, and both
+    would release. Commits are ordered: the releases whose ledger prefix fits the budget are
+    released, a later one is not (its epsilon stays recorded: spending is never given back).
+    """
+    ledger = catalog.read(spark, LEDGER, version=version)
+    spent = float(ledger.agg(F.sum("epsilon")).first()[0] or 0.0)
+    if spent > total + _TOLERANCE:
+        raise PrivacyBudgetError(
+            f"another publish recorded its spending at the same time: {LEDGER} holds epsilon "
+            f"{spent:g} of the total budget {total:g} up to release {release_id}, which stays "
+            f"recorded as spent; nothing was published"
+        )
+
+
+def unrecorded_releases(
+    spark: SparkSession, catalog: Catalog, tables: Sequence[str]
+) -> list[tuple[str, str]]:
+    """(table, release id) of every release a published table holds that the ledger does not:
+    the ledger is written before the reports, so any is a ledger deleted, replaced or put
+    back by hand, and the budget it recorded as spent is unknown."""
+    recorded: set[str] = set()
+    if catalog.exists(spark, LEDGER):
+        recorded = {r[0] for r in catalog.read(spark, LEDGER).select("release_id").distinct()
+                    .collect()}
+    missing = []
+    for table in tables:
+        if catalog.exists(spark, table):
+            held = catalog.read(spark, table).select("release_id").distinct().collect()
+            missing += [(table, r[0]) for r in held if r[0] not in recorded]
+    return missing

@@ -1,7 +1,7 @@
 """`lakehouse publish`: differentially private reports in the ``publish`` layer.
 
-Each report: (1) bound every customer's contribution in Spark (one row per customer for a
-head count; at most ``privacy.max_rows_per_customer`` conversions per customer; each conversion's
+Each report: (1) bound every customer's contribution in Spark (one row per customer for the
+head count by country; at most ``privacy.max_rows_per_customer`` conversions per customer; each conversion's
 value clamped to 0..``privacy.max_value_per_conversion_eur`` whole EUR for the revenue report),
 (2) count or sum in Spark over a *public* grid of cells (countries of conf/reference.yaml, the known channels,
 the weeks before ``as_of``) so that which cells exist reveals nothing, (3) bring only that small
@@ -9,6 +9,13 @@ grid to the driver and add OpenDP discrete Laplace noise, (4) write it with its 
 sensitivity and bounds as columns. The whole publish is checked against the budget first and
 writes nothing when it does not fit; the ledger is written before the reports, so a crash
 between the two can only over-count what was spent, never under-count.
+
+No report counts customers by K-means segment. A customer's segment depends on every other
+customer (the model is fitted on all of them: the scaling, the choice of k, the names ranked by
+mean spend), so adding one customer can move many others to another segment, and which
+segments exist depends on the data: a count by segment has no bounded sensitivity, and its
+noise would protect nobody. Segment sizes stay in the segment run's MLflow record, for model
+review.
 """
 
 from __future__ import annotations
@@ -24,20 +31,26 @@ from pyspark.sql import types as T
 from lakehouse.asof import choose_snapshot
 from lakehouse.catalog import Catalog
 from lakehouse.config import Config, load_yaml_file
-from lakehouse.errors import InputDataError, TableNotFoundError
+from lakehouse.errors import InputDataError, PrivacyBudgetError, TableNotFoundError
 from lakehouse.privacy.dp import (
+    LEDGER,
     MECHANISM,
     Release,
     check_budget,
+    confirm_within_budget,
     noisy_counts,
     record_releases,
     spent_epsilon,
+    unrecorded_releases,
 )
 
-SEGMENT_COUNTRY = "publish.customers_by_segment_country"
+COUNTRY = "publish.customers_by_country"
 CHANNEL_WEEK = "publish.conversions_by_channel_week"
 REVENUE_WEEK = "publish.revenue_by_channel_week"
-REPORTS = (SEGMENT_COUNTRY, CHANNEL_WEEK, REVENUE_WEEK)
+REPORTS = (COUNTRY, CHANNEL_WEEK, REVENUE_WEEK)
+# Published before, never again (customers by segment and country: see the module's
+# docstring); its releases are still checked against the ledger.
+RETIRED_REPORTS = ("publish.customers_by_segment_country",)
 # The public channel vocabulary (the generator's and the marketing plan's channel list).
 CHANNELS = (
     "paid_search", "organic_search", "email", "display",
@@ -68,22 +81,13 @@ def with_public_country(df: DataFrame, countries: Sequence[str]) -> DataFrame:
     )
 
 
-def customers_by_segment_country_cells(
-    customers_df: DataFrame, segments_df: DataFrame | None, grid_df: DataFrame
-) -> DataFrame:
-    """One count per (segment, country) cell; each customer counted once (sensitivity 1)."""
+def customers_by_country_cells(customers_df: DataFrame, grid_df: DataFrame) -> DataFrame:
+    """One count per public country; each customer counted once (sensitivity 1)."""
     one_per_customer = customers_df.select("customer_key", "country").dropDuplicates(
         ["customer_key"]
     )
-    if segments_df is not None:
-        seg = segments_df.select("customer_key", "segment_name").dropDuplicates(["customer_key"])
-        one_per_customer = one_per_customer.join(seg, on="customer_key", how="left")
-    else:
-        one_per_customer = one_per_customer.withColumn("segment_name", F.lit("all"))
-    counts = one_per_customer.withColumn(
-        "segment_name", F.coalesce("segment_name", F.lit("unassigned"))
-    ).groupBy("segment_name", "country").agg(F.count(F.lit(1)).alias("true_count"))
-    return _on_grid(grid_df, counts, ["segment_name", "country"])
+    counts = one_per_customer.groupBy("country").agg(F.count(F.lit(1)).alias("true_count"))
+    return _on_grid(grid_df, counts, ["country"])
 
 
 def capped_conversions(journeys_df: DataFrame, max_rows_per_customer: int) -> DataFrame:
@@ -163,16 +167,17 @@ def public_weeks(as_of: date, weeks: int = PUBLISH_WEEKS) -> list[date]:
 def _countries(config: Config) -> list[str]:
     reference = load_yaml_file(config.conf_dir / "reference.yaml", "the country list")
     codes = reference.get("countries", {}).get("codes", [])
-    # YAML 1.1 reads a bare NO (Norway) as false.
-    return [*("NO" if c is False else str(c).upper() for c in codes), OTHER]
+    # YAML 1.1 reads a bare NO (Norway) as false. A code listed twice ("AT" and "at") would be
+    # two cells of the grid, each counting the same customers: sensitivity 2, charged as 1.
+    upper = ("NO" if c is False else str(c).upper() for c in codes)
+    return [*dict.fromkeys(upper), OTHER]
 
 
 def build_reports(
     spark: SparkSession, config: Config, as_of: date | None
-) -> tuple[list[Report], date, list[str]]:
-    """True-count grids of every report (still inside Spark), the as_of used, and notes."""
+) -> tuple[list[Report], date]:
+    """True-count grids of every report (still inside Spark) and the as_of used."""
     catalog = Catalog(config)
-    notes: list[str] = []
     for needed in ("gold.customer_360", "gold.journeys"):
         if not catalog.exists(spark, needed):
             raise TableNotFoundError(
@@ -186,20 +191,7 @@ def build_reports(
                             "gold.customer_360 is empty: nothing to publish")
     countries = _countries(config)
     customers = with_public_country(customers, countries)
-    segments = None
-    segment_names: list[str] = ["all"]
-    if catalog.exists(spark, "gold.customer_segments"):
-        segments = catalog.read(spark, "gold.customer_segments")
-        # Segment names come from the model (a handful of clusters), not from any one person.
-        segment_names = sorted(
-            r[0] for r in segments.select("segment_name").distinct().collect() if r[0]
-        ) + ["unassigned"]
-    else:
-        notes.append("gold.customer_segments does not exist yet: customers are counted by "
-                     "country only (segment 'all')")
-    seg_grid = spark.createDataFrame(
-        [(s, c) for s in segment_names for c in countries], "segment_name string, country string"
-    )
+    country_grid = spark.createDataFrame([(c,) for c in countries], "country string")
     cap = int(config.get("privacy.max_rows_per_customer"))
     max_value = int(config.get("privacy.max_value_per_conversion_eur"))
     if cap < 1 or max_value < 1:
@@ -214,8 +206,8 @@ def build_reports(
                       T.StructField("week", T.DateType())]),
     )
     reports = [
-        Report(SEGMENT_COUNTRY, customers_by_segment_country_cells(customers, segments, seg_grid),
-               ("segment_name", "country"), 1.0, "one row per customer"),
+        Report(COUNTRY, customers_by_country_cells(customers, country_grid), ("country",), 1.0,
+               "one row per customer"),
         Report(CHANNEL_WEEK, conversions_by_channel_week_cells(journeys, week_grid, cap),
                ("channel", "week"), float(cap),
                f"at most {cap} conversions per customer (latest kept)"),
@@ -225,7 +217,7 @@ def build_reports(
                f"at most {cap} conversions per customer (latest kept), each clamped to "
                f"0..{max_value} whole EUR", released_as="noisy_revenue_eur"),
     ]
-    return reports, as_of, notes
+    return reports, as_of
 
 
 def publish(
@@ -235,18 +227,26 @@ def publish(
     """Release the chosen reports with DP noise; raises PrivacyBudgetError, writing nothing."""
     catalog = Catalog(config)
     eps = float(epsilon if epsilon is not None else config.get("privacy.epsilon_per_report"))
-    built, as_of, notes = build_reports(spark, config, as_of)
+    built, as_of = build_reports(spark, config, as_of)
     chosen = [r for r in built if not reports or r.name in reports]
     releases = [Release(r.name, eps, r.l1_sensitivity) for r in chosen]
-    check_budget(
-        releases, spent_epsilon(spark, catalog),
-        float(config.get("privacy.epsilon_per_report")), float(config.get("privacy.epsilon_total")),
-    )
+    unrecorded = unrecorded_releases(spark, catalog, (*REPORTS, *RETIRED_REPORTS))
+    if unrecorded:
+        table, release = unrecorded[0]
+        raise PrivacyBudgetError(
+            f"{table} holds release {release}, which {LEDGER} does not record: the budget "
+            f"already spent is unknown (the ledger was deleted, replaced or put back by hand); "
+            f"put the ledger's folder {catalog.path(LEDGER)} back from a backup; nothing was "
+            f"published"
+        )
+    total = float(config.get("privacy.epsilon_total"))
+    check_budget(releases, spent_epsilon(spark, catalog),
+                 float(config.get("privacy.epsilon_per_report")), total)
     # Only the fixed, small grids reach the driver.
     grids = [(r, r.cells.orderBy(*r.dimensions).collect()) for r in chosen]
-    release_id = record_releases(spark, catalog, releases)
+    release_id, recorded_at = record_releases(spark, catalog, releases)
+    confirm_within_budget(spark, catalog, release_id, recorded_at, total)
     lines = [f"publish: release {release_id}, as_of {as_of}, epsilon {eps:g} per report"]
-    lines += [f"  note: {n}" for n in notes]
     for report, rows in grids:
         noisy = noisy_counts([r["true_count"] for r in rows], eps, report.l1_sensitivity)
         out_rows = [
@@ -274,6 +274,6 @@ def publish(
         )
         lines.append(f"  {report.name:<40} {len(out_rows):>5} cells  epsilon {eps:g}  "
                      f"L1 sensitivity {report.l1_sensitivity:g}")
-    left = float(config.get("privacy.epsilon_total")) - spent_epsilon(spark, catalog)
+    left = total - spent_epsilon(spark, catalog)
     lines.append(f"publish: privacy budget left {left:g} of {config.get('privacy.epsilon_total')}")
     return lines
