@@ -202,7 +202,7 @@ def _strings(rows: Iterable, column: str) -> frozenset[str]:
 
 def resolve_subject(
     spark: SparkSession, catalog: Catalog, key: bytes,
-    customer_ids: Iterable[str] = (), emails_asked: Iterable[str] = (),
+    customer_ids: Iterable[str] = (), emails_asked: Iterable[str] = (), *, exact: bool = False,
 ) -> Subject:
     """Every identifier of the people asked for, from bronze and silver (small reads).
 
@@ -212,6 +212,11 @@ def resolve_subject(
     word taken as an identifier matched other people's lines: `--customer-id true` removed the
     CRM line of every customer who consents, `--email gmail.com` every Gmail customer's, and
     `--customer-id c0000001` removed C0000001's bronze rows but nothing of them in silver.
+
+    ``exact`` (data expiry): only the customers asked for. Without it, a customer who shares an
+    email with them (a second account) is resolved too, as an erasure request by a person
+    means; with it, such an email or handle is not the subject's identifier at all (it stays
+    with the customer who still holds it), and the subject's rows are found by their keys.
     """
     asked_ids = {i.strip() for i in customer_ids if i and i.strip()}
     asked_emails = {normalise_email(e) for e in emails_asked if e and e.strip()}
@@ -243,7 +248,7 @@ def resolve_subject(
     if pii is not None and (keys or asked_keys or emails or asked_emails):
         known = sorted(keys | set(asked_keys))
         match = F.col("customer_key").isin(known) if known else F.lit(False)
-        if emails | asked_emails:
+        if (emails | asked_emails) and not exact:
             match = match | F.col("email").isin(sorted(emails | asked_emails))
         rows = pii.where(match).select("customer_key", "email", "social_handle").collect()
         found = _strings(rows, "customer_key")
@@ -274,6 +279,8 @@ def resolve_subject(
             .collect(), "order_id",
         )
     handles.discard("")
+    if exact:
+        _drop_shared_identifiers(read("silver.customers"), key, keys, emails, handles, by_type)
     return Subject(
         customer_ids=frozenset(ids),
         customer_keys=frozenset(keys),
@@ -289,6 +296,39 @@ def resolve_subject(
         | {keyed_hash(key, "handle", h) for h in handles},
         line_hmacs=frozenset(line_hmacs),
     )
+
+
+def _drop_shared_identifiers(
+    customers: DataFrame | None, key: bytes, keys: set[str], emails: set[str],
+    handles: set[str], by_type: dict[str, set[str]],
+) -> None:
+    """Removes, in place, every email, phone and handle that a customer other than ``keys``
+    also holds (silver.customers' pseudonyms): it is theirs too, and the subject's own rows
+    are found by the subject's keys. For data expiry, which is one customer's, not a person's."""
+    if customers is None:
+        return
+    emails_by_hash = {keyed_hash(key, "email", e): e for e in emails}
+    handles_by_hash = {keyed_hash(key, "handle", h): h for h in handles}
+    wanted = {
+        "email": by_type.setdefault("email", set()) | set(emails_by_hash),
+        "phone": by_type.setdefault("phone", set()),
+        "handle": by_type.setdefault("handle", set()) | set(handles_by_hash),
+    }
+    held_elsewhere = F.lit(False)
+    for kind, values in wanted.items():
+        if values:
+            held_elsewhere = held_elsewhere | F.col(f"{kind}_pseudonym").isin(sorted(values))
+    if keys:
+        held_elsewhere = held_elsewhere & ~F.col("customer_key").isin(sorted(keys))
+    others = customers.where(held_elsewhere).select(
+        "email_pseudonym", "phone_pseudonym", "handle_pseudonym").collect()
+    for kind in wanted:
+        shared = {row[f"{kind}_pseudonym"] for row in others} & wanted[kind]
+        by_type[kind] -= shared
+        if kind == "email":
+            emails -= {emails_by_hash[h] for h in shared if h in emails_by_hash}
+        if kind == "handle":
+            handles -= {handles_by_hash[h] for h in shared if h in handles_by_hash}
 
 
 # -- pure parts: the match condition and the raw-line filter ---------------------------------
@@ -612,6 +652,14 @@ def _log_rows(spark: SparkSession, catalog: Catalog) -> list:
     return catalog.read(spark, ERASURE_LOG).collect()
 
 
+def has_open_request(spark: SparkSession, catalog: Catalog, subject_id: str) -> bool:
+    """Whether a request logged under ``subject_id`` was planned and never completed (a run
+    that crashed: erase_people with the same subject completes it)."""
+    log = [r for r in _log_rows(spark, catalog) if r["subject_hash"] == subject_id]
+    return bool({r["request_id"] for r in log}
+                - {r["request_id"] for r in log if r["status"] == "complete"})
+
+
 def _append_log(spark: SparkSession, catalog: Catalog, rows: list[tuple]) -> None:
     """One commit to audit.erasure_log (rows without their timestamp, added here)."""
     from lakehouse.silver.io import append
@@ -647,9 +695,12 @@ def erase_people(
     spark: SparkSession, config: Config, subject_id: str, *, customer_ids: Iterable[str] = (),
     emails: Iterable[str] = (), not_found: str | None = None,
     echo: Callable[[str], None] = lambda _line: None, stop_after: str | None = None,
-    key: bytes | None = None, suppress: bool = False,
+    key: bytes | None = None, suppress: bool = False, exact: bool = False,
 ) -> ErasureResult:
     """Erase everyone named (one request, logged under ``subject_id``, a keyed hash).
+
+    ``exact``: only the customers named, not others sharing an email with them (see
+    resolve_subject; data expiry is per customer).
 
     ``suppress``: also list their identifiers' keyed hashes in audit.erasure_suppression, so
     that bronze does not land them again when a source re-delivers them (an erasure request;
@@ -677,7 +728,8 @@ def erase_people(
     planned_before = {r["step"] for r in log if r["request_id"] == request_id}
     result = ErasureResult(request_id, subject_id)
 
-    subject = resolve_subject(spark, catalog, key, list(customer_ids), list(emails))
+    subject = resolve_subject(spark, catalog, key, list(customer_ids), list(emails),
+                              exact=exact)
     source_df = subject_frame(spark, subject).cache()
     try:
         tables = erasable_tables(catalog)

@@ -2,7 +2,11 @@
 
 1. Customers whose ``data_expiry_date`` (set by the customer in the CRM) lies before the run
    date are erased exactly like ``lakehouse erase`` (every layer, raw files, VACUUM), as one
-   request in audit.erasure_log whose subject hash names the run, not the people.
+   request in audit.erasure_log whose subject hash says "retention", not who. Only those
+   customers: another customer sharing an email with one of them keeps their data (an
+   erasure request by a person takes every account of theirs; an expiry date is one
+   customer's). A run that crashed part-way is completed by the next one, whatever its date:
+   the expired customers it erased are gone from silver, but its request is still open.
 2. Customers without marketing consent (``marketing_consent`` false or unknown) are removed from
    the marketing outputs: gold.journeys and gold.customer_segments (attribution is computed
    from journeys, so it follows on its next run). The rest of their data stays: service and
@@ -26,7 +30,7 @@ from lakehouse.catalog import Catalog
 from lakehouse.config import Config
 from lakehouse.errors import InputDataError
 from lakehouse.gold import has_marketing_consent
-from lakehouse.privacy.erasure import erase_people, keyed_hash
+from lakehouse.privacy.erasure import erase_people, has_open_request, keyed_hash
 from lakehouse.privacy.keycheck import lake_pseudonym_key
 from lakehouse.privacy.pseudonym import pseudonym, trim_whitespace
 
@@ -47,7 +51,10 @@ def filter_without_consent(customers_df: DataFrame) -> DataFrame:
     )
 
 
-def run_retention(spark: SparkSession, config: Config, ctx) -> list[str]:
+def run_retention(
+    spark: SparkSession, config: Config, ctx, *, stop_after: str | None = None
+) -> list[str]:
+    """``stop_after`` (tests only): the erasure stops right after that step, as a crash would."""
     catalog = Catalog(config)
     run_date = ctx.as_of or datetime.now(UTC).date()
     problem = future_date_problem(run_date)
@@ -72,10 +79,15 @@ def run_retention(spark: SparkSession, config: Config, ctx) -> list[str]:
             r["customer_id"] for r in crm.join(expired_keys, "customer_key", how="left_semi")
             .collect()
         )
-    if customer_ids:
-        request = keyed_hash(key, "erasure", f"retention:{run_date.isoformat()}")
+    # One subject for every retention run: a run that crashed after deleting the rows (they
+    # are no longer found as expired) is completed by the next, whatever date it is run for.
+    request = keyed_hash(key, "erasure", "retention")
+    unfinished = has_open_request(spark, catalog, request)
+    if customer_ids or unfinished:
         result = erase_people(spark, config, request, customer_ids=customer_ids,
-                              echo=lines.append, key=key)
+                              echo=lines.append, key=key, exact=True, stop_after=stop_after)
+        if unfinished:
+            lines.append(f"retention: an interrupted run's request {result.request_id} completed")
         lines.append(f"retention: {len(customer_ids)} customer(s) past their data-expiry date "
                      f"erased ({result.total_rows} rows, request {result.request_id})")
     else:
