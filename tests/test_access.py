@@ -125,6 +125,22 @@ def test_a_hidden_column_cannot_be_filtered_or_sorted_on_through_the_view(spark,
         assert granted.where(F.lit(True)).count() == granted.count()
 
 
+def test_a_journey_id_does_not_give_away_the_order_it_ends_in(spark, xs_lake):
+    """journey_id was sha256(customer_key|order:<order_id>): marketing, which sees customer_key
+    but not the order, recovered order ids by trying the O<yyyymmdd>-<6 digits> pattern."""
+    import hashlib
+
+    journeys = view(spark, xs_lake, "marketing", "gold.journeys").where("converted")
+    orders = Catalog(xs_lake).read(spark, "silver.orders").select(
+        "customer_key", F.col("order_ts").alias("journey_end_ts"), "order_id")
+    pairs = journeys.join(orders, ["customer_key", "journey_end_ts"]).select(
+        "journey_id", "customer_key", "order_id").collect()
+    assert len(pairs) >= 10
+    for r in pairs:
+        guess = hashlib.sha256(f"{r['customer_key']}|order:{r['order_id']}".encode()).hexdigest()
+        assert r["journey_id"] != guess
+
+
 def test_unknown_role_and_unlisted_table_are_denied(spark, xs_lake):
     with pytest.raises(AccessDeniedError, match="unknown role"):
         view(spark, xs_lake, "intern", "gold.kpi_daily")

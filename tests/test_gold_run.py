@@ -216,6 +216,8 @@ def test_run_gold_builds_journeys_and_channel_kpis_with_the_configured_window_an
     the look-back and channel lists, as each builder applies them on its own. The data makes
     the options matter: e5 (display) is excluded, and with a 1-day look-back c1's email touch
     two days before o4 has expired while the social one the same morning has not."""
+    from conftest import PSEUDONYM_KEY
+
     from lakehouse.gold import consenting_customers
     from lakehouse.gold.journeys import build_journeys
     from lakehouse.gold.kpis import build_kpi_channel_daily
@@ -243,13 +245,13 @@ def test_run_gold_builds_journeys_and_channel_kpis_with_the_configured_window_an
     consenting = consenting_customers(frames["customers"])
     expected = {
         "journeys": build_journeys(
-            frames["events"], frames["orders"], consenting, as_of, **options
+            frames["events"], frames["orders"], consenting, as_of, **options, key=PSEUDONYM_KEY
         ),
         "kpi_channel_daily": build_kpi_channel_daily(
             frames["events"], frames["orders"], consenting, as_of, **options
         ),
     }
-    defaults = build_journeys(frames["events"], frames["orders"], consenting, as_of)
+    defaults = build_journeys(frames["events"], frames["orders"], consenting, as_of, key=PSEUDONYM_KEY)
     assert sorted(r["channels"] for r in expected["journeys"].collect()) != sorted(
         r["channels"] for r in defaults.collect()
     )

@@ -10,6 +10,7 @@ just after the cut-off.
 from __future__ import annotations
 
 import hashlib
+import hmac
 from datetime import UTC, date, datetime
 
 import pytest
@@ -20,6 +21,7 @@ from lakehouse.gold import activity_days, as_of_cutoff, utc_day
 from lakehouse.gold.customer_360 import build_customer_360
 from lakehouse.gold.journeys import build_journeys
 from lakehouse.gold.kpis import build_kpi_channel_daily, build_kpi_daily
+from lakehouse.privacy.pseudonym import DEV_KEY
 
 AS_OF = date(2026, 1, 20)
 LOOKBACK = 7
@@ -154,13 +156,15 @@ def c360(silver, as_of=AS_OF):
 def journeys(silver, **kwargs):
     return build_journeys(
         silver["events"], silver["orders"], silver["customers"], AS_OF,
-        **{"lookback_days": LOOKBACK, **kwargs},
+        **{"lookback_days": LOOKBACK, "key": DEV_KEY, **kwargs},
     )
 
 
 def jid(customer_key: str, order_id: str | None) -> str:
+    """HMAC-SHA256 under the key (the development key here), as the standard library makes it."""
     marker = f"order:{order_id}" if order_id else "open"
-    return hashlib.sha256(f"{customer_key}|{marker}".encode()).hexdigest()
+    return hmac.new(DEV_KEY, f"journey:{customer_key}|{marker}".encode(),
+                    hashlib.sha256).hexdigest()
 
 
 # -- customer_360 -----------------------------------------------------------------------------
@@ -267,7 +271,8 @@ def test_journeys_reject_bad_parameters(silver):
     with pytest.raises(TypeError, match="exclude_channels"):
         journeys(silver, exclude_channels="search")
     with pytest.raises(TypeError, match="as_of"):
-        build_journeys(silver["events"], silver["orders"], silver["customers"], "2026-01-20")
+        build_journeys(silver["events"], silver["orders"], silver["customers"], "2026-01-20",
+                       key=DEV_KEY)
 
 
 # -- KPIs ----------------------------------------------------------------------------------------
@@ -429,8 +434,8 @@ def test_the_look_back_is_whole_days_of_24_hours_across_a_daylight_saving_change
     ], EVENTS_SCHEMA)
 
     def cut():
-        spring = build_journeys(events, orders, customers, d("2026-03-29"), lookback_days=1)
-        autumn = build_journeys(events, orders, customers, d("2026-10-25"), lookback_days=1)
+        spring = build_journeys(events, orders, customers, d("2026-03-29"), lookback_days=1, key=DEV_KEY)
+        autumn = build_journeys(events, orders, customers, d("2026-10-25"), lookback_days=1, key=DEV_KEY)
         return ({r["customer_key"]: list(r["channels"]) for r in spring.collect()},
                 {r["customer_key"]: list(r["channels"]) for r in autumn.collect()})
 
@@ -480,7 +485,7 @@ def test_a_tie_between_two_versions_keeps_the_same_row_for_every_builder(spark):
         profile_row = c360(inputs).select("country", "marketing_consent").collect()
         assert [tuple(r) for r in profile_row] == [("AT", True)]
         built = build_journeys(inputs["events"], inputs["orders"],
-                               consenting_customers(inputs["customers"]), AS_OF)
+                               consenting_customers(inputs["customers"]), AS_OF, key=DEV_KEY)
         assert [(r["channels"], r["order_id"]) for r in built.collect()] == [(["social"], "to1")]
 
 
@@ -498,7 +503,7 @@ def test_a_completed_order_without_an_order_id_is_no_conversion(spark):
     orders = spark.createDataFrame([
         (None, "t2", ts("2026-01-18 11:00"), 10.0, "EUR", 10.0, "completed", 1, 1, "r"),
     ], ORDERS_SCHEMA)
-    built = build_journeys(events, orders, customers, AS_OF, lookback_days=LOOKBACK)
+    built = build_journeys(events, orders, customers, AS_OF, lookback_days=LOOKBACK, key=DEV_KEY)
     assert [(r["journey_id"], r["channels"], r["converted"]) for r in built.collect()] == [
         (jid("t2", None), ["search", "email"], False)
     ]

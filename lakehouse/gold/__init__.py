@@ -305,6 +305,7 @@ def run_gold(
     from lakehouse.gold.customer_360 import build_customer_360
     from lakehouse.gold.journeys import journey_timeline, journeys_from_timeline
     from lakehouse.gold.kpis import build_kpi_daily, kpi_channel_daily_from_timeline
+    from lakehouse.privacy.keycheck import lake_pseudonym_key
 
     catalog = Catalog(config)
     pinned = input_versions or {}
@@ -359,6 +360,9 @@ def run_gold(
         timeline = journey_timeline(
             silver["events"], silver["orders"], marketing_customers, as_of, **journey_args
         )
+        # Journey ids are keyed: the key is checked against the lake's before any table is
+        # written (a run with another key stops here, not after customer_360).
+        journey_key = lake_pseudonym_key(spark, config, catalog) if "journeys" in tables else b""
         if {"journeys", "kpi_channel_daily"} <= set(tables):
             timeline = timeline.persist()
             shared.append(timeline)
@@ -367,7 +371,7 @@ def run_gold(
                 silver["customers"], silver["orders"], silver["events"], silver["social_posts"],
                 silver["iot_readings"], as_of, top_keywords=top_keywords,
             ),
-            "journeys": lambda: journeys_from_timeline(timeline, as_of),
+            "journeys": lambda: journeys_from_timeline(timeline, as_of, journey_key),
             "kpi_daily": lambda: build_kpi_daily(silver["events"], silver["orders"], as_of),
             "kpi_channel_daily": lambda: kpi_channel_daily_from_timeline(
                 silver["events"], timeline, as_of, include_channels, exclude_channels

@@ -53,6 +53,7 @@ from lakehouse.gold import (
     latest_rows,
 )
 from lakehouse.gold.customer_360 import is_completed
+from lakehouse.privacy.pseudonym import hmac_sha256_hex
 
 COLUMNS = {
     "journey_id": "string",
@@ -185,12 +186,15 @@ def journey_timeline(
     ).drop("kind")
 
 
-def journey_id(customer_key: Column, order_id: Column) -> Column:
+def journey_id(customer_key: Column, order_id: Column, key: bytes) -> Column:
+    """Keyed (the pseudonymisation key): an unkeyed hash of customer_key and order_id was
+    reversed in about a second by a role that sees customer_key but not the order (order ids
+    follow O<yyyymmdd>-<6 digits>)."""
     marker = F.coalesce(F.concat(F.lit("order:"), order_id), F.lit("open"))
-    return F.sha2(F.concat_ws("|", customer_key, marker), 256)
+    return hmac_sha256_hex(key, F.concat(F.lit("journey:"), F.concat_ws("|", customer_key, marker)))
 
 
-def journeys_from_timeline(timeline_df: DataFrame, as_of: date) -> DataFrame:
+def journeys_from_timeline(timeline_df: DataFrame, as_of: date, key: bytes) -> DataFrame:
     """One row per journey (the gold.journeys columns) from journey_timeline's rows."""
     kept = timeline_df.where(F.col("in_window"))
     is_touch = ~F.col("is_conversion")
@@ -206,7 +210,7 @@ def journeys_from_timeline(timeline_df: DataFrame, as_of: date) -> DataFrame:
     converted = F.col("order_id").isNotNull()
     journeys = grouped.withColumns(
         {
-            "journey_id": journey_id(F.col("customer_key"), F.col("order_id")),
+            "journey_id": journey_id(F.col("customer_key"), F.col("order_id"), key),
             "channels": F.transform("touches", lambda t: t["channel"]),
             "touchpoints": F.size("touches"),
             "converted": converted,
@@ -225,8 +229,8 @@ def journeys_from_timeline(timeline_df: DataFrame, as_of: date) -> DataFrame:
 def journey_touchpoints(timeline_df: DataFrame) -> DataFrame:
     """Touchpoints that belong to a journey, with whether each is its journey's last touch.
 
-    Columns: customer_key, journey_id, event_id, event_ts, channel, converted, is_last_touch,
-    order_id, conversion_value. Used by kpi_channel_daily (last-touch conversions).
+    Columns: customer_key, event_id, event_ts, channel, converted, is_last_touch, order_id,
+    conversion_value. Used by kpi_channel_daily (last-touch conversions).
     """
     journey = ["customer_key", "journey_seq"]
     whole_journey = Window.partitionBy(*journey).rowsBetween(
@@ -247,7 +251,6 @@ def journey_touchpoints(timeline_df: DataFrame) -> DataFrame:
     touches = with_conversion.where(~F.col("is_conversion"))
     return touches.select(
         "customer_key",
-        journey_id(F.col("customer_key"), F.col("order_id")).alias("journey_id"),
         F.col("id").alias("event_id"),
         F.col("ts").alias("event_ts"),
         "channel",
@@ -268,10 +271,13 @@ def build_journeys(
     lookback_days: int = 30,
     include_channels: Iterable[str] | None = None,
     exclude_channels: Iterable[str] | None = None,
+    *,
+    key: bytes,
 ) -> DataFrame:
-    """gold.journeys for `as_of` (see the module docstring for the exact rules)."""
+    """gold.journeys for `as_of` (see the module docstring for the exact rules); ``key``: the
+    pseudonymisation key, which journey ids are made with."""
     timeline = journey_timeline(
         events_df, orders_df, customers_df, as_of, lookback_days, include_channels,
         exclude_channels,
     )
-    return journeys_from_timeline(timeline, as_of)
+    return journeys_from_timeline(timeline, as_of, key)
