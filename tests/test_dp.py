@@ -300,6 +300,22 @@ def test_a_lost_ledger_is_refused_not_taken_for_an_unspent_budget(spark, xs_lake
     assert {r: catalog.current_version(spark, r) for r in versions} == versions
 
 
+def test_ledger_rows_of_an_older_publish_with_a_bad_epsilon_spent_nothing(spark, config):
+    """An older publish recorded -1, NaN or infinity before OpenDP refused the value (nothing
+    was released): summed as they were, -1 gave budget back and NaN made every later check
+    pass ("privacy budget left nan of 10.0", and the release went out)."""
+    from lakehouse.privacy.dp import spent_epsilon
+
+    catalog = Catalog(config)
+    record_releases(spark, catalog, [Release("a", 3.0, 1.0), Release("b", -1.0, 1.0),
+                                     Release("c", float("nan"), 1.0),
+                                     Release("d", float("inf"), 1.0)])
+    assert spent_epsilon(spark, catalog) == pytest.approx(3.0)
+    with pytest.raises(PrivacyBudgetError, match="only 1 of the total budget 4 is left"):
+        check_budget([Release("r", 1.0, 1.0)] * 2, spent_epsilon(spark, catalog),
+                     per_report=1.0, total=4.0)
+
+
 def test_float_contrast_is_not_an_artifact_of_the_check():
     # Integers written as floats pass the same check: the leak is numpy's, not the test's.
     assert _distinguishing_share(np.arange(-50, 50, dtype=np.float64)) == 0.0

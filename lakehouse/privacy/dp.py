@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -104,8 +104,17 @@ class Release:
 def spent_epsilon(spark: SparkSession, catalog: Catalog) -> float:
     if not catalog.exists(spark, LEDGER):
         return 0.0
-    total = catalog.read(spark, LEDGER).agg(F.sum("epsilon").alias("e")).first()["e"]
-    return float(total or 0.0)
+    return _ledger_sum(catalog.read(spark, LEDGER))
+
+
+def _ledger_sum(ledger: DataFrame) -> float:
+    """Epsilon the ledger's rows spent. A row whose epsilon is not a positive finite number was
+    recorded by an older publish that then released nothing (OpenDP refused the value): it
+    spent nothing, and summed as it is, -1 gave budget back and NaN or infinity made every
+    later budget check pass or fail alike."""
+    epsilon = F.col("epsilon")
+    spent = F.when(~F.isnan(epsilon) & (epsilon > 0) & (epsilon < F.lit(float("inf"))), epsilon)
+    return float(ledger.agg(F.sum(spent)).first()[0] or 0.0)
 
 
 # Largest noise scale (l1_sensitivity / epsilon) released: OpenDP adds the noise to 64-bit
@@ -186,7 +195,7 @@ def confirm_within_budget(
     released, a later one is not (its epsilon stays recorded: spending is never given back).
     """
     ledger = catalog.read(spark, LEDGER, version=version)
-    spent = float(ledger.agg(F.sum("epsilon")).first()[0] or 0.0)
+    spent = _ledger_sum(ledger)
     if spent > total + _TOLERANCE:
         raise PrivacyBudgetError(
             f"another publish recorded its spending at the same time: {LEDGER} holds epsilon "
