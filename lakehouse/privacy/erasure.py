@@ -652,12 +652,24 @@ def _log_rows(spark: SparkSession, catalog: Catalog) -> list:
     return catalog.read(spark, ERASURE_LOG).collect()
 
 
+def _requests(
+    spark: SparkSession, catalog: Catalog, subject_id: str
+) -> tuple[list, set[str], list[str]]:
+    """The log rows of ``subject_id``, its completed request ids, and its open ones (planned,
+    never completed: a run that crashed), oldest first."""
+    log = [r for r in _log_rows(spark, catalog) if r["subject_hash"] == subject_id]
+    completed = {r["request_id"] for r in log if r["status"] == "complete"}
+    open_requests = sorted(
+        {r["request_id"] for r in log if r["request_id"] not in completed},
+        key=lambda rid: min(r["recorded_at"] for r in log if r["request_id"] == rid),
+    )
+    return log, completed, open_requests
+
+
 def has_open_request(spark: SparkSession, catalog: Catalog, subject_id: str) -> bool:
     """Whether a request logged under ``subject_id`` was planned and never completed (a run
     that crashed: erase_people with the same subject completes it)."""
-    log = [r for r in _log_rows(spark, catalog) if r["subject_hash"] == subject_id]
-    return bool({r["request_id"] for r in log}
-                - {r["request_id"] for r in log if r["status"] == "complete"})
+    return bool(_requests(spark, catalog, subject_id)[2])
 
 
 def _append_log(spark: SparkSession, catalog: Catalog, rows: list[tuple]) -> None:
@@ -718,12 +730,7 @@ def erase_people(
     """
     catalog = Catalog(config)
     key = key or lake_pseudonym_key(spark, config, catalog)
-    log = [r for r in _log_rows(spark, catalog) if r["subject_hash"] == subject_id]
-    completed = {r["request_id"] for r in log if r["status"] == "complete"}
-    open_requests = sorted(
-        {r["request_id"] for r in log if r["request_id"] not in completed},
-        key=lambda rid: min(r["recorded_at"] for r in log if r["request_id"] == rid),
-    )
+    log, completed, open_requests = _requests(spark, catalog, subject_id)
     request_id = open_requests[-1] if open_requests else uuid.uuid4().hex
     planned_before = {r["step"] for r in log if r["request_id"] == request_id}
     result = ErasureResult(request_id, subject_id)
