@@ -11,7 +11,7 @@ Order of work, and why:
 3. **Training** in one parent MLflow run (named after the pipeline run id): every k of
    ``k_min..k_max`` is a nested run (params, silhouette, inertia, sizes); the parent holds the
    choice, the segment profile (CSV + PNG), the silhouette-vs-k PNG and the model (Spark
-   flavor, signature, an input example of feature columns only: no customer key).
+   flavor, signature, an input example of means over groups of customers: no customer's row or key).
 4. **Registry** only after the run logged everything (ml/registry.py): a failure earlier leaves
    no model version behind. The gate decides whether the new version becomes champion.
 5. **Scoring** with ``models:/<model>@champion`` (which may be an older version when the gate
@@ -54,6 +54,7 @@ from ml.features import (
     FeatureSet,
     build_features,
     check_input_columns,
+    mean_rows_example,
     resolve_as_of,
 )
 from ml.registry import GateDecision, GatePolicy, register_and_gate
@@ -552,9 +553,9 @@ def _train_and_log(
         ):
             mlflow.log_artifact(str(artifact))
 
-        # Feature columns only: the example and signature hold no key and no PII.
-        example = (
-            features_df.select(*options.features).limit(options.input_example_rows).toPandas()
+        # Feature columns only, each row a mean over a group of customers, not a customer's.
+        example = mean_rows_example(
+            features_df, options.features, options.input_example_rows, feature_set.rows
         )
         output = model.transform(
             spark.createDataFrame(example)

@@ -138,3 +138,24 @@ def test_gate():
     assert untagged_tiny.champion_version == "3"
     untagged = evaluate_gate(0.9, [0.5, 0.5], None, "3", policy)
     assert not untagged.promote and "champion v3 has no recorded silhouette" in untagged.reason
+
+
+@pytest.mark.parametrize(("customers", "expected_groups"), [(7, 1), (25, 2), (80, 5)])
+def test_input_example_rows_are_means_over_at_least_ten_customers(
+    spark, customers, expected_groups
+):
+    """Fewer rows than asked when the customers are few: each row a mean over at least ten of
+    them in customer_key order (one row over all when there are fewer than ten)."""
+    from ml.features import mean_rows_example
+
+    keys = [f"k{i:03d}" for i in range(customers)]
+    values = [float((i * 37) % 11) for i in range(customers)]
+    df = spark.createDataFrame(list(zip(reversed(keys), reversed(values), strict=True)),
+                               "customer_key string, f_x double")
+    example = mean_rows_example(df, ["f_x"], rows=5, customers=customers)
+    sizes = [customers // expected_groups + (g < customers % expected_groups)
+             for g in range(expected_groups)]
+    starts = [sum(sizes[:g]) for g in range(expected_groups)]
+    expected = [sum(values[s:s + n]) / n for s, n in zip(starts, sizes, strict=True)]
+    assert list(example.columns) == ["f_x"]
+    assert list(example["f_x"]) == pytest.approx(expected)

@@ -188,6 +188,33 @@ def test_mlflow_run_has_candidates_params_artifacts_and_model(segmented):
     assert example["columns"] == segment_options(config).features
 
 
+def test_model_input_example_holds_means_over_customers_not_customers_rows(spark, segmented):
+    """The artifact store is outside the lake (an erasure does not reach it), so the model's
+    input example is no customer's row: the run's customers in customer_key order, split into
+    five consecutive groups of equal size, one row of feature means per group."""
+    import mlflow
+    import numpy as np
+
+    from ml.tracking import configure_mlflow
+
+    config, run, _ = segmented
+    options = segment_options(config)
+    configure_mlflow(config)
+    local = Path(mlflow.artifacts.download_artifacts(
+        artifact_uri=f"models:/customer_segmentation/{run.model_version}"
+    ))
+    example = json.loads((local / "input_example.json").read_text())
+    _, feature_set, _ = segment_inputs(spark, Catalog(config), options, None, None)
+    features = (feature_set.features_df.select("customer_key", *options.features).toPandas()
+                .sort_values("customer_key"))
+    assert len(features) >= 50 and options.input_example_rows == 5
+    groups = np.array_split(features[options.features].to_numpy(), 5)
+    assert example["columns"] == options.features
+    assert np.array(example["data"]) == pytest.approx(np.array([g.mean(axis=0) for g in groups]))
+    held = {tuple(r) for r in features[options.features].itertuples(index=False)}
+    assert not any(tuple(r) in held for r in example["data"])
+
+
 def test_registered_model_as_pyfunc_predicts_the_segment_name(spark, segmented):
     """Scored through MLflow's generic pyfunc interface (as a model reviewer or a serving
     endpoint would), the model gives each customer the segment_name the job wrote for them,
