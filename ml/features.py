@@ -218,16 +218,16 @@ def build_features(
 
 
 
-# Each row of the model's input example is a mean over at least this many customers.
-EXAMPLE_GROUP_MIN = 10
+# A mean logged to MLflow (input example, segment profile) covers at least this many customers.
+MIN_CUSTOMERS_PER_LOGGED_MEAN = 10
 
 
 def mean_rows_example(features_df: DataFrame, columns: list[str], rows: int, customers: int):
     """A pandas frame of `columns` for the model's input example, whose rows are means over
     groups of customers, not customers' rows: the customers in customer_key order (a keyed
     pseudonym, so in no order of their figures) split into consecutive groups of equal size
-    (ntile), one row per group, at most `rows` rows and each over at least EXAMPLE_GROUP_MIN
-    customers (one row over all of them when there are fewer).
+    (ntile), one row per group, at most `rows` rows and each over at least
+    MIN_CUSTOMERS_PER_LOGGED_MEAN customers (one row over all of them when there are fewer).
 
     Why: the artifact store is outside the lake, where an erasure does not reach; the first
     rows of the feature table were real customers' figures. Per-feature quantiles were tried
@@ -237,7 +237,7 @@ def mean_rows_example(features_df: DataFrame, columns: list[str], rows: int, cus
     import pandas as pd
     from pyspark.sql import Window
 
-    groups = max(1, min(rows, customers // EXAMPLE_GROUP_MIN))
+    groups = max(1, min(rows, customers // MIN_CUSTOMERS_PER_LOGGED_MEAN))
     # One ordered window over every customer (a key and the features: small); partitioned by a
     # constant only so that Spark does not warn about the single partition it takes anyway.
     in_key_order = Window.partitionBy(F.lit(0)).orderBy(KEY)

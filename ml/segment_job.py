@@ -50,6 +50,7 @@ from ml.features import (
     FEATURE_COLUMNS,
     INPUT_TABLE,
     KEY,
+    MIN_CUSTOMERS_PER_LOGGED_MEAN,
     PROFILE_COLUMNS,
     FeatureSet,
     build_features,
@@ -216,6 +217,21 @@ def _silhouette_plot(candidates: Sequence[Candidate], chosen_k: int, path: Path)
     return path
 
 
+def profile_without_small_segments(profile: pd.DataFrame) -> pd.DataFrame:
+    """The segment profile as logged to MLflow: the means of a segment of fewer than
+    MIN_CUSTOMERS_PER_LOGGED_MEAN customers are left empty (its size and share stay).
+
+    A segment of one customer has that customer's figures as its means, and the artifact store
+    is outside the lake, where an erasure does not reach. The gate's minimum share keeps such
+    segments out of a promoted model on large data, not on small data or in the first model.
+    """
+    logged = profile.copy()
+    columns = [c for c in PROFILE_COLUMNS if c in logged.columns]
+    logged[columns] = logged[columns].astype(float)
+    logged.loc[logged["customers"] < MIN_CUSTOMERS_PER_LOGGED_MEAN, columns] = float("nan")
+    return logged
+
+
 def _profile_plot(profile: pd.DataFrame, path: Path) -> Path:
     """Heat map of each segment's mean features, standardised across segments."""
     import matplotlib
@@ -234,7 +250,9 @@ def _profile_plot(profile: pd.DataFrame, path: Path) -> Path:
     ax.set_yticks(range(len(labels)), labels)
     for i in range(len(profile)):
         for j, column in enumerate(columns):
-            ax.text(j, i, f"{values.iloc[i][column]:.3g}", ha="center", va="center", fontsize=7)
+            value = values.iloc[i][column]
+            text = f"{value:.3g}" if value == value else f"<{MIN_CUSTOMERS_PER_LOGGED_MEAN}"
+            ax.text(j, i, text, ha="center", va="center", fontsize=7)
     fig.colorbar(image, ax=ax, label="z across segments")
     ax.set_title("Segment profile (means; colour: relative to other segments)")
     fig.tight_layout()
@@ -538,7 +556,8 @@ def _train_and_log(
         ))
         folder = Path(tmp)
         csv = folder / "segment_profile.csv"
-        named.to_csv(csv, index=False, lineterminator="\n")
+        logged_profile = profile_without_small_segments(named)
+        logged_profile.to_csv(csv, index=False, lineterminator="\n")
         candidates_csv = folder / "silhouette_by_k.csv"
         pd.DataFrame(
             [{"k": c.k, "silhouette": c.silhouette, "inertia": c.inertia,
@@ -549,7 +568,7 @@ def _train_and_log(
             csv,
             candidates_csv,
             _silhouette_plot(candidates, best.k, folder / "silhouette_vs_k.png"),
-            _profile_plot(named, folder / "segment_profile.png"),
+            _profile_plot(logged_profile, folder / "segment_profile.png"),
         ):
             mlflow.log_artifact(str(artifact))
 

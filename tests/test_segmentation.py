@@ -510,3 +510,22 @@ def test_logged_model_states_its_requirements(segmented):
     requirements = Path(path).read_text().split()
     assert f"pyspark=={version('pyspark')}" in requirements
     assert any(r.startswith("mlflow") for r in requirements), requirements
+
+
+def test_logged_segment_profile_leaves_the_means_of_a_small_segment_empty(tmp_path):
+    """A segment of fewer than ten customers has its members' figures as its means: the
+    profile logged to MLflow (CSV and heat map) keeps its size and share, not its means."""
+    from ml.features import PROFILE_COLUMNS
+    from ml.segment_job import _profile_plot, profile_without_small_segments
+
+    profile = pd.DataFrame({
+        "segment_id": [0, 1, 2], "segment_name": ["a", "b", "c"],
+        "customers": [1, 9, 10], "share": [0.05, 0.45, 0.5],
+        **{c: [10.0 + i, 20.0 + i, 30.0 + i] for i, c in enumerate(PROFILE_COLUMNS)},
+    })
+    logged = profile_without_small_segments(profile)
+    assert logged[list(PROFILE_COLUMNS)].iloc[:2].isna().all().all()
+    assert list(logged[list(PROFILE_COLUMNS)].iloc[2]) == [30.0 + i for i in range(len(PROFILE_COLUMNS))]
+    assert logged[["segment_id", "segment_name", "customers", "share"]].equals(
+        profile[["segment_id", "segment_name", "customers", "share"]])
+    assert _profile_plot(logged, tmp_path / "p.png").stat().st_size > 0
