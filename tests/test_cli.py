@@ -25,6 +25,8 @@ def _run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
         (["run", "nonsense"], None, "invalid choice: 'nonsense'"),
         (["generate", "--scale", "xxl"], None, "invalid choice: 'xxl'"),
         (["generate", "--scale", "xs", "--days", "0"], None, "0 must be at least 1"),
+        # An extra digit or three wrote day files for hours, until the disk was full.
+        (["generate", "--scale", "xs", "--days", "36500"], None, "days must be at most 3660"),
         (["run", "bronze", "--env", "nope"], None, "nope.yaml not found"),
         (["run", "bronze", "--as-of", "yesterday"], None, "not a date of the form YYYY-MM-DD"),
         # A mistyped year: gold would fill KPI days up to it, retention would erase people

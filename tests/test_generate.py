@@ -263,6 +263,7 @@ def test_cookies_browse_anonymously_before_logging_in(xs_run: tuple[Path, dict])
     ({"scale": "xxl"}, "unknown scale 'xxl'"),
     ({"scale": "xs", "days": 0}, "days must be an integer of at least 1"),
     ({"scale": "xs", "days": -2}, "days must be"),
+    ({"scale": "xs", "days": 3661}, "days must be at most 3660"),
     ({"scale": "xs", "start_date": "2026-02-30"}, "not a valid calendar date"),
     ({"scale": "xs", "start_date": "01/02/2026"}, "start_date must be a date YYYY-MM-DD"),
     ({"scale": "xs", "defect_rates": {"typos": 0.1}}, "unknown defect kind"),

@@ -51,7 +51,7 @@ from lakehouse.generate.defects import (
 )
 from lakehouse.generate.population import ARCHETYPE_NAMES, World, build_world, customer_ids
 
-__all__ = ["SCALES", "DefectRates", "ScaleSpec", "generate"]
+__all__ = ["MAX_DAYS", "SCALES", "DefectRates", "ScaleSpec", "generate"]
 
 SCALES: dict[str, ScaleSpec] = {
     "xs": ScaleSpec("xs", 300, 3, "tests: generates in about a second"),
@@ -160,9 +160,16 @@ def _scale(scale: str) -> ScaleSpec:
     return SCALES[scale]
 
 
+# Ten years of daily batches. Without a bound, a mistyped --days (an extra digit or three)
+# wrote files for hours until the disk was full or the calendar passed the year 9999.
+MAX_DAYS = 3660
+
+
 def _days(days: int) -> int:
     if isinstance(days, bool) or not isinstance(days, int | np.integer) or days < 1:
         raise InputDataError(f"days must be an integer of at least 1, got {days!r}")
+    if days > MAX_DAYS:
+        raise InputDataError(f"days must be at most {MAX_DAYS} (ten years), got {days}")
     return int(days)
 
 
