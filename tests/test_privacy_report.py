@@ -215,3 +215,40 @@ def test_retention_takes_only_the_expired_and_the_next_run_completes_a_crashed_o
     crm = catalog.read(spark, "bronze.crm_customers")
     assert crm.where(F.trim("customer_id") == "C0999999").count() == 1
     assert "C0999999" in (raw / "crm_customers_2026-01-04.csv").read_text()
+
+
+def test_retention_is_refused_while_silver_has_not_read_a_crm_update(spark, xs_lake, tmp_path):
+    """An expired customer renews (a later data-expiry date): bronze has landed the record,
+    silver has not read it yet. Retention read silver only and erased them for good; now it
+    is refused, touching nothing, until silver has run."""
+    from lakehouse.pipeline import run_stages
+    from lakehouse.privacy.retention import check_crm_read_by_silver
+
+    cfg = copy_lake(xs_lake, tmp_path / "lake")
+    catalog = Catalog(cfg)
+    as_of = date.fromisoformat(XS_AS_OF)
+    customers = catalog.read(spark, "silver.customers").toPandas()
+    expired_keys = set(customers.loc[customers["data_expiry_date"].map(
+        lambda d: d is not None and d == d and d < as_of), "customer_key"])
+    raw = Path(cfg.data_dir) / "raw" / "crm_customers"
+    header = sorted(raw.glob("*.csv"))[0].read_text().splitlines()[0].split(",")
+    rows = [dict(zip(header, line.split(","), strict=True))
+            for p in sorted(raw.glob("*.csv")) for line in p.read_text().splitlines()[1:]
+            if line.count(",") == len(header) - 1]
+    expired = next(r for r in rows if crm_customer_key(r["customer_id"]) in expired_keys)
+    renewed = {**expired, "data_expiry_date": "2099-12-31", "updated_at": "2026-01-03T23:00:00Z"}
+    (raw / "crm_customers_2026-01-04.csv").write_text(
+        ",".join(header) + "\n" + ",".join(renewed[c] for c in header) + "\n")
+    ctx = RunContext(run_id="renewal", as_of=as_of)
+    run_stages(spark, cfg, "bronze", ctx, echo=lambda line: None)
+    lake = Path(cfg.data_dir) / "lake"
+    before = {p: p.stat().st_size for p in lake.rglob("*") if p.is_file()}
+    with pytest.raises(InputDataError, match="silver has not read yet.*run `lakehouse run "
+                                             "silver` first; nobody was erased"):
+        run_retention(spark, cfg, RunContext(run_id="r", as_of=as_of))
+    assert {p: p.stat().st_size for p in lake.rglob("*") if p.is_file()} == before
+    run_stages(spark, cfg, "silver", ctx, echo=lambda line: None)
+    check_crm_read_by_silver(spark, cfg)  # read now: retention would run, and keep them
+    key = crm_customer_key(expired["customer_id"])
+    profile = catalog.read(spark, "silver.customers").where(F.col("customer_key") == key)
+    assert [str(r[0]) for r in profile.select("data_expiry_date").collect()] == ["2099-12-31"]

@@ -13,6 +13,9 @@
    bookkeeping do not need consent. Gold and segment runs leave them out of those outputs
    too, so this step only catches consent withdrawn since the last of those runs.
 
+Expiry dates are read from silver, so retention is refused while bronze holds CRM records
+silver has not read yet (one may move a customer's expiry later): run silver first.
+
 The run date is ``ctx.as_of`` when given, else today's UTC date: expiry is about the real
 calendar, unlike the gold figures. A run date after today is refused before anything is read
 (a mistyped year would erase people whose expiry date has not come).
@@ -35,6 +38,7 @@ from lakehouse.privacy.keycheck import lake_pseudonym_key
 from lakehouse.privacy.pseudonym import pseudonym, trim_whitespace
 
 MARKETING_OUTPUTS = ("gold.journeys", "gold.customer_segments")
+CRM_BRONZE = "bronze.crm_customers"
 
 
 def filter_expired(customers_df: DataFrame, run_date) -> DataFrame:
@@ -51,6 +55,25 @@ def filter_without_consent(customers_df: DataFrame) -> DataFrame:
     )
 
 
+def check_crm_read_by_silver(spark: SparkSession, config: Config) -> None:
+    """Raise InputDataError when bronze holds CRM records silver has not read yet.
+
+    Expiry dates are read from silver: a record that bronze landed and silver has not read may
+    move a customer's data-expiry date later (a renewed contract, a new consent), and an
+    erasure cannot be undone. Commits that add no row (an erasure's VACUUM) do not count.
+    """
+    from lakehouse.silver.job import sources_with_unread_bronze
+    from lakehouse.sources import load_sources
+
+    crm = {n: s for n, s in load_sources(config).items() if s.bronze_table == CRM_BRONZE}
+    if sources_with_unread_bronze(spark, config, crm):
+        raise InputDataError(
+            f"retention: {CRM_BRONZE} holds CRM records that silver has not read yet, and one "
+            "may move a customer's data-expiry date; run `lakehouse run silver` first; "
+            "nobody was erased"
+        )
+
+
 def run_retention(
     spark: SparkSession, config: Config, ctx, *, stop_after: str | None = None
 ) -> list[str]:
@@ -64,15 +87,16 @@ def run_retention(
         raise InputDataError(f"retention: {problem}; nobody was erased")
     if not catalog.exists(spark, "silver.customers"):
         return ["retention: silver.customers does not exist yet; nothing to do"]
+    check_crm_read_by_silver(spark, config)
     customers = catalog.read(spark, "silver.customers")
     key = lake_pseudonym_key(spark, config, catalog)
     lines: list[str] = []
 
     expired_keys = filter_expired(customers, run_date)
     customer_ids: list[str] = []
-    if catalog.exists(spark, "bronze.crm_customers"):
+    if catalog.exists(spark, CRM_BRONZE):
         # customer_id is only in bronze: match the expired keys to it by recomputing the key.
-        crm = catalog.read(spark, "bronze.crm_customers").select(
+        crm = catalog.read(spark, CRM_BRONZE).select(
             trim_whitespace("customer_id").alias("customer_id")
         ).distinct().withColumn("customer_key", pseudonym("crm", F.col("customer_id"), key))
         customer_ids = sorted(
