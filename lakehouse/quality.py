@@ -701,6 +701,11 @@ def failing_metrics(rows: Iterable[tuple]) -> list[str]:
 # -- quarantine rows (pure) ------------------------------------------------------------------
 
 
+def is_quarantined() -> Column:
+    """An evaluated row that goes to silver.quarantine: malformed, or dropped by a rule."""
+    return F.col("_is_malformed") | F.col("_drop_rule").isNotNull()
+
+
 def to_quarantine_rows(
     df: DataFrame, source: str, natural_key: Iterable[str], run_id: str, raw: Column
 ) -> DataFrame:
@@ -712,7 +717,7 @@ def to_quarantine_rows(
     key = F.concat_ws("|", *[trim_whitespace(k) for k in natural_key])
     malformed = F.col("_is_malformed")
     return (
-        df.where(malformed | F.col("_drop_rule").isNotNull())
+        df.where(is_quarantined())
         .select(
             F.lit(source).alias("source"),
             F.when(key != "", key).alias("natural_key"),

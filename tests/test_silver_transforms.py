@@ -582,3 +582,38 @@ def test_kept_rows_are_the_rows_of_when_they_were_kept(spark, tmp_path):
     assertDataFrameEqual(kept, expected)
     assertDataFrameEqual(kept.where(F.col("n").isNull()).select("id"),
                          spark.createDataFrame([("b",)], "id string"))
+
+
+def test_quarantine_record_built_after_typing_is_the_landed_rows_record(spark):
+    """Silver builds the quarantine record after typing and the rules, on the rows that go to
+    quarantine only: it must be the record of the row as landed (a field that failed to type
+    as it was delivered, PII withheld), as reconcile builds it from bronze, and null elsewhere."""
+    from dataclasses import replace
+
+    from lakehouse.silver.cleanse import (
+        with_landed_fields,
+        with_quarantine_raw,
+        with_quarantine_raw_where,
+    )
+
+    bronze = spark.createDataFrame(
+        [("a", "2026-01-03T10:15:00Z", "two", "1.5", None, "maybe", " A@B.c ", "line a", False),
+         ("b", None, None, None, None, None, None, "{broken", True),
+         ("c", "2026-01-03T10:15:00Z", "3", "NaN", "2026-01-02", "true", "x@y.z", "line c",
+          False),
+         ("d", "yesterday", "4", None, None, None, None, "line d", False)],
+        ROW + ", _raw string, _is_malformed boolean",
+    )
+    goes_to_quarantine = F.col("id") != "c"
+    for source in (SOURCE, replace(SOURCE, pii=())):
+        landed = with_quarantine_raw(bronze, source, b"k").select(
+            "id", F.when(goes_to_quarantine, F.col("_quarantine_raw")).alias("_quarantine_raw"))
+        typed = with_typed_columns(with_landed_fields(bronze, source), source)
+        got = with_quarantine_raw_where(typed, source, b"k", goes_to_quarantine)
+        assert "_landed_fields" not in got.columns
+        assertDataFrameEqual(got.select("id", "_quarantine_raw"), landed)
+        record = got.where("id = 'a'").first()["_quarantine_raw"]
+        if source.pii:
+            assert '"n":"two"' in record and '"email":"<withheld>"' in record, record
+        else:
+            assert record == "line a"

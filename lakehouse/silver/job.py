@@ -45,6 +45,7 @@ from lakehouse.quality import (
     check_fail_rules,
     check_patterns,
     failing_metrics,
+    is_quarantined,
     load_quality,
     metric_rows,
     quality_figures,
@@ -54,7 +55,8 @@ from lakehouse.quality import (
 from lakehouse.silver import io
 from lakehouse.silver.cleanse import (
     filter_latest_per_key,
-    with_quarantine_raw,
+    with_landed_fields,
+    with_quarantine_raw_where,
     with_typed_columns,
 )
 from lakehouse.silver.identity import (
@@ -204,10 +206,12 @@ def prepare_source(
     if current is None or current < start:
         return None
     changes = io.read_bronze_changes(spark, catalog, source.bronze_table, start, current)
-    typed = with_typed_columns(with_quarantine_raw(changes, source, key), source)
-    evaluated = kept_as_rows(with_rule_results(
+    typed = with_typed_columns(with_landed_fields(changes, source), source)
+    ruled = with_rule_results(
         spec.extras(typed, key, ref), rules, source.natural_key, source.pii, ref_keys
-    ))
+    )
+    # The quarantine record is built after the rules, for the rows that go to quarantine only.
+    evaluated = kept_as_rows(with_quarantine_raw_where(ruled, source, key, is_quarantined()))
     figures = quality_figures(evaluated, rules, source.columns, source.natural_key).first()
     figures_dict = figures.asDict() if figures else {}
     check_fail_rules(figures_dict, rules, evaluated, source.natural_key)
