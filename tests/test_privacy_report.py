@@ -160,6 +160,20 @@ def test_retention_keeps_marketing_outputs_to_consenting_customers(spark, retain
     assert sorted(after["journey_id"]) == sorted(expected["journey_id"])
 
 
+def _crm_lines_and_expired_keys(spark, cfg, as_of: date):
+    """(raw CRM folder, its header, its well-formed lines as dicts, the customer_keys of silver
+    whose data-expiry date is before ``as_of``)."""
+    customers = Catalog(cfg).read(spark, "silver.customers").toPandas()
+    expired_keys = set(customers.loc[customers["data_expiry_date"].map(
+        lambda d: d is not None and d == d and d < as_of), "customer_key"])
+    raw = Path(cfg.data_dir) / "raw" / "crm_customers"
+    header = sorted(raw.glob("*.csv"))[0].read_text().splitlines()[0].split(",")
+    rows = [dict(zip(header, line.split(","), strict=True))
+            for p in sorted(raw.glob("*.csv")) for line in p.read_text().splitlines()[1:]
+            if line.count(",") == len(header) - 1]
+    return raw, header, rows, expired_keys
+
+
 def test_retention_takes_only_the_expired_and_the_next_run_completes_a_crashed_one(
         spark, xs_lake, tmp_path):
     """Two defects. A customer sharing an email with an expired one (a second account) was
@@ -172,14 +186,7 @@ def test_retention_takes_only_the_expired_and_the_next_run_completes_a_crashed_o
     cfg = copy_lake(xs_lake, tmp_path / "lake")
     catalog = Catalog(cfg)
     as_of = date.fromisoformat(XS_AS_OF)
-    customers = catalog.read(spark, "silver.customers").toPandas()
-    expired_keys = set(customers.loc[customers["data_expiry_date"].map(
-        lambda d: d is not None and d == d and d < as_of), "customer_key"])
-    raw = Path(cfg.data_dir) / "raw" / "crm_customers"
-    header = sorted(raw.glob("*.csv"))[0].read_text().splitlines()[0].split(",")
-    rows = [dict(zip(header, line.split(","), strict=True))
-            for p in sorted(raw.glob("*.csv")) for line in p.read_text().splitlines()[1:]
-            if line.count(",") == len(header) - 1]
+    raw, header, rows, expired_keys = _crm_lines_and_expired_keys(spark, cfg, as_of)
     expired = next(r for r in rows if crm_customer_key(r["customer_id"]) in expired_keys
                    and "@" in r["email"])
     second = {**expired, "customer_id": "C0999999", "data_expiry_date": "2099-12-31",
@@ -227,14 +234,7 @@ def test_retention_is_refused_while_silver_has_not_read_a_crm_update(spark, xs_l
     cfg = copy_lake(xs_lake, tmp_path / "lake")
     catalog = Catalog(cfg)
     as_of = date.fromisoformat(XS_AS_OF)
-    customers = catalog.read(spark, "silver.customers").toPandas()
-    expired_keys = set(customers.loc[customers["data_expiry_date"].map(
-        lambda d: d is not None and d == d and d < as_of), "customer_key"])
-    raw = Path(cfg.data_dir) / "raw" / "crm_customers"
-    header = sorted(raw.glob("*.csv"))[0].read_text().splitlines()[0].split(",")
-    rows = [dict(zip(header, line.split(","), strict=True))
-            for p in sorted(raw.glob("*.csv")) for line in p.read_text().splitlines()[1:]
-            if line.count(",") == len(header) - 1]
+    raw, header, rows, expired_keys = _crm_lines_and_expired_keys(spark, cfg, as_of)
     expired = next(r for r in rows if crm_customer_key(r["customer_id"]) in expired_keys)
     renewed = {**expired, "data_expiry_date": "2099-12-31", "updated_at": "2026-01-03T23:00:00Z"}
     (raw / "crm_customers_2026-01-04.csv").write_text(
