@@ -217,7 +217,6 @@ def build_features(
     )
 
 
-
 # A mean logged to MLflow (input example, segment profile) covers at least this many customers.
 MIN_CUSTOMERS_PER_LOGGED_MEAN = 10
 

@@ -11,7 +11,8 @@ Order of work, and why:
 3. **Training** in one parent MLflow run (named after the pipeline run id): every k of
    ``k_min..k_max`` is a nested run (params, silhouette, inertia, sizes); the parent holds the
    choice, the segment profile (CSV + PNG), the silhouette-vs-k PNG and the model (Spark
-   flavor, signature, an input example of means over groups of customers: no customer's row or key).
+   flavor, signature, an input example of means over groups of customers: no customer's row
+   or key).
 4. **Registry** only after the run logged everything (ml/registry.py): a failure earlier leaves
    no model version behind. The gate decides whether the new version becomes champion.
 5. **Scoring** with ``models:/<model>@champion`` (which may be an older version when the gate
