@@ -21,10 +21,10 @@ one whose CPU is read). Not part of make test.
     LAKEHOUSE_DATA_DIR=/tmp/prof/data .venv/bin/python scripts/profile_stages.py \\
         --stages bronze,silver,gold --rounds 2
 
-Measured with it on xs (3 days; another process busy on the 2 cores, load 5-7): the first load
-(round 0, cold JVM) bronze / silver / gold 45.0 / 59.6 / 27.7 s of wall time, of which a Spark job
-ran 25.9 / 28.2 / 14.2 s; round 1, nothing new to read: 4.6 / 4.2 / 21.4 s (gold rebuilds its
-snapshot whatever is new), 9.6 s of gold's driver-only.
+Measured with it on xs (3 days, alone on the 2 cores, 2026-12-07): the first load (round 0, cold
+JVM) bronze / silver / gold 27.3 / 32.2 / 14.2 s of wall time, of which a Spark job ran 14.9 /
+16.7 / 7.3 s; round 1, nothing new to read: 2.8 / 2.8 / 12.1 s (gold rebuilds its snapshot
+whatever is new; 5.6 s of it driver only).
 """
 
 from __future__ import annotations
