@@ -45,6 +45,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from lakehouse.config import load_config  # noqa: E402
+from lakehouse.errors import LakehouseError  # noqa: E402
 from lakehouse.pipeline import STAGE_ORDER, RunContext, run_stages  # noqa: E402
 from lakehouse.session import get_spark  # noqa: E402
 
@@ -150,14 +151,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    config = load_config(args.env)
-    if not str(config.get("spark.master") or "").startswith("local"):
-        print("profile_stages: local mode only (the driver's JVM is where the jobs run)",
-              file=sys.stderr)
-        return 2
-    event_dir = Path(tempfile.mkdtemp(prefix="profile_stages_"))
+def profile(args: argparse.Namespace, config, event_dir: Path) -> tuple[list[tuple], list[Job]]:
+    """Run the stages with the event log in ``event_dir``: each stage's window (round, stage,
+    start and end in epoch ms, JVM CPU seconds, load after) and the log's jobs."""
     config = config.with_overrides({
         "spark.conf.spark.eventLog.enabled": "true",
         "spark.conf.spark.eventLog.dir": event_dir.as_uri(),
@@ -176,8 +172,26 @@ def main(argv: list[str] | None = None) -> int:
                                 jvm_cpu_seconds(pid) - cpu, os.getloadavg()[0]))
     finally:
         spark.stop()
+    jobs = jobs_from_event_log(line for path in event_log_files(event_dir) for line in path.open())
+    return windows, jobs
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    config = load_config(args.env)
+    if not str(config.get("spark.master") or "").startswith("local"):
+        print(f"profile_stages: error: --env {args.env} has spark.master "
+              f"{config.get('spark.master')!r}; the profile works in local mode only (the "
+              f"driver's JVM is where the jobs run): pass --env local", file=sys.stderr)
+        return 2
+    event_dir = Path(tempfile.mkdtemp(prefix="profile_stages_"))
     try:
-        jobs = jobs_from_event_log(line for path in event_log_files(event_dir) for line in path.open())
+        windows, jobs = profile(args, config, event_dir)
+    except LakehouseError as exc:
+        # A user's mistake (no lake at LAKEHOUSE_DATA_DIR, a stage whose input is missing):
+        # one line, as the lakehouse command says it.
+        print(f"profile_stages: error: {exc}", file=sys.stderr)
+        return 2
     finally:
         shutil.rmtree(event_dir, ignore_errors=True)
     results = []
