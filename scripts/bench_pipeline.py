@@ -16,6 +16,12 @@ against a full rebuild (issue 3, "Tests and figures").
    a commit of the same kind that carries almost no data (a MERGE of one row into 100 rows,
    an overwrite of 100 rows, an append of one row; medians of 7, same session), as a share of
    the full rebuild. Whatever the work inside them, the day cannot cost less than its commits.
+5. The incremental day with no logic at all (time_plain_day): the day's raw files appended as
+   lines to the plain copy's tables, and one plain MERGE per silver table of exactly the rows
+   the day inserted or changed there (found by comparing the table's versions before and after
+   the day, outside the timing), into a copy of the table as it was before the day. Sources and
+   tables run side by side as the stages run them. With gold as the day rebuilt it, a share of
+   the full rebuild that no bronze and silver, however lean, could go below.
 
 Every timed step runs in ONE shared Spark session, built by ``lakehouse.session.get_spark``
 from the config (the same settings the CLI uses), after a small warm-up: the timings measure
@@ -384,6 +390,94 @@ def commit_floor(commits: dict[str, int], medians: dict[str, float],
             "vs_full": ratio(seconds, full_seconds)}
 
 
+def silver_merge_keys() -> dict[str, tuple[str, ...]]:
+    """The key a plain MERGE matches each silver table's rows on (the natural keys silver
+    itself MERGEs on)."""
+    from lakehouse.silver.job import QUARANTINE_KEY
+    from lakehouse.silver.transforms import TABLES
+
+    return {**{spec.table: tuple(spec.key) for spec in TABLES.values()},
+            "customer_pii": ("customer_key",), "identity_map": ("id_type", "id_value"),
+            "quarantine": tuple(QUARANTINE_KEY)}
+
+
+def time_plain_day(
+    spark: SparkSession, config: Config, sources: dict[str, SourceSpec], roots: dict[str, Path],
+    incoming: list[Path], before: dict[Path, int], work: Path,
+) -> dict[str, Any]:
+    """The incremental day with no logic (module docstring, point 5): seconds of the day's
+    lines appended to the plain copy's tables, and of one plain MERGE per silver table of the
+    rows the day inserted or changed there, with those row counts."""
+    from delta.tables import DeltaTable
+    from pyspark import StorageLevel
+
+    from lakehouse.parallel import side_by_side
+
+    def append_lines(source: SourceSpec) -> None:
+        files = [str(f) for f in incoming if f.parent.name == source.raw_dir]
+        if files:
+            (spark.read.format("text").load(files).write.format("delta").mode("append")
+             .save(str(roots["copy"] / "lake" / "copy" / source.name)))
+
+    started = time.perf_counter()
+    side_by_side(append_lines, list(sources.values()),
+                 int(config.get("bronze.parallel_sources")), "plain-bronze")
+    bronze_seconds = time.perf_counter() - started
+
+    keys = silver_merge_keys()
+    scratch = fresh_root(work / "plain_day")
+    changes: dict[str, tuple[str, DataFrame]] = {}
+    for table in delta_tables(roots["incremental"] / "lake" / "silver"):
+        old = before.get(table)
+        if table.name not in keys or old is None or old == max(log_versions(table)):
+            continue
+        after = spark.read.format("delta").load(str(table))
+        earlier = spark.read.format("delta").option("versionAsOf", old).load(str(table))
+        changed = after.exceptAll(earlier.select(*after.columns)).persist(
+            StorageLevel.MEMORY_AND_DISK)
+        if changed.count():
+            target = scratch / table.name
+            shutil.copytree(table, target)
+            DeltaTable.forPath(spark, str(target)).restoreToVersion(old)
+            changes[table.name] = (str(target), changed)
+
+    def plain_merge(name: str) -> None:
+        target, changed = changes[name]
+        on = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys[name])
+        (DeltaTable.forPath(spark, target).alias("t").merge(changed.alias("s"), on)
+         .whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())
+
+    started = time.perf_counter()
+    side_by_side(plain_merge, list(changes), int(config.get("silver.parallel_tables")),
+                 "plain-silver")
+    silver_seconds = time.perf_counter() - started
+    rows = {name: changed.count() for name, (_, changed) in changes.items()}
+    # The plain MERGEs must have made exactly the day's silver tables, or they measured less.
+    differing = []
+    for name, (target, _) in changes.items():
+        made = spark.read.format("delta").load(target)
+        real = spark.read.format("delta").load(str(roots["incremental"] / "lake" / "silver"
+                                                   / name)).select(*made.columns)
+        if not (made.exceptAll(real).isEmpty() and real.exceptAll(made).isEmpty()):
+            differing.append(name)
+    for _, changed in changes.values():
+        changed.unpersist()
+    shutil.rmtree(scratch)
+    return {"bronze_seconds": bronze_seconds, "silver_seconds": silver_seconds,
+            "silver_rows": rows, "tables_differing_from_the_day": differing}
+
+
+def plain_day_figures(plain: dict[str, Any], steps: list[Step], days: int) -> dict[str, Any]:
+    """The plain day as shares of the full rebuild: bronze and silver alone, and with gold as
+    the incremental day rebuilt it."""
+    full = group_seconds(steps, f"full rebuild {days + 1}d")
+    gold = sum(s.seconds for s in steps
+               if s.group == f"incremental day {days + 1}" and s.name == "gold")
+    seconds = plain["bronze_seconds"] + plain["silver_seconds"]
+    return {**plain, "gold_seconds": gold, "vs_full": ratio(seconds, full),
+            "with_gold_vs_full": ratio(seconds + gold, full)}
+
+
 def table_counts(spark: SparkSession, root: Path) -> dict[str, int]:
     """Rows of every silver and gold table under root (for the consistency check)."""
     return {
@@ -490,6 +584,19 @@ def floor_line(floor: dict[str, Any]) -> str:
             f"({parts}): {floor['seconds']:.1f} s{share}")
 
 
+def plain_day_line(plain: dict[str, Any]) -> str:
+    shares = "" if plain["vs_full"] is None else (
+        f" = {plain['vs_full']:.1%} of the full rebuild, {plain['with_gold_vs_full']:.1%} with "
+        f"the day's gold ({plain['gold_seconds']:.1f} s)")
+    return (f"- the incremental day with no logic: the day's lines appended to the plain "
+            f"copy {plain['bronze_seconds']:.1f} s, a plain MERGE of the "
+            f"{sum(plain['silver_rows'].values()):,} rows it changed in "
+            f"{len(plain['silver_rows'])} silver tables {plain['silver_seconds']:.1f} s{shares}"
+            + ("; the tables it made equal the day's silver"
+               if not plain["tables_differing_from_the_day"]
+               else f"; DIFFER from the day's silver: {plain['tables_differing_from_the_day']}"))
+
+
 def write_json(path: Path, payload: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
@@ -586,6 +693,10 @@ def main(argv: list[str] | None = None) -> int:
             group_seconds(steps, f"full rebuild {args.days + 1}d"),
         )
         write_json(args.output, payload)
+        payload["plain_day"] = plain_day_figures(
+            time_plain_day(spark, config, sources, roots, incoming, before, work), steps,
+            args.days)
+        write_json(args.output, payload)
     except Exception as exc:  # noqa: BLE001 - a failed step still leaves the figures so far
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
         payload.update(status="failed", error=first, load_average_end=list(os.getloadavg()))
@@ -619,6 +730,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(markdown(steps, payload["ratios"]))
     print(floor_line(payload["commit_floor"]))
+    print(plain_day_line(payload["plain_day"]))
     print(f"- load average (1/5/15 min): start {' '.join(f'{x:.2f}' for x in load_start)}, "
           f"end {' '.join(f'{x:.2f}' for x in load_end)}; {os.cpu_count()} cores")
     check = "equal" if not mismatches else f"DIFFER: {mismatches}"
