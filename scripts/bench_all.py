@@ -85,6 +85,14 @@ def _figures(quick: bool) -> list[dict[str, Any]]:
                              f"{sum(commits.values())} commits ("
                              + ", ".join(f"{v} {k}" for k, v in commits.items())
                              + f"): {floor['seconds']:.0f} s vs {full:.0f} s", "-", None, size))
+        plain = pipeline.get("plain_day") or {}
+        if plain.get("with_gold_vs_full") is not None:
+            rows.append(_row(
+                "incremental day 31 with no logic (plain bronze and silver, the day's gold) / "
+                "full rebuild", plain["with_gold_vs_full"], "ratio",
+                f"{plain['bronze_seconds']:.0f} + {plain['silver_seconds']:.0f} + "
+                f"{plain['gold_seconds']:.0f} s vs {full:.0f} s; without gold "
+                f"{plain['vs_full']:.1%}", "-", None, size))
     attribution = _load(BENCH / "attribution.json")
     runs = attribution.get("path_file_runs") or []
     ours = {r["order"]: r["seconds"] for r in runs if r.get("tool", "").startswith("ours")}

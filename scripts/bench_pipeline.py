@@ -36,7 +36,7 @@ stopped still leaves its figures. Not part of make test.
     .venv/bin/python scripts/bench_pipeline.py --driver-memory 6g              # scale m
 
 On 2 busy cores the xs smoke check takes about 5-10 minutes (Spark's fixed cost per job,
-three pipeline runs) and scale m about 30 minutes.
+three pipeline runs) and scale m about 12-15 minutes alone on the machine.
 
 At scale m the silver stage needs more than Spark's default 1g driver heap (it caches each
 source's new rows): the session takes the config's (conf/local.yaml: 6g, enough for scale m;
