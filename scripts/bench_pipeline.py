@@ -412,6 +412,7 @@ def time_plain_day(
     from pyspark import StorageLevel
 
     from lakehouse.parallel import side_by_side
+    from lakehouse.silver.io import merge_upsert
 
     def append_lines(source: SourceSpec) -> None:
         files = [str(f) for f in incoming if f.parent.name == source.raw_dir]
@@ -427,6 +428,7 @@ def time_plain_day(
     keys = silver_merge_keys()
     scratch = fresh_root(work / "plain_day")
     changes: dict[str, tuple[str, DataFrame]] = {}
+    rows: dict[str, int] = {}
     for table in delta_tables(roots["incremental"] / "lake" / "silver"):
         old = before.get(table)
         if table.name not in keys or old is None or old == max(log_versions(table)):
@@ -435,23 +437,21 @@ def time_plain_day(
         earlier = spark.read.format("delta").option("versionAsOf", old).load(str(table))
         changed = after.exceptAll(earlier.select(*after.columns)).persist(
             StorageLevel.MEMORY_AND_DISK)
-        if changed.count():
+        count = changed.count()
+        if count:
             target = scratch / table.name
             shutil.copytree(table, target)
             DeltaTable.forPath(spark, str(target)).restoreToVersion(old)
-            changes[table.name] = (str(target), changed)
+            changes[table.name], rows[table.name] = (str(target), changed), count
 
     def plain_merge(name: str) -> None:
         target, changed = changes[name]
-        on = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys[name])
-        (DeltaTable.forPath(spark, target).alias("t").merge(changed.alias("s"), on)
-         .whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())
+        merge_upsert(spark, target, changed, keys[name], null_safe=True)
 
     started = time.perf_counter()
     side_by_side(plain_merge, list(changes), int(config.get("silver.parallel_tables")),
                  "plain-silver")
     silver_seconds = time.perf_counter() - started
-    rows = {name: changed.count() for name, (_, changed) in changes.items()}
     # The plain MERGEs must have made exactly the day's silver tables, or they measured less.
     differing = []
     for name, (target, _) in changes.items():

@@ -28,6 +28,19 @@ PSEUDONYM_KEY = CANARY_KEY.encode()
 os.environ["LAKEHOUSE_PSEUDONYM_KEY"] = CANARY_KEY
 
 
+def load_script(name: str):
+    """scripts/<name>.py as a module (scripts are not a package)."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    # Registered before it runs: a dataclass of the script looks its own module up by name.
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def crm_customer_key(customer_id: str) -> str:
     """docs/tables.md: customer_key = HMAC-SHA256(key, "crm:" + customer_id), with the run's key
     (computed here with hmac, independently of lakehouse.privacy.pseudonym)."""

@@ -3,18 +3,11 @@ plain MERGEs match silver rows on."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
-from lakehouse.config import REPO_ROOT
+from conftest import load_script
 
-_spec = importlib.util.spec_from_file_location(
-    "bench_pipeline", REPO_ROOT / "scripts" / "bench_pipeline.py")
-bench_pipeline = importlib.util.module_from_spec(_spec)
-# Registered before it runs: its dataclass looks its own module up by name.
-sys.modules[_spec.name] = bench_pipeline
-_spec.loader.exec_module(bench_pipeline)
+bench_pipeline = load_script("bench_pipeline")
 
 
 def test_every_silver_table_has_a_plain_merge_key_that_names_one_row(spark, xs_lake):

@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 
-from lakehouse.config import REPO_ROOT
+from conftest import load_script
 
-_spec = importlib.util.spec_from_file_location(
-    "profile_stages", REPO_ROOT / "scripts" / "profile_stages.py")
-profile_stages = importlib.util.module_from_spec(_spec)
-# Registered before it runs: its dataclass looks its own module up by name.
-sys.modules[_spec.name] = profile_stages
-_spec.loader.exec_module(profile_stages)
+profile_stages = load_script("profile_stages")
 
 
 def _start(job: int, ms: int, description=None, call_site=None, stage_name=None) -> str:

@@ -415,13 +415,17 @@ def merge_insert_only(
     retry_on_conflict(merge.execute, f"MERGE into {path}")
 
 
-def merge_upsert(spark: SparkSession, path: str, df: DataFrame, keys: Iterable[str]) -> None:
+def merge_upsert(
+    spark: SparkSession, path: str, df: DataFrame, keys: Iterable[str], null_safe: bool = False
+) -> None:
+    """Update every row whose key is there, insert the others (``null_safe``: a null key
+    matches a null key)."""
     from delta.tables import DeltaTable
 
     merge = (
         DeltaTable.forPath(spark, path)
         .alias("t")
-        .merge(df.alias("s"), _on(keys))
+        .merge(df.alias("s"), _on(keys, null_safe=null_safe))
         .whenMatchedUpdateAll()
         .whenNotMatchedInsertAll()
     )
