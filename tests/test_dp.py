@@ -25,8 +25,10 @@ from lakehouse.privacy.publish import (
     CHANNEL_WEEK,
     COUNTRY,
     REVENUE_WEEK,
+    conversions_by_channel_week_cells,
     publish,
     revenue_by_channel_week_cells,
+    session_journeys,
 )
 
 N = 20_000
@@ -209,6 +211,8 @@ def test_publish_writes_noisy_reports_with_their_epsilon_and_a_ledger(spark, lak
     assert by_week["contribution_bound"].str.contains("at most").all()
     # Nine channels (eight plus 'other') x eight public weeks, whatever the data holds.
     assert len(by_week) == 9 * 8
+    # gold.journeys' last touch: the report takes it from the customer's logged-in visits
+    # instead (test_removing_a_customer_who_shares_a_cookie_...), the same in the xs data.
     last_channel = converted["channels"].map(lambda c: c[-1] if len(c) else "other")
     week = pd.to_datetime(converted["journey_end_ts"]).dt.to_period("W-SUN").dt.start_time.dt.date
     expected_weeks = pd.DataFrame({"channel": last_channel, "week": week}).value_counts()
@@ -337,7 +341,7 @@ def test_revenue_cells_clamp_each_value_and_cap_each_customer(spark):
         journey("c1", "C", 5, ["tiktok"], 10.6),             # unknown channel: other, 11
         journey("c2", "C", 5, ["email"], 30.0, False),       # not converted: not counted
         journey("d1", None, 5, ["email"], 40.0),             # nobody's: not counted
-    ], "journey_id string, customer_key string, journey_end_ts timestamp, "
+    ], "order_id string, customer_key string, journey_end_ts timestamp, "
        "channels array<string>, converted boolean, conversion_value double")
     week = date(2026, 1, 5)  # the Monday of that ISO week
     grid = spark.createDataFrame(
@@ -365,3 +369,106 @@ def test_publish_waits_for_no_other_run_and_refuses_in_one_line(spark, lake, cap
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "another pipeline run is working on" in err[0], err
     assert catalog.current_version(spark, "audit.privacy_ledger") == before
+
+
+# -- whose touchpoint an event is: one customer's removal moves no one else's cells ---------
+
+
+_EVENTS = ("event_id string, event_ts timestamp, customer_key string, session_id string, "
+           "channel string, _key_looked_up boolean")
+
+
+def _shared_cookie_lake(spark, with_a: bool):
+    """Silver rows of two customers on one shared cookie c, as identity resolution leaves them
+    with customer A (who logged in on c first) and without A's records.
+
+    B's earlier visit S0 (own cookie) came by paid_search; in S2, on cookie c, B arrived by
+    email and logged in to order. The entry events name nobody: their key is c's owner's
+    (looked up), A's while A is there, B's once A's login is gone. A has no order.
+    """
+    from datetime import datetime
+
+    def at(hour):
+        return datetime(2026, 1, 5, hour)
+
+    owner_of_c = "A" if with_a else "B"
+    events = [
+        ("e0", at(8), "B", "S0", "paid_search", True),    # B's own cookie d: B owns it
+        ("e5", at(8), "B", "S0", None, False),            # B logs in
+        ("e3", at(11), owner_of_c, "S2", "email", True),  # cookie c, before B's login
+        ("e4", at(11), "B", "S2", None, False),           # B logs in on c
+    ]
+    if with_a:
+        events += [
+            ("e1", at(9), "A", "S1", "display", True),    # A's visit on c
+            ("e2", at(9), "A", "S1", None, False),        # A logs in on c (first: owns c)
+        ]
+    events_df = spark.createDataFrame(events, _EVENTS)
+    orders_df = spark.createDataFrame(
+        [("o1", "B", at(12), 80.0, "completed")],
+        "order_id string, customer_key string, order_ts timestamp, amount_eur double, "
+        "status string",
+    )
+    customers = [("B", True, at(0))] + ([("A", True, at(0))] if with_a else [])
+    customers_df = spark.createDataFrame(
+        customers, "customer_key string, marketing_consent boolean, updated_at timestamp"
+    )
+    return events_df, orders_df, customers_df
+
+
+def test_removing_a_customer_who_shares_a_cookie_moves_no_other_customers_cells(spark):
+    """The conversion report's cells with and without customer A (who has no conversion, so
+    contributes nothing) must be equal; with gold's cookie attribution B's conversion moved
+    from paid_search to email when A left, a change of 2 that A's removal may not cause."""
+    from datetime import date
+
+    from lakehouse.gold.journeys import build_journeys
+
+    as_of, week = date(2026, 1, 5), date(2026, 1, 5)
+    grid = spark.createDataFrame([(c, week) for c in ("email", "paid_search", "display")],
+                                 "channel string, week date")
+    args = {"lookback_days": 30, "include_channels": None, "exclude_channels": None}
+
+    def cells(journeys_df):
+        return {r["channel"]: r["true_count"]
+                for r in conversions_by_channel_week_cells(journeys_df, grid, 2).collect()}
+
+    with_a, without_a = (_shared_cookie_lake(spark, flag) for flag in (True, False))
+    # B arrived by email in the visit in which B logged in to order, with A or without.
+    expected = {"email": 1, "paid_search": 0, "display": 0}
+    assert cells(session_journeys(*with_a, as_of, args)) == expected
+    assert cells(session_journeys(*without_a, as_of, args)) == expected
+    # What the report would have been with gold.journeys (the cookie's first owner): the
+    # test's two lakes do tell the rules apart.
+    gold = [cells(build_journeys(*lake, as_of, key=b"k")) for lake in (with_a, without_a)]
+    assert gold == [{"email": 0, "paid_search": 1, "display": 0}, expected]
+
+
+def test_an_event_naming_nobody_is_a_touchpoint_of_each_customer_of_its_session(spark):
+    """Two customers logged in during one visit: its entry event counts for both, each in
+    their own journey; a logged-in event with a channel counts only for whom it names, and a
+    visit nobody logged in to counts for nobody (not for the cookie's owner)."""
+    from datetime import date, datetime
+
+    def at(hour):
+        return datetime(2026, 1, 5, hour)
+
+    events_df = spark.createDataFrame([
+        ("x1", at(8), "A", "S1", "display", True),   # entry of S1, looked up to A
+        ("x2", at(8), "A", "S1", None, False),       # A logs in
+        ("x3", at(9), "B", "S1", "email", False),    # B logs in, the event has a channel
+        ("x4", at(10), "A", "S3", "referral", True), # S3: nobody logs in
+    ], _EVENTS)
+    orders_df = spark.createDataFrame(
+        [("oa", "A", at(12), 10.0, "completed"), ("ob", "B", at(12), 20.0, "completed")],
+        "order_id string, customer_key string, order_ts timestamp, amount_eur double, "
+        "status string",
+    )
+    customers_df = spark.createDataFrame(
+        [("A", True, at(0)), ("B", True, at(0))],
+        "customer_key string, marketing_consent boolean, updated_at timestamp",
+    )
+    args = {"lookback_days": 30, "include_channels": None, "exclude_channels": None}
+    journeys = session_journeys(events_df, orders_df, customers_df, date(2026, 1, 5), args)
+    got = {r["customer_key"]: list(r["channels"]) for r in journeys.collect()}
+    assert got == {"A": ["display"], "B": ["display", "email"]}

@@ -10,6 +10,19 @@ sensitivity and bounds as columns. The whole publish is checked against the budg
 writes nothing when it does not fit; the ledger is written before the reports, so a crash
 between the two can only over-count what was spent, never under-count.
 
+The conversion reports cut each customer's journeys again from silver, not from gold.journeys,
+with another rule for whose touchpoint an event is. Gold gives a customer the anonymous events
+of every cookie identity resolution assigns to them, and a cookie belongs to whoever logged in
+on it first: removing that person hands the cookie's anonymous events to the next customer who
+logged in on it, whose last touches move. One person could so move the cells of any number of
+other customers, beyond the cap. Here an event is a touchpoint of the customer it names (a
+logged-in event), or, when it names nobody, of every customer named by an event of the same
+session (the visit in which they logged in). A customer's journeys then depend only on their
+own records (named events, completed orders, marketing consent) and on events that name
+nobody: removing one customer's records changes their own capped conversions and no one
+else's. Marketing touches land on a session's first, still anonymous event, so the converting
+visit, in which the customer logs in to order, keeps its channel.
+
 No report counts customers by K-means segment. A customer's segment depends on every other
 customer (the model is fitted on all of them: the scaling, the choice of k, the names ranked by
 mean spend), so adding one customer can move many others to another segment, and which
@@ -20,7 +33,7 @@ review.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -32,6 +45,14 @@ from lakehouse.asof import choose_snapshot
 from lakehouse.catalog import Catalog
 from lakehouse.config import Config, load_yaml_file
 from lakehouse.errors import InputDataError, PrivacyBudgetError, TableNotFoundError
+from lakehouse.gold import (
+    SILVER_COLUMNS,
+    consenting_customers,
+    gold_options,
+    latest_rows,
+    read_silver_input,
+)
+from lakehouse.gold.journeys import journey_timeline, journeys_from_timeline
 from lakehouse.privacy.dp import (
     LEDGER,
     MECHANISM,
@@ -43,6 +64,7 @@ from lakehouse.privacy.dp import (
     spent_epsilon,
     unrecorded_releases,
 )
+from lakehouse.silver.transforms import KEY_LOOKED_UP
 
 COUNTRY = "publish.customers_by_country"
 CHANNEL_WEEK = "publish.conversions_by_channel_week"
@@ -90,15 +112,61 @@ def customers_by_country_cells(customers_df: DataFrame, grid_df: DataFrame) -> D
     return _on_grid(grid_df, counts, ["country"])
 
 
+def session_touchpoints(events_df: DataFrame) -> DataFrame:
+    """silver.events rows as touchpoints of the customers they belong to without the identity
+    map: a named event (KEY_LOOKED_UP false) of the customer it names; an event that names
+    nobody (its customer_key, if any, looked up in the map; KEY_LOOKED_UP null, not known,
+    counts as looked up) of every customer named by an event of its session_id, one row each.
+
+    Columns: event_id (made unique per customer: ``<event_id>|<customer_key>`` for a copy),
+    customer_key, event_ts, channel. Deduplicated on event_id first, like every gold reader.
+    """
+    events = latest_rows(
+        events_df, "event_id", ["customer_key", "event_ts", "channel", "session_id", KEY_LOOKED_UP]
+    )
+    is_named = F.col("customer_key").isNotNull() & (F.col(KEY_LOOKED_UP) == F.lit(False))
+    named = events.where(is_named)
+    session_customers = named.select("session_id", "customer_key").distinct()
+    unnamed = (
+        events.where(~is_named).drop("customer_key")
+        .join(session_customers, on="session_id", how="inner")
+        .withColumn("event_id", F.concat_ws("|", "event_id", "customer_key"))
+    )
+    columns = ["event_id", "customer_key", "event_ts", "channel"]
+    return named.select(*columns).unionByName(unnamed.select(*columns))
+
+
+def session_journeys(
+    events_df: DataFrame,
+    orders_df: DataFrame,
+    customers_df: DataFrame,
+    as_of: date,
+    journey_args: Mapping[str, object],
+) -> DataFrame:
+    """gold.journeys' journeys for ``as_of`` (the same conversions, look-back, channel lists
+    and consent), cut from session_touchpoints instead of the identity map's attribution.
+
+    Columns: customer_key, order_id, journey_end_ts, channels, converted, conversion_value.
+    """
+    timeline = journey_timeline(
+        session_touchpoints(events_df), orders_df, consenting_customers(customers_df), as_of,
+        **journey_args,
+    )
+    # Journey ids are not part of any report: the pseudonymisation key is not needed here.
+    journeys = journeys_from_timeline(timeline, as_of, key=b"")
+    return journeys.select("customer_key", "order_id", "journey_end_ts", "channels",
+                           "converted", "conversion_value")
+
+
 def capped_conversions(journeys_df: DataFrame, max_rows_per_customer: int) -> DataFrame:
     """Each customer's latest ``max_rows`` converted journeys as (channel, week, value).
 
     channel = the last touch (a channel outside the public list, or none, is 'other'); week =
     the Monday of the conversion's ISO week. The cap bounds how many cells, and how often, one
-    customer can change.
+    customer can change. Ties of the conversion instant are broken by the order id.
     """
     latest_first = Window.partitionBy("customer_key").orderBy(
-        F.col("journey_end_ts").desc(), F.col("journey_id")
+        F.col("journey_end_ts").desc(), F.col("order_id")
     ).rowsBetween(Window.unboundedPreceding, Window.currentRow)
     capped = (
         journeys_df.where(F.col("converted") & F.col("customer_key").isNotNull())
@@ -178,11 +246,11 @@ def build_reports(
 ) -> tuple[list[Report], date]:
     """True-count grids of every report (still inside Spark) and the as_of used."""
     catalog = Catalog(config)
-    for needed in ("gold.customer_360", "gold.journeys"):
+    for needed in ("silver.customers", "silver.events", "silver.orders", "gold.customer_360"):
         if not catalog.exists(spark, needed):
             raise TableNotFoundError(
-                f"{needed} does not exist at {catalog.path(needed)}: run `lakehouse run gold` "
-                f"before `lakehouse publish`"
+                f"{needed} does not exist at {catalog.path(needed)}: run `lakehouse run "
+                f"{needed.split('.')[0]}` before `lakehouse publish`"
             )
     customers = catalog.read(spark, "gold.customer_360")
     # A date gold does not hold is refused before any budget is spent: the reports would
@@ -199,23 +267,32 @@ def build_reports(
             f"privacy.max_rows_per_customer ({cap}) and privacy.max_value_per_conversion_eur "
             f"({max_value}) must be at least 1: they bound each customer's contribution"
         )
-    journeys = catalog.read(spark, "gold.journeys")
+    options = gold_options(config)
+    journeys = session_journeys(
+        catalog.read(spark, "silver.events").select(*SILVER_COLUMNS["events"], KEY_LOOKED_UP),
+        read_silver_input(spark, catalog, "orders"),
+        read_silver_input(spark, catalog, "customers"),
+        as_of,
+        {k: options[k] for k in ("lookback_days", "include_channels", "exclude_channels")},
+    )
     week_grid = spark.createDataFrame(
         [(ch, w) for ch in (*CHANNELS, OTHER) for w in public_weeks(as_of)],
         T.StructType([T.StructField("channel", T.StringType()),
                       T.StructField("week", T.DateType())]),
     )
+    # Stated in every row: which touch gives a conversion its channel (module docstring).
+    touch = "last touch of the customer's own logged-in visits"
     reports = [
         Report(COUNTRY, customers_by_country_cells(customers, country_grid), ("country",), 1.0,
                "one row per customer"),
         Report(CHANNEL_WEEK, conversions_by_channel_week_cells(journeys, week_grid, cap),
                ("channel", "week"), float(cap),
-               f"at most {cap} conversions per customer (latest kept)"),
+               f"at most {cap} conversions per customer (latest kept); channel: {touch}"),
         Report(REVENUE_WEEK,
                revenue_by_channel_week_cells(journeys, week_grid, cap, max_value),
                ("channel", "week"), float(cap * max_value),
                f"at most {cap} conversions per customer (latest kept), each clamped to "
-               f"0..{max_value} whole EUR", released_as="noisy_revenue_eur"),
+               f"0..{max_value} whole EUR; channel: {touch}", released_as="noisy_revenue_eur"),
     ]
     return reports, as_of
 
