@@ -472,3 +472,37 @@ def test_an_event_naming_nobody_is_a_touchpoint_of_each_customer_of_its_session(
     journeys = session_journeys(events_df, orders_df, customers_df, date(2026, 1, 5), args)
     got = {r["customer_key"]: list(r["channels"]) for r in journeys.collect()}
     assert got == {"A": ["display"], "B": ["display", "email"]}
+
+
+def test_another_customers_event_id_cannot_take_the_place_of_a_copied_touchpoint(spark):
+    """A copy of an anonymous event for each customer of its session gets an id of its own: A,
+    who has no order, holds a logged-in event whose id is what a plain `<id>|<key>` join made
+    of B's copy of the entry event (the review's case); removing A must not move B's cell."""
+    from datetime import date, datetime
+
+    def at(hour):
+        return datetime(2026, 1, 5, hour)
+
+    b_events = [
+        ("b0", at(8), "B", "S0", "paid_search", False),  # B's earlier visit, logged in
+        ("e1", at(10), "B", "S2", "email", True),         # entry of S2, names nobody
+        ("b1", at(11), "B", "S2", None, False),           # B logs in during S2
+    ]
+    a_events = [("e1|B", at(9), "A", "SA", None, False)]
+    orders_df = spark.createDataFrame([("o1", "B", at(12), 50.0, "completed")],
+                                      "order_id string, customer_key string, "
+                                      "order_ts timestamp, amount_eur double, status string")
+    grid = spark.createDataFrame([(c, date(2026, 1, 5)) for c in ("email", "paid_search")],
+                                 "channel string, week date")
+    args = {"lookback_days": 30, "include_channels": None, "exclude_channels": None}
+    got = []
+    for events, keys in ((b_events + a_events, ["A", "B"]), (b_events, ["B"])):
+        customers_df = spark.createDataFrame(
+            [(k, True, at(0)) for k in keys],
+            "customer_key string, marketing_consent boolean, updated_at timestamp",
+        )
+        journeys = session_journeys(spark.createDataFrame(events, _EVENTS), orders_df,
+                                    customers_df, date(2026, 1, 5), args)
+        got.append({r["channel"]: r["true_count"]
+                    for r in conversions_by_channel_week_cells(journeys, grid, 2).collect()})
+    assert got == [{"email": 1, "paid_search": 0}] * 2

@@ -118,22 +118,25 @@ def session_touchpoints(events_df: DataFrame) -> DataFrame:
     nobody (its customer_key, if any, looked up in the map; KEY_LOOKED_UP null, not known,
     counts as looked up) of every customer named by an event of its session_id, one row each.
 
-    Columns: event_id (made unique per customer: ``<event_id>|<customer_key>`` for a copy),
-    customer_key, event_ts, channel. Deduplicated on event_id first, like every gold reader.
+    Columns: event_id, customer_key, event_ts, channel. Deduplicated on event_id first, like
+    every gold reader; an event without an event_id (silver holds none) is left out. The
+    event_id returned is the JSON of (customer_key, event_id): journey_timeline deduplicates
+    on it again, and a copy's id must not equal any other row's. Joined with a separator
+    instead, another customer's event named ``e1|B`` took the place of B's copy of ``e1``.
     """
     events = latest_rows(
         events_df, "event_id", ["customer_key", "event_ts", "channel", "session_id", KEY_LOOKED_UP]
-    )
+    ).where(F.col("event_id").isNotNull())
     is_named = F.col("customer_key").isNotNull() & (F.col(KEY_LOOKED_UP) == F.lit(False))
     named = events.where(is_named)
     session_customers = named.select("session_id", "customer_key").distinct()
-    unnamed = (
-        events.where(~is_named).drop("customer_key")
-        .join(session_customers, on="session_id", how="inner")
-        .withColumn("event_id", F.concat_ws("|", "event_id", "customer_key"))
+    unnamed = events.where(~is_named).drop("customer_key").join(
+        session_customers, on="session_id", how="inner"
     )
-    columns = ["event_id", "customer_key", "event_ts", "channel"]
-    return named.select(*columns).unionByName(unnamed.select(*columns))
+    return named.unionByName(unnamed.select(*named.columns)).select(
+        F.to_json(F.struct("customer_key", "event_id")).alias("event_id"),
+        "customer_key", "event_ts", "channel",
+    )
 
 
 def session_journeys(
