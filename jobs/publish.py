@@ -1,4 +1,4 @@
-"""spark-submit entry point: `spark-submit jobs/publish.py [--env cluster] [--as-of YYYY-MM-DD]`."""
+"""spark-submit entry point: `spark-submit jobs/publish.py [--env cluster] --as-of YYYY-MM-DD`."""
 
 import sys
 

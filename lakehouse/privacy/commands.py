@@ -99,8 +99,10 @@ def add_commands(sub, common: Callable[[argparse.ArgumentParser], None]) -> dict
     common(erase)
 
     pub = sub.add_parser("publish", help="release differentially private reports (publish layer)")
-    pub.add_argument("--as-of", type=as_of_date, default=None,
-                     help="date of the gold snapshot (default: the one in gold)")
+    # Required: gold's own date may come from the data (its latest event or order day), which
+    # one customer can move; the date a release is for must not depend on anyone's records.
+    pub.add_argument("--as-of", type=as_of_date, required=True,
+                     help="the date the reports are for (gold must hold it)")
     pub.add_argument("--epsilon", type=positive_float, default=None,
                      help="epsilon per report (default privacy.epsilon_per_report)")
     pub.add_argument("--report", action="append", choices=REPORTS, default=None,

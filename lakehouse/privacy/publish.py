@@ -4,7 +4,8 @@ Each report: (1) bound every customer's contribution in Spark (one row per custo
 head count by country; at most ``privacy.max_rows_per_customer`` conversions per customer; each conversion's
 value clamped to 0..``privacy.max_value_per_conversion_eur`` whole EUR for the revenue report),
 (2) count or sum in Spark over a *public* grid of cells (countries of conf/reference.yaml, the known channels,
-the weeks before ``as_of``) so that which cells exist reveals nothing, (3) bring only that small
+the 8 ISO weeks up to and including the one of ``as_of``, a date the caller gives) so that which
+cells exist reveals nothing, (3) bring only that small
 grid to the driver and add OpenDP discrete Laplace noise, (4) write it with its epsilon,
 sensitivity and bounds as columns. The whole publish is checked against the budget first and
 writes nothing when it does not fit; the ledger is written before the reports, so a crash
@@ -20,8 +21,11 @@ logged-in event), or, when it names nobody, of every customer named by an event 
 session (the visit in which they logged in). A customer's journeys then depend only on their
 own records (named events, completed orders, marketing consent) and on events that name
 nobody: removing one customer's records changes their own capped conversions and no one
-else's. Marketing touches land on a session's first, still anonymous event, so the converting
-visit, in which the customer logs in to order, keeps its channel.
+else's. Events that name nobody are so treated as public, present with or without the
+customer: they are not protected (a person's own visits before logging in among them), and one
+of them may move the cells of every customer who logged in during its session. Marketing
+touches land on a session's first, still anonymous event, so the converting visit, in which
+the customer logs in to order, keeps its channel.
 
 No report counts customers by K-means segment. A customer's segment depends on every other
 customer (the model is fitted on all of them: the scaling, the choice of k, the names ranked by
@@ -47,6 +51,7 @@ from lakehouse.config import Config, load_yaml_file
 from lakehouse.errors import InputDataError, PrivacyBudgetError, TableNotFoundError
 from lakehouse.gold import (
     SILVER_COLUMNS,
+    check_as_of,
     consenting_customers,
     gold_options,
     latest_rows,
@@ -244,10 +249,15 @@ def _countries(config: Config) -> list[str]:
     return [*dict.fromkeys(upper), OTHER]
 
 
-def build_reports(
-    spark: SparkSession, config: Config, as_of: date | None
-) -> tuple[list[Report], date]:
-    """True-count grids of every report (still inside Spark) and the as_of used."""
+def build_reports(spark: SparkSession, config: Config, as_of: date) -> list[Report]:
+    """True-count grids of every report (still inside Spark) for ``as_of``.
+
+    ``as_of`` is always given by the caller, never taken from gold: gold's date may come from
+    the data (its latest event or order day), so one customer active alone on the last day
+    would move it, and with it the `as_of` column of every published row, the weeks of the
+    grid and who has signed up: beyond any stated sensitivity.
+    """
+    check_as_of(as_of)
     catalog = Catalog(config)
     for needed in ("silver.customers", "silver.events", "silver.orders", "gold.customer_360"):
         if not catalog.exists(spark, needed):
@@ -258,8 +268,8 @@ def build_reports(
     customers = catalog.read(spark, "gold.customer_360")
     # A date gold does not hold is refused before any budget is spent: the reports would
     # label today's counts with it, and their weeks would hold only noise.
-    as_of = choose_snapshot(customers, as_of, "gold.customer_360",
-                            "gold.customer_360 is empty: nothing to publish")
+    choose_snapshot(customers, as_of, "gold.customer_360",
+                    "gold.customer_360 is empty: nothing to publish")
     countries = _countries(config)
     customers = with_public_country(customers, countries)
     country_grid = spark.createDataFrame([(c,) for c in countries], "country string")
@@ -297,17 +307,18 @@ def build_reports(
                f"at most {cap} conversions per customer (latest kept), each clamped to "
                f"0..{max_value} whole EUR; channel: {touch}", released_as="noisy_revenue_eur"),
     ]
-    return reports, as_of
+    return reports
 
 
 def publish(
-    spark: SparkSession, config: Config, *, as_of: date | None = None,
+    spark: SparkSession, config: Config, *, as_of: date,
     epsilon: float | None = None, reports: Sequence[str] | None = None,
 ) -> list[str]:
-    """Release the chosen reports with DP noise; raises PrivacyBudgetError, writing nothing."""
+    """Release the chosen reports for ``as_of`` (which gold must hold) with DP noise; raises
+    PrivacyBudgetError, writing nothing."""
     catalog = Catalog(config)
     eps = float(epsilon if epsilon is not None else config.get("privacy.epsilon_per_report"))
-    built, as_of = build_reports(spark, config, as_of)
+    built = build_reports(spark, config, as_of)
     chosen = [r for r in built if not reports or r.name in reports]
     releases = [Release(r.name, eps, r.l1_sensitivity) for r in chosen]
     unrecorded = unrecorded_releases(spark, catalog, (*REPORTS, *RETIRED_REPORTS))
