@@ -8,13 +8,10 @@ What happens, in order (the order matters for a re-run after a crash, see below)
 2. Every Delta table of bronze, silver, gold and audit that has an identifying column loses the
    rows that match (generic over columns, so tables added later are covered): identifier
    columns by value, raw-line columns (``_raw``, ``raw``, ``raw_record``, ``_rescued_data``)
-   by a token match. A row that matches by the person's cookie or device only (a browser or
-   device can be shared) and names another customer is that customer's and is kept
-   (SHARED_DEVICE_COLUMNS). The delete is a MERGE against a one-row source holding the identifiers,
+   by a token match. The delete is a MERGE against a one-row source holding the identifiers,
    so the commit's recorded predicate names columns only: a ``DELETE ... WHERE email = '...'``
    would copy the email into the ``_delta_log`` for good.
 3. Raw files under ``<data_dir>/raw`` that hold the person's lines are rewritten without them
-   (a line kept in bronze as another customer's, on a shared device, stays: lines_of_others)
    (a hidden temp file, then an atomic rename). The bronze stream's checkpoint records file
    names, so a rewritten file is not ingested again.
 4. Physical: the suite creates its tables without deletion vectors, so the MERGE already
@@ -114,12 +111,6 @@ VALUE_COLUMNS = {
     "natural_key": "natural_keys",
 }
 RAW_COLUMNS = ("_raw", "raw", "raw_record", "_rescued_data")
-# Identifiers of a device that people can share (one browser, one household's thermostat). A
-# row that names another customer is that customer's record, even when it carries the
-# person's cookie or device: erasing the person kept deleting the other customer's logged-in
-# events on a shared browser (and bronze then refused every later one). Such a row is kept;
-# rows that name the person or nobody go.
-SHARED_DEVICE_COLUMNS = {"cookie_id": "cookies", "device_id": "devices"}
 
 
 @dataclass(frozen=True)
@@ -149,38 +140,21 @@ class Subject:
     @property
     def raw_tokens(self) -> list[str]:
         """Lower-case strings whose occurrence (as a whole token) marks a raw line as theirs."""
-        return sorted({*self.personal_tokens, *self.device_tokens})
-
-    @property
-    def personal_tokens(self) -> list[str]:
-        """raw_tokens that are the person's alone (not a cookie or device id)."""
-        tokens = (self.customer_ids | self.customer_keys | self.emails | self.order_ids
-                  | {h.lstrip("@") for h in self.handles} | self.line_hmacs)
-        return _tokens(tokens)
-
-    @property
-    def device_tokens(self) -> list[str]:
-        """raw_tokens of the person's cookies and devices (see SHARED_DEVICE_COLUMNS)."""
-        return _tokens(self.cookies | self.devices)
+        tokens = (self.customer_ids | self.customer_keys | self.emails | self.cookies
+                  | self.devices | self.order_ids | {h.lstrip("@") for h in self.handles}
+                  | self.line_hmacs)
+        return sorted(t.lower() for t in tokens if t and len(t) >= 4)
 
     @property
     def raw_pattern(self) -> str | None:
         """One Java/Python regex matching any token not embedded in a longer word."""
-        return token_pattern(self.raw_tokens)
+        tokens = self.raw_tokens
+        if not tokens:
+            return None
+        return r"(?<![a-z0-9_])(" + "|".join(re.escape(t) for t in tokens) + r")(?![a-z0-9_])"
 
     def is_empty(self) -> bool:
         return not (self.customer_ids or self.customer_keys or self.emails or self.handles)
-
-
-def _tokens(values: Iterable[str]) -> list[str]:
-    return sorted({t.lower() for t in values if t and len(t) >= 4})
-
-
-def token_pattern(tokens: list[str]) -> str | None:
-    """A regex matching any of ``tokens`` (lower case) not embedded in a longer word."""
-    if not tokens:
-        return None
-    return r"(?<![a-z0-9_])(" + "|".join(re.escape(t) for t in tokens) + r")(?![a-z0-9_])"
 
 
 @dataclass
@@ -382,49 +356,26 @@ def erasure_condition(schema: T.StructType) -> str | None:
     """SQL condition (target ``t``, one-row subject ``s``) that matches the person's rows.
 
     None when the table has no identifying column (aggregates, metrics): nothing to erase.
-    Only column names appear in it, never a value. A row matched only by the person's cookie
-    or device (a column or a raw-line token) is not theirs when it names another customer
-    (names_another_customer): it is kept.
+    Only column names appear in it, never a value.
     """
     names = {f.name for f in schema.fields}
-    personal = [
+    parts = [
         f"array_contains(s.{field_name}, trim(cast(t.`{column}` as string)))"
-        for column, field_name in VALUE_COLUMNS.items()
-        if column in names and column not in SHARED_DEVICE_COLUMNS
+        for column, field_name in VALUE_COLUMNS.items() if column in names
     ]
     if "email" in names:
-        personal.append("array_contains(s.emails, lower(trim(cast(t.`email` as string))))")
+        parts.append("array_contains(s.emails, lower(trim(cast(t.`email` as string))))")
     for column in ("social_handle", "handle"):
         if column in names:
-            personal.append(
+            parts.append(
                 f"array_contains(s.handles, concat('@', regexp_replace(lower(trim("
                 f"cast(t.`{column}` as string))), '^@+', '')))"
             )
-    raw = [c for c in RAW_COLUMNS if c in names]
-    personal += [f"coalesce(lower(cast(t.`{c}` as string)) rlike s.pattern, false)" for c in raw]
-    device = [
-        f"array_contains(s.{field_name}, trim(cast(t.`{column}` as string)))"
-        for column, field_name in SHARED_DEVICE_COLUMNS.items() if column in names
-    ] + [f"coalesce(lower(cast(t.`{c}` as string)) rlike s.device_pattern, false)" for c in raw]
-    parts = [f"({p})" for p in personal]
-    if device:
-        on_device = " OR ".join(f"({p})" for p in device)
-        other = names_another_customer(names)
-        parts.append(f"(({on_device}) AND NOT ({other}))" if other else f"({on_device})")
-    return " OR ".join(parts) if parts else None
-
-
-def names_another_customer(names: Iterable[str]) -> str | None:
-    """SQL condition: the row (``t``) names a customer who is not the person (``s``), by
-    customer_key or customer_id; None when the table has neither column."""
-    parts = [
-        f"(nullif(trim(cast(t.`{column}` as string)), '') IS NOT NULL AND NOT "
-        f"array_contains(s.{field_name}, trim(cast(t.`{column}` as string))))"
-        for column, field_name in (("customer_key", "customer_keys"),
-                                   ("customer_id", "customer_ids"))
-        if column in set(names)
+    parts += [
+        f"coalesce(lower(cast(t.`{c}` as string)) rlike s.pattern, false)"
+        for c in RAW_COLUMNS if c in names
     ]
-    return " OR ".join(parts) if parts else None
+    return " OR ".join(f"({p})" for p in parts) if parts else None
 
 
 def subject_frame(spark: SparkSession, subject: Subject) -> DataFrame:
@@ -440,38 +391,20 @@ def subject_frame(spark: SparkSession, subject: Subject) -> DataFrame:
     }
     schema = T.StructType(
         [T.StructField(k, T.ArrayType(T.StringType())) for k in arrays]
-        + [T.StructField("pattern", T.StringType()),
-           T.StructField("device_pattern", T.StringType())]
+        + [T.StructField("pattern", T.StringType())]
     )
     # A pattern that cannot match keeps `rlike` well-defined when there is no token.
-    patterns = [token_pattern(subject.personal_tokens) or NEVER,
-                token_pattern(subject.device_tokens) or NEVER]
-    return spark.createDataFrame([(*[sorted(v) for v in arrays.values()], *patterns)], schema)
+    pattern = subject.raw_pattern or r"(?!x)x"
+    return spark.createDataFrame([(*[sorted(v) for v in arrays.values()], pattern)], schema)
 
 
-NEVER = r"(?!x)x"  # a regex that matches nothing
-
-
-def without_subject_lines(
-    lines: list[bytes], pattern: re.Pattern[str], device_pattern: re.Pattern[str] | None = None,
-    others_lines: frozenset[str] = frozenset(),
-) -> tuple[list[bytes], int]:
+def without_subject_lines(lines: list[bytes], pattern: re.Pattern[str]) -> tuple[list[bytes], int]:
     """Lines that do not belong to the person, and how many did.
 
-    A line is theirs when ``pattern`` (their own tokens) matches it, or ``device_pattern``
-    (their cookies and devices) does and it is not one of ``others_lines``: the lines, without
-    line ending, of bronze rows that carry the person's cookie or device but name another
-    customer (lines_of_others). Lines stay bytes, kept exactly as delivered (line endings,
-    bytes that are not UTF-8): only the person's lines leave the file.
+    Lines stay bytes, kept exactly as delivered (line endings, bytes that are not UTF-8):
+    only the person's lines leave the file.
     """
-    def theirs(line: bytes) -> bool:
-        text = _as_text(line).lower()
-        if pattern.search(text):
-            return True
-        return bool(device_pattern and device_pattern.search(text)
-                    and _as_text(line).removesuffix("\n").removesuffix("\r") not in others_lines)
-
-    kept = [line for line in lines if not theirs(line)]
+    kept = [line for line in lines if not pattern.search(_as_text(line).lower())]
     return kept, len(lines) - len(kept)
 
 
@@ -634,47 +567,18 @@ def _advance_stage_progress(
     )
 
 
-def _raw_patterns(subject: Subject) -> tuple[re.Pattern[str], re.Pattern[str] | None] | None:
-    """(the person's own tokens, their cookies and devices) as regexes; None without any."""
-    if subject.raw_pattern is None:
-        return None
-    device = token_pattern(subject.device_tokens)
-    return (re.compile(token_pattern(subject.personal_tokens) or NEVER),
-            re.compile(device) if device else None)
-
-
-def lines_of_others(spark: SparkSession, catalog: Catalog, source_df: DataFrame) -> frozenset[str]:
-    """Raw lines (as bronze's ``_raw`` holds them) that carry the person's cookie or device but
-    belong to another customer: those of bronze rows the erasure keeps. Their raw files keep
-    them too. Few rows (a shared browser's logins): collected."""
-    lines: set[str] = set()
-    for name in (t for t in erasable_tables(catalog) if t.startswith("bronze.")):
-        df = catalog.read(spark, name)
-        condition = erasure_condition(df.schema)
-        if "_raw" not in df.columns or condition is None:
-            continue
-        kept = (df.alias("t").crossJoin(F.broadcast(source_df.alias("s")))
-                .where(f"NOT coalesce({condition}, false) AND "
-                       f"coalesce(lower(t.`_raw`) rlike s.device_pattern, false)")
-                .select("t._raw"))
-        lines |= {r[0] for r in kept.collect()}
-    return frozenset(lines)
-
-
-def rewrite_raw_files(
-    catalog: Catalog, subject: Subject, others_lines: frozenset[str] = frozenset()
-) -> dict[str, tuple[int, int]]:
-    """Raw files without the person's lines: {folder: (lines removed, files rewritten)}.
-    ``others_lines``: lines_of_others, kept."""
+def rewrite_raw_files(catalog: Catalog, subject: Subject) -> dict[str, tuple[int, int]]:
+    """Raw files without the person's lines: {folder: (lines removed, files rewritten)}."""
     if not catalog.config.is_local_data_dir:
         raise DataDirError("erasure of raw files needs a local data_dir (or a storage job)")
-    patterns = _raw_patterns(subject)
+    pattern_text = subject.raw_pattern
     root = local_path(catalog.raw_root)
-    if patterns is None:
+    if pattern_text is None:
         return {}
+    pattern = re.compile(pattern_text)
     out: dict[str, tuple[int, int]] = {}
     for path in raw_text_files(root):
-        kept, removed = without_subject_lines(read_raw_lines(path), *patterns, others_lines)
+        kept, removed = without_subject_lines(read_raw_lines(path), pattern)
         if not removed:
             continue
         write_raw_lines(path, kept)
@@ -838,8 +742,7 @@ def erase_people(
         tables = erasable_tables(catalog)
         counts = dict(zip(tables, _for_each_table(
             lambda t: count_subject_rows(spark, catalog, t, source_df), tables), strict=True))
-        others_lines = lines_of_others(spark, catalog, source_df)
-        holds_raw = _raw_has_subject(catalog, subject, others_lines)
+        holds_raw = _raw_has_subject(catalog, subject)
         plan = {t: n for t, n in counts.items() if n}
         # Planned with no row to delete: only vacuumed (and logged, so that a re-run after a
         # crash vacuums them too).
@@ -883,8 +786,7 @@ def erase_people(
             _erase_table(spark, catalog, name, source_df, counts[name], result, echo)
             crash_point(name)
         if holds_raw:
-            for folder, (lines, files) in rewrite_raw_files(catalog, subject,
-                                                            others_lines).items():
+            for folder, (lines, files) in rewrite_raw_files(catalog, subject).items():
                 result.files_rewritten[f"raw/{folder}"] = files
                 result.rows_deleted[f"raw/{folder}"] = lines
                 echo(f"  raw/{folder:<28} -{lines:>6} lines in {files} file(s) rewritten")
@@ -974,14 +876,12 @@ class _SimulatedCrash(RuntimeError):
     """Raised by ``stop_after`` to test resuming after a crash."""
 
 
-def _raw_has_subject(
-    catalog: Catalog, subject: Subject, others_lines: frozenset[str] = frozenset()
-) -> bool:
-    patterns = _raw_patterns(subject)
-    if patterns is None:
+def _raw_has_subject(catalog: Catalog, subject: Subject) -> bool:
+    pattern_text = subject.raw_pattern
+    if pattern_text is None:
         return False
-    return any(without_subject_lines(read_raw_lines(p), *patterns, others_lines)[1]
-               for p in raw_text_files(local_path(catalog.raw_root)))
+    pattern = re.compile(pattern_text)
+    return any(raw_file_holds(p, pattern) for p in raw_text_files(local_path(catalog.raw_root)))
 
 
 def _erase_table(

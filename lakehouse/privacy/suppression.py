@@ -6,10 +6,8 @@ suppression list the next bronze run lands them again, raw line and all. So an e
 also records, in ``audit.erasure_suppression``, a keyed hash (the pseudonym HMAC, never the
 value) of each identifier the person was resolved to: CRM customer id, email, social handle,
 cookies, devices and order ids. Bronze computes the same hash of those fields of every incoming
-row and does not land a row that matches (a row matched by a cookie or device only, which
-names another customer, is that customer's on a shared browser or device, and lands); it
-removes the row's line from the raw file it came from (local data roots) and counts it in its
-summary. The hashes are what the erasure log's
+row and does not land a row that matches; it removes the row's line from the raw file it came
+from (local data roots) and counts it in its summary. The hashes are what the erasure log's
 ``subject_hash`` already is: without the secret key nobody can tell whose they are.
 
 Phones are not matched: a CRM writes them in national or international form, which only
@@ -54,8 +52,6 @@ SUPPRESSED_COLUMNS = {
     "device_id": "device",
     "order_id": "order",
 }
-# Kinds a device shares between people (lakehouse.privacy.erasure.SHARED_DEVICE_COLUMNS).
-SHARED_DEVICE_KINDS = frozenset({"cookie", "device"})
 
 
 def identifier_hashes(key: bytes, subject) -> set[tuple[str, str]]:
@@ -122,8 +118,7 @@ def with_suppressed_flag(
     written into the plan as an IN list: it only grows, and a literal list of many thousand
     hashes would be shipped with every task.
     """
-    out, hits, device_hits = df, [], []
-    crm_hit: Column | None = None
+    out, hits = df, []
     for i, column in enumerate(columns):
         kind = SUPPRESSED_COLUMNS[column]
         hashed, hit = f"_suppression_hash_{i}", f"_suppression_hit_{i}"
@@ -131,18 +126,9 @@ def with_suppressed_flag(
             F.col("id_hash").alias(hashed), F.lit(True).alias(hit)).distinct()
         out = (out.withColumn(hashed, pseudonym(kind, F.col(column), key))
                .join(F.broadcast(listed), hashed, "left").drop(hashed))
-        matched = F.coalesce(F.col(hit), F.lit(False))
-        (device_hits if kind in SHARED_DEVICE_KINDS else hits).append(matched)
-        if column == "customer_id":
-            crm_hit = matched
-    on_device = reduce(lambda a, b: a | b, device_hits, F.lit(False))
-    if crm_hit is not None:
-        # A row naming a customer who is not erased is theirs, on an erased person's shared
-        # browser or device too (erasure keeps such rows: SHARED_DEVICE_COLUMNS there).
-        names_another = F.coalesce(F.trim(F.col("customer_id")) != "", F.lit(False)) & ~crm_hit
-        on_device = on_device & ~names_another
-    return out.withColumn(flag, reduce(lambda a, b: a | b, hits, on_device)).drop(
-        *[f"_suppression_hit_{i}" for i in range(len(columns))])
+        hits.append(F.coalesce(F.col(hit), F.lit(False)))
+    return out.withColumn(flag, reduce(lambda a, b: a | b, hits, F.lit(False))).drop(
+        *[f"_suppression_hit_{i}" for i in range(len(hits))])
 
 
 def _without_ending(line: bytes) -> str:
