@@ -120,8 +120,9 @@ def customers_by_country_cells(customers_df: DataFrame, grid_df: DataFrame) -> D
 def session_touchpoints(events_df: DataFrame) -> DataFrame:
     """silver.events rows as touchpoints of the customers they belong to without the identity
     map: a named event (KEY_LOOKED_UP false) of the customer it names; an event that names
-    nobody (its customer_key, if any, looked up in the map; KEY_LOOKED_UP null, not known,
-    counts as looked up) of every customer named by an event of its session_id, one row each.
+    nobody (no customer_key, or one looked up in the map) of every customer named by an event
+    of its session_id, one row each. A row with a customer_key and KEY_LOOKED_UP null (written
+    before the flag existed: whether it names its customer is not known) is neither: left out.
 
     Columns: event_id, customer_key, event_ts, channel. Deduplicated on event_id first, like
     every gold reader; an event without an event_id (silver holds none) is left out. The
