@@ -53,7 +53,7 @@ def test_every_raw_file_kind_is_cleaned_and_the_rest_kept_as_delivered(tmp_path)
     hidden = raw / "orders" / ".orders_2026-01-09.csv"
     hidden.write_bytes(b"O6,C0000229\n")
 
-    assert _raw_files_holding(catalog, PERSON.raw_pattern) == [
+    assert _raw_files_holding(catalog, PERSON) == [
         "clickstream/clickstream_2026-01-06.json",
         "clickstream/clickstream_2026-01-08.jsonl.gz",
         "orders/orders_2026-01-06.csv",
@@ -65,7 +65,7 @@ def test_every_raw_file_kind_is_cleaned_and_the_rest_kept_as_delivered(tmp_path)
         assert (raw / name).read_bytes() == after, name
     assert gzip.decompress(gz.read_bytes()) == b'{"customer_id":"C0000233"}\n'
     assert hidden.read_bytes() == b"O6,C0000229\n"  # not a delivered file
-    assert _raw_files_holding(catalog, PERSON.raw_pattern) == []
+    assert _raw_files_holding(catalog, PERSON) == []
     assert rewrite_raw_files(catalog, PERSON) == {}
 
 

@@ -8,7 +8,9 @@ What happens, in order (the order matters for a re-run after a crash, see below)
 2. Every Delta table of bronze, silver, gold and audit that has an identifying column loses the
    rows that match (generic over columns, so tables added later are covered): identifier
    columns by value, raw-line columns (``_raw``, ``raw``, ``raw_record``, ``_rescued_data``)
-   by a token match. The delete is a MERGE against a one-row source holding the identifiers,
+   by a token match. A browser or a device can be shared: a row found only by the person's
+   cookie or device that bronze shows is another customer's is kept (shared_device_rows).
+   The delete is a MERGE against a one-row source holding the identifiers,
    so the commit's recorded predicate names columns only: a ``DELETE ... WHERE email = '...'``
    would copy the email into the ``_delta_log`` for good.
 3. Raw files under ``<data_dir>/raw`` that hold the person's lines are rewritten without them
@@ -59,8 +61,9 @@ from lakehouse.catalog import Catalog
 from lakehouse.config import Config, file_uri_path, local_path
 from lakehouse.errors import DataDirError, SubjectNotFoundError
 from lakehouse.privacy.keycheck import lake_pseudonym_key
-from lakehouse.privacy.pseudonym import trim_whitespace
+from lakehouse.privacy.pseudonym import pseudonym, trim_whitespace
 from lakehouse.privacy.suppression import (
+    LINE_KIND,
     SUPPRESSION_TABLE,
     identifier_hashes,
     record_suppression,
@@ -111,6 +114,15 @@ VALUE_COLUMNS = {
     "natural_key": "natural_keys",
 }
 RAW_COLUMNS = ("_raw", "raw", "raw_record", "_rescued_data")
+# Identifier columns of a browser or a device, which people share (one family browser, one
+# household's thermostat), and the subject field each is compared with.
+SHARED_DEVICE_COLUMNS = {"cookie_id": "cookies", "device_id": "devices"}
+# Columns that hold a whole raw line as bronze landed it (bronze's, and silver.quarantine's for
+# a source without personal data): a kept row's line is compared with them.
+LINE_COLUMNS = ("_raw", "raw")
+# Frame column prefix: kept_key_<column> lists the kept rows' values of their natural key.
+KEPT_KEY_PREFIX = "kept_key_"
+NEVER = r"(?!x)x"  # a regex that matches nothing: keeps `rlike` defined without a token
 
 
 @dataclass(frozen=True)
@@ -134,27 +146,62 @@ class Subject:
 
     @property
     def id_values(self) -> frozenset[str]:
+        """silver.identity_map values that are the person's alone (not a cookie or device)."""
         return (self.customer_keys | self.email_pseudonyms | self.phone_pseudonyms
-                | self.handle_pseudonyms | self.cookies | self.devices)
+                | self.handle_pseudonyms)
 
     @property
     def raw_tokens(self) -> list[str]:
         """Lower-case strings whose occurrence (as a whole token) marks a raw line as theirs."""
-        tokens = (self.customer_ids | self.customer_keys | self.emails | self.cookies
-                  | self.devices | self.order_ids | {h.lstrip("@") for h in self.handles}
-                  | self.line_hmacs)
-        return sorted(t.lower() for t in tokens if t and len(t) >= 4)
+        return sorted({*self.personal_tokens, *self.device_tokens})
+
+    @property
+    def personal_tokens(self) -> list[str]:
+        """raw_tokens that are the person's alone: a line holding one is theirs, whoever it
+        names (another customer's event with their email in its page is theirs too)."""
+        return _tokens(self.customer_ids | self.customer_keys | self.emails | self.order_ids
+                       | {h.lstrip("@") for h in self.handles} | self.line_hmacs)
+
+    @property
+    def device_tokens(self) -> list[str]:
+        """raw_tokens of their cookies and devices, which another customer may share."""
+        return _tokens(self.cookies | self.devices)
 
     @property
     def raw_pattern(self) -> str | None:
         """One Java/Python regex matching any token not embedded in a longer word."""
-        tokens = self.raw_tokens
-        if not tokens:
-            return None
-        return r"(?<![a-z0-9_])(" + "|".join(re.escape(t) for t in tokens) + r")(?![a-z0-9_])"
+        return token_pattern(self.raw_tokens)
 
     def is_empty(self) -> bool:
         return not (self.customer_ids or self.customer_keys or self.emails or self.handles)
+
+
+def _tokens(values: Iterable[str]) -> list[str]:
+    return sorted({t.lower() for t in values if t and len(t) >= 4})
+
+
+def token_pattern(tokens: list[str]) -> str | None:
+    """A regex matching any of ``tokens`` (lower case) not embedded in a longer word."""
+    if not tokens:
+        return None
+    return r"(?<![a-z0-9_])(" + "|".join(re.escape(t) for t in tokens) + r")(?![a-z0-9_])"
+
+
+@dataclass(frozen=True)
+class SharedDeviceRows:
+    """Bronze rows on the person's browser or device that are another customer's (see
+    shared_device_rows), and what erasure needs of them.
+
+    ``keys``: natural key column -> the kept rows' values (as landed and as silver cleans
+    them); ``lines``: their raw lines, as bytes (a line that is not UTF-8 keeps its bytes in
+    Delta, and decoded it would not compare equal); ``erased_line_hashes``: keyed hashes of the
+    lines of rows that name another customer but go all the same (they hold one of the
+    person's own identifiers): bronze refuses exactly these lines when delivered again.
+    """
+
+    keys: dict[str, frozenset[str]] = field(default_factory=dict)
+    lines: frozenset[bytes] = frozenset()
+    erased_line_hashes: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -352,16 +399,38 @@ def _ids_held_in_bronze(spark: SparkSession, catalog: Catalog, ids: set[str]) ->
     return held
 
 
-def erasure_condition(schema: T.StructType) -> str | None:
+def erasure_condition(
+    schema: T.StructType, kept_key_columns: Iterable[str] = ()
+) -> str | None:
     """SQL condition (target ``t``, one-row subject ``s``) that matches the person's rows.
 
     None when the table has no identifying column (aggregates, metrics): nothing to erase.
-    Only column names appear in it, never a value.
+    Only column names appear in it, never a value. A row is the person's when it holds one of
+    their own identifiers (personal_condition), or one of their cookies or devices
+    (device_condition) and is not a kept row of another customer on that shared browser or
+    device: its natural key is one of ``s.kept_key_<column>`` (``kept_key_columns``: the
+    columns the frame lists) and its raw line, where it has one, one of ``s.kept_lines``.
     """
     names = {f.name for f in schema.fields}
+    personal = personal_condition(names)
+    device = device_condition(names)
+    parts = [p for p in (personal, device) if p]
+    if not parts:
+        return None
+    if device:
+        kept = _kept_condition(names, kept_key_columns)
+        if kept:
+            parts[-1] = f"(({device}) AND NOT coalesce({kept}, false))"
+    return " OR ".join(parts)
+
+
+def personal_condition(names: Iterable[str]) -> str | None:
+    """SQL: the row (``t``) holds one of the person's own identifiers; None: no such column."""
+    names = set(names)
     parts = [
         f"array_contains(s.{field_name}, trim(cast(t.`{column}` as string)))"
-        for column, field_name in VALUE_COLUMNS.items() if column in names
+        for column, field_name in VALUE_COLUMNS.items()
+        if column in names and column not in SHARED_DEVICE_COLUMNS
     ]
     if "email" in names:
         parts.append("array_contains(s.emails, lower(trim(cast(t.`email` as string))))")
@@ -378,34 +447,103 @@ def erasure_condition(schema: T.StructType) -> str | None:
     return " OR ".join(f"({p})" for p in parts) if parts else None
 
 
-def subject_frame(spark: SparkSession, subject: Subject) -> DataFrame:
-    """The person's identifiers as one row of arrays (the MERGE source)."""
+def device_condition(names: Iterable[str]) -> str | None:
+    """SQL: the row (``t``) holds one of the person's cookies or devices; None: no column."""
+    names = set(names)
+    parts = [
+        f"array_contains(s.{field_name}, trim(cast(t.`{column}` as string)))"
+        for column, field_name in SHARED_DEVICE_COLUMNS.items() if column in names
+    ]
+    if "id_value" in names:  # silver.identity_map
+        parts.append("array_contains(s.device_values, trim(cast(t.`id_value` as string)))")
+    parts += [
+        f"coalesce(lower(cast(t.`{c}` as string)) rlike s.device_pattern, false)"
+        for c in RAW_COLUMNS if c in names
+    ]
+    return " OR ".join(f"({p})" for p in parts) if parts else None
+
+
+def _kept_condition(names: set[str], kept_key_columns: Iterable[str]) -> str | None:
+    """SQL: the row is one of the kept rows (shared_device_rows): its natural key is listed,
+    and its raw line too where it has one. None when the table has neither, or no raw line and
+    no listed key column (nothing to tell a kept row by: it goes)."""
+    keys = [
+        f"array_contains(s.`{KEPT_KEY_PREFIX}{c}`, cast(t.`{c}` as string))"
+        for c in sorted(set(kept_key_columns) & names)
+    ]
+    lines = [f"array_contains(s.kept_lines, cast(t.`{c}` as binary))"
+             for c in LINE_COLUMNS if c in names]
+    if not keys and not lines:
+        return None
+    parts = ([" OR ".join(keys)] if keys else []) + lines
+    return " AND ".join(f"({p})" for p in parts)
+
+
+def kept_key_columns(source_df: DataFrame) -> list[str]:
+    """The natural key columns a subject frame lists kept rows by."""
+    return [c.removeprefix(KEPT_KEY_PREFIX) for c in source_df.columns
+            if c.startswith(KEPT_KEY_PREFIX)]
+
+
+def subject_frame(
+    spark: SparkSession, subject: Subject, kept: SharedDeviceRows | None = None
+) -> DataFrame:
+    """The person's identifiers as one row of arrays (the MERGE source), with the rows kept on
+    a shared browser or device (``kept``)."""
+    kept = kept or SharedDeviceRows()
     arrays = {
         "customer_keys": subject.customer_keys, "customer_ids": subject.customer_ids,
         "cookies": subject.cookies, "devices": subject.devices, "order_ids": subject.order_ids,
         "email_pseudonyms": subject.email_pseudonyms,
         "phone_pseudonyms": subject.phone_pseudonyms,
         "handle_pseudonyms": subject.handle_pseudonyms, "id_values": subject.id_values,
+        "device_values": subject.cookies | subject.devices,
         "natural_keys": subject.customer_ids | subject.order_ids,
         "emails": subject.emails, "handles": subject.handles,
+        **{f"{KEPT_KEY_PREFIX}{c}": v for c, v in sorted(kept.keys.items())},
     }
     schema = T.StructType(
         [T.StructField(k, T.ArrayType(T.StringType())) for k in arrays]
-        + [T.StructField("pattern", T.StringType())]
+        + [T.StructField("kept_lines", T.ArrayType(T.BinaryType())),
+           T.StructField("pattern", T.StringType()),
+           T.StructField("device_pattern", T.StringType())]
     )
-    # A pattern that cannot match keeps `rlike` well-defined when there is no token.
-    pattern = subject.raw_pattern or r"(?!x)x"
-    return spark.createDataFrame([(*[sorted(v) for v in arrays.values()], pattern)], schema)
+    patterns = [token_pattern(subject.personal_tokens) or NEVER,
+                token_pattern(subject.device_tokens) or NEVER]
+    return spark.createDataFrame(
+        [(*[sorted(v) for v in arrays.values()], sorted(kept.lines), *patterns)], schema)
 
 
-def without_subject_lines(lines: list[bytes], pattern: re.Pattern[str]) -> tuple[list[bytes], int]:
+def without_subject_lines(
+    lines: list[bytes], pattern: re.Pattern[str], device_pattern: re.Pattern[str] | None = None,
+    kept_lines: frozenset[bytes] = frozenset(),
+) -> tuple[list[bytes], int]:
     """Lines that do not belong to the person, and how many did.
 
-    Lines stay bytes, kept exactly as delivered (line endings, bytes that are not UTF-8):
-    only the person's lines leave the file.
+    A line is theirs when ``pattern`` (their own identifiers) matches it, or ``device_pattern``
+    (their cookies and devices) does and it is not one of ``kept_lines`` (the raw lines of
+    bronze rows kept as another customer's, compared as line_bytes gives them: a line bronze
+    has not landed cannot be told from the person's, and goes). Lines stay bytes, kept
+    exactly as delivered (line endings, bytes that are not UTF-8): only the person's lines
+    leave the file.
     """
-    kept = [line for line in lines if not pattern.search(_as_text(line).lower())]
+    kept_bytes = {line_bytes(k) for k in kept_lines}
+
+    def theirs(line: bytes) -> bool:
+        text = _as_text(line).lower()
+        if pattern.search(text):
+            return True
+        return bool(device_pattern and device_pattern.search(text)
+                    and line_bytes(line) not in kept_bytes)
+
+    kept = [line for line in lines if not theirs(line)]
     return kept, len(lines) - len(kept)
+
+
+def line_bytes(line: bytes) -> bytes:
+    """A raw line's bytes as bronze's ``_raw`` holds them (cast to binary), to compare a file's
+    line with it: without its line ending and without a UTF-8 byte-order mark."""
+    return bytes(line).removesuffix(b"\n").removesuffix(b"\r").removeprefix(b"\xef\xbb\xbf")
 
 
 def _as_text(line: bytes) -> str:
@@ -431,10 +569,6 @@ def read_raw_lines(path: Path) -> list[bytes]:
     return data.splitlines(keepends=True)
 
 
-def raw_file_holds(path: Path, pattern: re.Pattern[str]) -> bool:
-    return any(pattern.search(_as_text(line).lower()) for line in read_raw_lines(path))
-
-
 def write_raw_lines(path: Path, lines: list[bytes]) -> None:
     """Replaces ``path`` atomically with ``lines`` (gzip again where it was)."""
     data = b"".join(lines)
@@ -448,6 +582,113 @@ def write_raw_lines(path: Path, lines: list[bytes]) -> None:
 
 
 # -- I/O edge --------------------------------------------------------------------------------
+
+
+def shared_device_rows(
+    spark: SparkSession, config: Config, catalog: Catalog, subject: Subject, key: bytes
+) -> SharedDeviceRows:
+    """The bronze rows on the person's browser or device that are another customer's
+    (kept_on_shared_device, over every bronze table with a cookie or device column, a
+    customer_id and a one-column natural key; the customers known are silver.customers')."""
+    from lakehouse.sources import load_sources
+
+    if not (subject.cookies or subject.devices) or not catalog.exists(spark, CUSTOMERS):
+        return SharedDeviceRows()
+    by_table = {s.bronze_table: s for s in load_sources(config).values()}
+    probe = subject_frame(spark, subject)
+    known = catalog.read(spark, CUSTOMERS).select("customer_key")
+    found = [
+        kept_on_shared_device(catalog.read(spark, name), probe, by_table[name].natural_key[0],
+                              subject, key, known)
+        for name in erasable_tables(catalog)
+        if name in by_table and len(by_table[name].natural_key) == 1
+    ]
+    keys: dict[str, frozenset[str]] = {}
+    for rows in found:
+        for column, values in rows.keys.items():
+            keys[column] = keys.get(column, frozenset()) | values
+    return SharedDeviceRows(keys, frozenset().union(*(r.lines for r in found)),
+                            frozenset().union(*(r.erased_line_hashes for r in found)))
+
+
+CUSTOMERS = "silver.customers"
+
+
+def kept_on_shared_device(
+    df: DataFrame, source_df: DataFrame, key_column: str, subject: Subject, key: bytes,
+    known_customers: DataFrame,
+) -> SharedDeviceRows:
+    """The rows of one bronze table (``df``) on the person's browser or device that are another
+    customer's (``source_df``: subject_frame without kept rows; ``key_column``: the natural key;
+    ``known_customers``: customer_key of every customer silver holds).
+
+    A browser or a device can be shared: another customer logs in on the family browser, a
+    household's thermostat reports under either's id. Such a row is theirs, and erasure keeps
+    it (in bronze, silver, silver.quarantine and the raw file) when, in bronze, where the whole
+    delivered line is:
+    - it holds the person's cookie or device and none of their own identifiers, in a column or
+      anywhere in its line, as delivered or URL-decoded (their email in a page, their customer
+      id in another case, ``ann%40example.com``); a text that does not URL-decode counts as
+      holding one;
+    - its customer_id, cleaned as silver cleans it, is a customer silver knows who is not the
+      person (not by id without case, not by key): a blank, ``undefined`` or ``guest`` names
+      nobody;
+    - no other version of the same record (natural key, cleaned as silver does) is the person's.
+    Decided in bronze only: silver's looked-up keys follow the cookie's first owner and prove
+    nothing. Anything else on the device goes, as a row naming nobody is taken as theirs.
+    Few rows (a shared browser's logins): collected.
+    """
+    from lakehouse.silver.cleanse import clean_string
+
+    names = set(df.columns)
+    personal, device = personal_condition(names), device_condition(names)
+    if device is None or personal is None or not {"customer_id", "_raw", key_column} <= names:
+        return SharedDeviceRows()
+    texts = [c for c, kind in df.dtypes if kind == "string"]
+    hidden = " OR ".join(
+        f"(t.`{c}` IS NOT NULL AND coalesce(lower(try_url_decode(t.`{c}`)) rlike s.pattern,"
+        f" true))" for c in texts)
+    own_ids = sorted({i.lower() for i in subject.customer_ids})
+    customer = clean_string(F.col("t.customer_id"))
+    customer_key = pseudonym("crm", customer, key, normalised=True)
+    not_theirs = customer.isNotNull() & ~customer_key.isin(sorted(subject.customer_keys))
+    if own_ids:
+        not_theirs = not_theirs & ~F.lower(customer).isin(own_ids)
+    record = clean_string(F.col(f"t.`{key_column}`"))
+    known = known_customers.select(F.col("customer_key").alias("_known_key"),
+                                   F.lit(True).alias("_known")).distinct()
+    matched = (
+        df.alias("t").crossJoin(F.broadcast(source_df.alias("s")))
+        .where(f"({personal}) OR ({device})")
+        .select(
+            F.col(f"t.`{key_column}`").cast("string").alias("landed_key"),
+            record.alias("record"), F.col("t._raw").alias("line"),
+            F.expr(f"coalesce({personal}, false) OR {hidden}").alias("theirs_inside"),
+            not_theirs.alias("names_another"), customer_key.alias("_named_key"),
+        )
+        .join(F.broadcast(known), F.col("_named_key") == F.col("_known_key"), "left")
+        .select("*", (~F.col("theirs_inside") & F.col("names_another")
+                      & F.coalesce(F.col("_known"), F.lit(False))
+                      & F.col("record").isNotNull()).alias("candidate"))
+    )
+    theirs = matched.where(~F.col("candidate")).select("record").distinct()
+    decided = matched.join(
+        theirs.select("record", F.lit(False).alias("_untainted")), "record", "left"
+    ).select("*", (F.col("candidate") & F.coalesce(F.col("_untainted"), F.lit(True)))
+             .alias("kept")).cache()
+    try:
+        kept = decided.where("kept").select(
+            "landed_key", "record", F.col("line").cast("binary").alias("line")).collect()
+        erased = {r[0] for r in decided.where("names_another AND NOT kept AND line IS NOT NULL")
+                  .select(pseudonym("raw", F.col("line"), key, normalised=True))
+                  .distinct().collect()}
+    finally:
+        decided.unpersist()
+    keys = {r["landed_key"] for r in kept} | {r["record"] for r in kept}
+    return SharedDeviceRows(
+        {key_column: frozenset(keys)} if keys else {},
+        frozenset(bytes(r["line"]) for r in kept), frozenset(erased),
+    )
 
 
 T_ = TypeVar("T_")
@@ -470,7 +711,7 @@ def erasable_tables(catalog: Catalog) -> list[str]:
 def subject_rows(df: DataFrame, source_df: DataFrame) -> DataFrame | None:
     """The rows of ``df`` (as ``t``) that match the person (``source_df``: subject_frame, as
     ``s``, beside each row); None when ``df`` has no identifying column."""
-    condition = erasure_condition(df.schema)
+    condition = erasure_condition(df.schema, kept_key_columns(source_df))
     if condition is None:
         return None
     return df.alias("t").crossJoin(F.broadcast(source_df.alias("s"))).where(condition)
@@ -534,7 +775,7 @@ def delete_subject_rows(
         rows = count_subject_rows(spark, catalog, name, source_df)
     if rows == 0:
         return 0
-    condition = erasure_condition(catalog.read(spark, name).schema)
+    condition = erasure_condition(catalog.read(spark, name).schema, kept_key_columns(source_df))
     before = catalog.current_version(spark, name)
     (
         catalog.delta_table(spark, name).alias("t")
@@ -567,21 +808,33 @@ def _advance_stage_progress(
     )
 
 
-def rewrite_raw_files(catalog: Catalog, subject: Subject) -> dict[str, tuple[int, int]]:
-    """Raw files without the person's lines: {folder: (lines removed, files rewritten)}."""
+def raw_patterns(subject: Subject) -> tuple[re.Pattern[str], re.Pattern[str] | None] | None:
+    """(their own identifiers, their cookies and devices) as regexes; None without any."""
+    if subject.raw_pattern is None:
+        return None
+    device = token_pattern(subject.device_tokens)
+    return (re.compile(token_pattern(subject.personal_tokens) or NEVER),
+            re.compile(device) if device else None)
+
+
+def rewrite_raw_files(
+    catalog: Catalog, subject: Subject, kept: SharedDeviceRows | None = None
+) -> dict[str, tuple[int, int]]:
+    """Raw files without the person's lines: {folder: (lines removed, files rewritten)}.
+    The lines of rows ``kept`` on a shared browser or device stay."""
     if not catalog.config.is_local_data_dir:
         raise DataDirError("erasure of raw files needs a local data_dir (or a storage job)")
-    pattern_text = subject.raw_pattern
+    patterns = raw_patterns(subject)
     root = local_path(catalog.raw_root)
-    if pattern_text is None:
+    if patterns is None:
         return {}
-    pattern = re.compile(pattern_text)
+    kept_lines = kept.lines if kept else frozenset()
     out: dict[str, tuple[int, int]] = {}
     for path in raw_text_files(root):
-        kept, removed = without_subject_lines(read_raw_lines(path), pattern)
+        kept_in_file, removed = without_subject_lines(read_raw_lines(path), *patterns, kept_lines)
         if not removed:
             continue
-        write_raw_lines(path, kept)
+        write_raw_lines(path, kept_in_file)
         folder = path.parent.relative_to(root).as_posix()
         lines_before, files_before = out.get(folder, (0, 0))
         out[folder] = (lines_before + removed, files_before + 1)
@@ -737,12 +990,13 @@ def erase_people(
 
     subject = resolve_subject(spark, catalog, key, list(customer_ids), list(emails),
                               exact=exact)
-    source_df = subject_frame(spark, subject).cache()
+    kept = shared_device_rows(spark, config, catalog, subject, key)
+    source_df = subject_frame(spark, subject, kept).cache()
     try:
         tables = erasable_tables(catalog)
         counts = dict(zip(tables, _for_each_table(
             lambda t: count_subject_rows(spark, catalog, t, source_df), tables), strict=True))
-        holds_raw = _raw_has_subject(catalog, subject)
+        holds_raw = bool(raw_files_holding(catalog, subject, kept))
         plan = {t: n for t, n in counts.items() if n}
         # Planned with no row to delete: only vacuumed (and logged, so that a re-run after a
         # crash vacuums them too).
@@ -757,8 +1011,9 @@ def erase_people(
         if suppress and (plan or open_requests or completed):
             # First: a delivery that lands while this request runs (or after it crashed) is
             # already held back by bronze.
-            listed = record_suppression(spark, catalog, request_id,
-                                        identifier_hashes(key, subject))
+            listed = record_suppression(
+                spark, catalog, request_id, identifier_hashes(key, subject)
+                | {(LINE_KIND, h) for h in kept.erased_line_hashes})
         if not plan and not open_requests:
             if completed or not_found is None:
                 result.already_erased = bool(completed)
@@ -786,7 +1041,7 @@ def erase_people(
             _erase_table(spark, catalog, name, source_df, counts[name], result, echo)
             crash_point(name)
         if holds_raw:
-            for folder, (lines, files) in rewrite_raw_files(catalog, subject).items():
+            for folder, (lines, files) in rewrite_raw_files(catalog, subject, kept).items():
                 result.files_rewritten[f"raw/{folder}"] = files
                 result.rows_deleted[f"raw/{folder}"] = lines
                 echo(f"  raw/{folder:<28} -{lines:>6} lines in {files} file(s) rewritten")
@@ -876,12 +1131,16 @@ class _SimulatedCrash(RuntimeError):
     """Raised by ``stop_after`` to test resuming after a crash."""
 
 
-def _raw_has_subject(catalog: Catalog, subject: Subject) -> bool:
-    pattern_text = subject.raw_pattern
-    if pattern_text is None:
-        return False
-    pattern = re.compile(pattern_text)
-    return any(raw_file_holds(p, pattern) for p in raw_text_files(local_path(catalog.raw_root)))
+def raw_files_holding(
+    catalog: Catalog, subject: Subject, kept: SharedDeviceRows | None = None
+) -> list[Path]:
+    """The raw files that hold a line of the person (one rewrite_raw_files would remove)."""
+    patterns = raw_patterns(subject)
+    if patterns is None:
+        return []
+    kept_lines = kept.lines if kept else frozenset()
+    return [p for p in raw_text_files(local_path(catalog.raw_root))
+            if without_subject_lines(read_raw_lines(p), *patterns, kept_lines)[1]]
 
 
 def _erase_table(

@@ -10,7 +10,6 @@ written where the person's own data should not be copied.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +20,13 @@ from lakehouse.catalog import Catalog
 from lakehouse.config import Config, load_yaml_file, local_path, shown, string_list, string_value
 from lakehouse.errors import ConfigError, SubjectNotFoundError
 from lakehouse.privacy.erasure import (
+    SharedDeviceRows,
+    Subject,
     erasable_tables,
     keyed_hash,
-    raw_file_holds,
-    raw_text_files,
+    raw_files_holding,
     resolve_subject,
+    shared_device_rows,
     subject_frame,
     subject_rows,
 )
@@ -60,7 +61,9 @@ def subject_report(spark: SparkSession, config: Config, customer_id: str) -> dic
     catalog = Catalog(config)
     key = lake_pseudonym_key(spark, config, catalog)
     subject = resolve_subject(spark, catalog, key, customer_ids=[customer_id])
-    source_df = subject_frame(spark, subject).cache()
+    # Another customer's rows on a shared browser or device are theirs, not this person's.
+    kept = shared_device_rows(spark, config, catalog, subject, key)
+    source_df = subject_frame(spark, subject, kept).cache()
     tables: list[dict[str, Any]] = []
     lineage: set[str] = set()
     try:
@@ -89,7 +92,7 @@ def subject_report(spark: SparkSession, config: Config, customer_id: str) -> dic
                 lineage |= {r[0] for r in mine.select("_source_file").distinct().collect() if r[0]}
     finally:
         source_df.unpersist()
-    raw_files = _raw_files_holding(catalog, subject.raw_pattern)
+    raw_files = _raw_files_holding(catalog, subject, kept)
     if not tables and not raw_files:
         listed = listing_of(spark, catalog, "crm", keyed_hash(key, "crm", customer_id.strip()))
         if listed is not None:
@@ -123,12 +126,11 @@ def subject_report(spark: SparkSession, config: Config, customer_id: str) -> dic
     }
 
 
-def _raw_files_holding(catalog: Catalog, pattern_text: str | None) -> list[str]:
+def _raw_files_holding(
+    catalog: Catalog, subject: Subject, kept: SharedDeviceRows | None = None
+) -> list[str]:
     root = local_path(catalog.raw_root)
-    if pattern_text is None:
-        return []
-    pattern = re.compile(pattern_text)
-    return [p.relative_to(root).as_posix() for p in raw_text_files(root) if raw_file_holds(p, pattern)]
+    return [p.relative_to(root).as_posix() for p in raw_files_holding(catalog, subject, kept)]
 
 
 def format_report(report: dict[str, Any]) -> list[str]:

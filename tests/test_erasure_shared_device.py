@@ -1,0 +1,243 @@
+"""A browser or device that two customers share: erasing one keeps the other's records.
+
+Ann (C0000111) and Bea (C0000274) share the family browser ck-family-01 and the household's
+thermostat dv-home-7. Erasing Ann deletes every row of hers, anonymous rows on their shared
+browser included, and keeps Bea's logged-in rows on it, in bronze, silver, the quarantine and
+the raw file alike, and bronze lands Bea's later rows. A row stays Ann's (and goes) when it
+names nobody (whatever the whitespace), names Ann in another case, holds one of Ann's own
+identifiers anywhere in its line, or is another version of a record of Ann's. Small
+hand-built frames; the expected rows are written out by hand.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+from pyspark.sql import functions as F
+
+from lakehouse.privacy.erasure import (
+    SharedDeviceRows,
+    Subject,
+    kept_on_shared_device,
+    keyed_hash,
+    raw_patterns,
+    read_raw_lines,
+    subject_frame,
+    subject_rows,
+    without_subject_lines,
+)
+from lakehouse.privacy.suppression import LINE_KIND, identifier_hashes, with_suppressed_flag
+
+KEY = b"shared-device-test-key"
+ANN_KEY, BEA_KEY = keyed_hash(KEY, "crm", "C0000111"), keyed_hash(KEY, "crm", "C0000274")
+ANN = Subject(customer_ids=frozenset({"C0000111"}), customer_keys=frozenset({ANN_KEY}),
+              cookies=frozenset({"ck-family-01"}), devices=frozenset({"dv-home-7"}),
+              emails=frozenset({"ann@example.com"}), order_ids=frozenset({"O-ANN-0001"}),
+              handles=frozenset({"@annie_h"}))
+BRONZE = "event_id string, customer_id string, cookie_id string, page string, _raw string"
+
+
+def _line(event_id, customer_id, cookie_id, page="/home"):
+    return json.dumps({"event_id": event_id, "cookie_id": cookie_id,
+                       "customer_id": customer_id, "page": page}, ensure_ascii=False)
+
+
+def _row(event_id, customer_id, cookie_id="ck-family-01", page="/home"):
+    return (event_id, customer_id, cookie_id, page, _line(event_id, customer_id, cookie_id, page))
+
+
+BRONZE_ROWS = [
+    _row("e01", "C0000111"),                      # Ann logged in: hers
+    _row("e02", None),                            # anonymous on her browser: hers
+    _row("e03", " "), _row("e04", "\t"), _row("e05", "\u00a0"), _row("e06", "\u3000"),
+    _row("e07", "c0000111"),                      # Ann, in another case
+    _row("e08", "C0000274"),                      # Bea on the shared browser: kept
+    _row("e09", "C0000274", page="/account?email=ann@example.com"),  # Ann's email: goes
+    _row("e10", "C0000274", page="/orders/O-ANN-0001"),              # Ann's order: goes
+    _row("e11", "C0000274"), _row("e11", "C0000111"),  # one record, a version of Ann's
+    _row(None, "C0000274"),                       # no natural key: cannot be told apart
+    _row(" e12 ", "C0000274"),                    # Bea, key with spaces (silver trims it)
+    _row("e13", "C0000274", cookie_id="ck-bea-02"),  # Bea on her own browser: not matched
+    _row("e14", "C0000111", cookie_id="ck-bea-02"),  # Ann on Bea's browser: hers
+    # Placeholders name nobody (silver knows no such customer): Ann's anonymous events.
+    _row("e15", "undefined"), _row("e16", "guest"), _row("e17", "C0000111\u200b"),
+    _row("e18", "\uff230000111"),
+    # Ann's identifiers URL-encoded, or a text that does not decode: hers.
+    _row("e19", "C0000274", page="/share?to=ANN%40example.com"),
+    _row("e20", "C0000274", page="/u/%40annie_h"), _row("e21", "C0000274", page="/x?%zz"),
+    # JSON-escaped in the line: the parsed page column holds Ann's email in clear.
+    ("e22", "C0000274", "ck-family-01", "/account?email=ann@example.com",
+     _line("e22", "C0000274", "ck-family-01", "/x").replace('"/x"', '"/account?email=ann\\u0040example.com"')),
+]
+ERASED = [None, "e01", "e02", "e03", "e04", "e05", "e06", "e07", "e09", "e10", "e11", "e11",
+          "e14", "e15", "e16", "e17", "e18", "e19", "e20", "e21", "e22"]
+
+
+def _known(spark):
+    """silver.customers' keys: Bea's and Ann's (the erasure runs while Ann is still there)."""
+    return spark.createDataFrame([(BEA_KEY,), (ANN_KEY,)], "customer_key string")
+
+
+def _kept(spark, subject=ANN):
+    bronze = spark.createDataFrame(BRONZE_ROWS, BRONZE)
+    kept = kept_on_shared_device(bronze, subject_frame(spark, subject), "event_id", subject,
+                                 KEY, _known(spark))
+    return bronze, kept
+
+
+def _ids(df, column):
+    return sorted((r[0] for r in df.select(f"t.{column}").collect()), key=str)
+
+
+def test_only_bea_s_own_rows_on_the_shared_browser_are_kept_in_bronze(spark):
+    bronze, kept = _kept(spark)
+    assert kept.keys == {"event_id": frozenset({"e08", " e12 ", "e12"})}
+    assert kept.lines == {_line("e08", "C0000274", "ck-family-01").encode(),
+                          _line(" e12 ", "C0000274", "ck-family-01").encode()}
+    erased = subject_rows(bronze, subject_frame(spark, ANN, kept))
+    assert _ids(erased, "event_id") == ERASED
+    assert BRONZE_ROWS[-1][4].count("\\u0040") == 1  # the line itself hides the email
+
+
+def test_ann_resolved_by_key_only_keeps_nothing_of_hers(spark):
+    by_key = Subject(customer_keys=ANN.customer_keys, cookies=ANN.cookies, emails=ANN.emails)
+    bronze, kept = _kept(spark, by_key)
+    # Ann's logged-in row (e01) is hers by key; e10 and e20 hold identifiers this subject
+    # lacks (an order id, a handle), so they are Bea's as far as it can tell, and e14 (Ann's
+    # id on Bea's browser) is not found at all.
+    assert kept.keys == {"event_id": frozenset({"e08", " e12 ", "e12", "e10", "e20"})}
+    erased = _ids(subject_rows(bronze, subject_frame(spark, by_key, kept)), "event_id")
+    assert erased == [e for e in ERASED if e not in ("e10", "e14", "e20")]
+
+
+def test_silver_quarantine_identity_and_device_rows_follow_bronze(spark):
+    _, kept = _kept(spark)
+    source_df = subject_frame(spark, ANN, kept)
+    silver = spark.createDataFrame([
+        ("e01", ANN_KEY, "ck-family-01", False),
+        ("e02", BEA_KEY, "ck-family-01", True),   # looked up: proves nothing, goes
+        ("e03", None, "ck-family-01", True),
+        ("e08", BEA_KEY, "ck-family-01", False),  # kept in bronze: kept
+        ("e09", BEA_KEY, "ck-family-01", False),  # gone from bronze: goes
+        ("e11", BEA_KEY, "ck-family-01", False),  # a version of Ann's: goes
+        ("e12", BEA_KEY, "ck-family-01", False),  # silver's trimmed key of a kept row
+        ("e13", BEA_KEY, "ck-bea-02", False),
+    ], "event_id string, customer_key string, cookie_id string, _key_looked_up boolean")
+    assert _ids(subject_rows(silver, source_df), "event_id") == [
+        "e01", "e02", "e03", "e09", "e11"]
+
+    quarantine = spark.createDataFrame(
+        [("clickstream", r[0], "some_rule", r[4]) for r in BRONZE_ROWS],
+        "source string, natural_key string, rule string, raw string")
+    assert _ids(subject_rows(quarantine, source_df), "natural_key") == ERASED
+
+    identity = spark.createDataFrame([
+        (ANN_KEY, "cookie", "ck-family-01"), (BEA_KEY, "cookie", "ck-family-01"),
+        (BEA_KEY, "cookie", "ck-bea-02"), (BEA_KEY, "device", "dv-home-7"),
+    ], "customer_key string, id_type string, id_value string")
+    # Links to Ann's browser and device go, Bea's too (nothing there to tell whose they are).
+    assert sorted((r[0], r[1]) for r in subject_rows(identity, source_df)
+                  .select("t.customer_key", "t.id_value").collect()) == [
+        (ANN_KEY, "ck-family-01"), (BEA_KEY, "ck-family-01"), (BEA_KEY, "dv-home-7")]
+
+
+def test_thermostat_readings_of_another_customer_are_kept(spark):
+    readings = spark.createDataFrame([
+        ("r1", "dv-home-7", "C0000274", "r1,dv-home-7,C0000274"),
+        ("r2", "dv-home-7", None, "r2,dv-home-7,"),
+        ("r3", "dv-home-7", "C0000111", "r3,dv-home-7,C0000111"),
+        ("r4", "dv-other", "C0000274", "r4,dv-other,C0000274"),
+    ], "reading_id string, device_id string, customer_id string, _raw string")
+    kept = kept_on_shared_device(readings, subject_frame(spark, ANN), "reading_id", ANN, KEY,
+                                 _known(spark))
+    assert _ids(subject_rows(readings, subject_frame(spark, ANN, kept)), "reading_id") == [
+        "r2", "r3"]
+
+
+def test_without_kept_rows_every_row_on_the_device_goes(spark):
+    bronze = spark.createDataFrame(BRONZE_ROWS, BRONZE)
+    erased = subject_rows(bronze, subject_frame(spark, ANN, SharedDeviceRows()))
+    assert erased.count() == len(BRONZE_ROWS) - 1  # all but e13
+    # Without silver's customers nobody is known: nothing is kept.
+    none_known = kept_on_shared_device(bronze, subject_frame(spark, ANN), "event_id", ANN, KEY,
+                                       spark.createDataFrame([], "customer_key string"))
+    assert (none_known.keys, none_known.lines) == ({}, frozenset())
+
+
+def test_raw_file_and_bronze_keep_the_same_lines_as_delivered(spark, tmp_path):
+    """Bronze holds a line as Spark's text reader gave it (a byte that is not UTF-8 stays a
+    byte); the raw file keeps exactly the lines of the bronze rows kept, byte for byte."""
+    bea = [_line(f"f{i}", "C0000274", "ck-family-01") for i in range(1, 6)]
+    delivered = [bea[0].encode() + b"\r\n",                                  # CRLF
+                 bea[1].replace("/home", "/caf\u00e9").encode("latin-1") + b"\n",  # not UTF-8
+                 _line("f9", "C0000111", "ck-family-01").encode() + b"\n",   # Ann
+                 _line("f8", None, "ck-family-01").encode() + b"\r",         # anonymous
+                 bea[2].encode() + b"\r\n", bea[4].encode()]
+    not_landed = bea[3].encode() + b"\n"  # delivered after bronze ran: cannot be told apart
+    for name, data in (("p.jsonl", b"".join(delivered)),
+                       ("g.jsonl.gz", gzip.compress(b"".join(delivered)))):
+        path = tmp_path / name
+        path.write_bytes(data)
+        bronze = spark.read.text(str(path)).select(
+            F.col("value").alias("_raw"),
+            *[F.get_json_object("value", f"$.{c}").alias(c)
+              for c in ("event_id", "customer_id", "cookie_id", "page")])
+        kept = kept_on_shared_device(bronze, subject_frame(spark, ANN), "event_id", ANN, KEY,
+                                     _known(spark))
+        assert kept.keys == {"event_id": frozenset({"f1", "f2", "f3", "f5"})}, name
+        erased = subject_rows(bronze, subject_frame(spark, ANN, kept))
+        assert _ids(erased, "event_id") == ["f8", "f9"], name
+        lines = read_raw_lines(path) + [not_landed]
+        kept_lines, removed = without_subject_lines(lines, *raw_patterns(ANN), kept.lines)
+        assert removed == 3, name
+        assert kept_lines == [delivered[0], delivered[1], delivered[4], delivered[5]], name
+
+
+def test_a_byte_order_mark_does_not_tell_a_line_apart():
+    line = _line("f1", "C0000274", "ck-family-01").encode()
+    kept, removed = without_subject_lines([b"\xef\xbb\xbf" + line + b"\r\n"],
+                                          *raw_patterns(ANN), frozenset({line}))
+    assert removed == 0 and kept == [b"\xef\xbb\xbf" + line + b"\r\n"]
+
+
+def test_bronze_lands_bea_s_later_rows_and_refuses_ann_s(spark):
+    _, kept = _kept(spark)
+    listed = spark.createDataFrame(
+        sorted(identifier_hashes(KEY, ANN) | {(LINE_KIND, h) for h in kept.erased_line_hashes}),
+        "id_kind string, id_hash string")
+    # silver.customers after the erasure: Ann is gone.
+    known = spark.createDataFrame([(BEA_KEY,)], "customer_key string")
+    delivered = spark.createDataFrame([
+        _row("n01", "C0000274"),                   # Bea again on the shared browser: lands
+        _row("n02", None), _row("n03", "\u00a0"),  # anonymous on it: refused
+        _row("n04", "c0000111"),                   # Ann in another case: refused
+        _row("n05", "C0000111", cookie_id="ck-bea-02"),  # Ann elsewhere: refused
+        _row("n06", "C0000274", cookie_id="ck-bea-02"),  # Bea elsewhere: lands
+        _row("e09", "C0000274", page="/account?email=ann@example.com"),  # erased line again
+        _row("e11", "C0000274"),                   # erased (a version of Ann's): refused
+        _row("e08", "C0000274"),                   # a kept line again: lands
+        _row("n07", "guest"), _row("n08", "C0000999"),  # nobody silver knows: refused
+    ], BRONZE)
+
+    def refused(**options):
+        flagged = with_suppressed_flag(delivered, ["customer_id", "cookie_id"], listed, KEY,
+                                       **options)
+        return sorted(r[0] for r in flagged.where("_suppressed").select("event_id").collect())
+
+    flagged = with_suppressed_flag(delivered, ["customer_id", "cookie_id"], listed, KEY,
+                                   known_customers=known)
+    assert refused(known_customers=known) == [
+        "e09", "e11", "n02", "n03", "n04", "n05", "n07", "n08"]
+    # Without silver's customers, every row on the shared browser is refused.
+    assert refused() == ["e08", "e09", "e11", "n01", "n02", "n03", "n04", "n05", "n07", "n08"]
+    # A cookie listed as before the shared-device rule (kind "cookie") refuses every row on it.
+    old = listed.replace("cookie_shared", "cookie", subset=["id_kind"])
+    assert sorted(r[0] for r in with_suppressed_flag(
+        delivered, ["customer_id", "cookie_id"], old, KEY, known_customers=known)
+        .where("_suppressed").select("event_id").collect()) == [
+        "e08", "e09", "e11", "n01", "n02", "n03", "n04", "n05", "n07", "n08"]
+    # The listed line is the keyed hash of the line bronze erased, as bronze computes it.
+    assert keyed_hash(KEY, "raw", BRONZE_ROWS[8][4]) in kept.erased_line_hashes
+    assert flagged.columns == delivered.columns + ["_suppressed"]
+    assert flagged.where(F.col("_suppressed").isNull()).count() == 0
