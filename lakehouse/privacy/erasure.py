@@ -631,8 +631,8 @@ def kept_on_shared_device(
       id in another case, ``ann%40example.com``); a text that does not URL-decode counts as
       holding one;
     - its customer_id, cleaned as silver cleans it, is a customer silver knows who is not the
-      person (not by id without case, not by key): a blank, ``undefined`` or ``guest`` names
-      nobody;
+      person (by key; their id in another case is caught in the line): a blank,
+      ``undefined`` or ``guest`` names nobody;
     - no other version of the same record (natural key, cleaned as silver does) is the person's.
     Decided in bronze only: silver's looked-up keys follow the cookie's first owner and prove
     nothing. Anything else on the device goes, as a row naming nobody is taken as theirs.
@@ -648,12 +648,11 @@ def kept_on_shared_device(
     hidden = " OR ".join(
         f"(t.`{c}` IS NOT NULL AND coalesce(lower(try_url_decode(t.`{c}`)) rlike s.pattern,"
         f" true))" for c in texts)
-    own_ids = sorted({i.lower() for i in subject.customer_ids})
+    # The person's id in another case is theirs: the line's token match (without case, in
+    # `personal`) finds it, so it is not compared here again.
     customer = clean_string(F.col("t.customer_id"))
     customer_key = pseudonym("crm", customer, key, normalised=True)
     not_theirs = customer.isNotNull() & ~customer_key.isin(sorted(subject.customer_keys))
-    if own_ids:
-        not_theirs = not_theirs & ~F.lower(customer).isin(own_ids)
     record = clean_string(F.col(f"t.`{key_column}`"))
     known = known_customers.select(F.col("customer_key").alias("_known_key"),
                                    F.lit(True).alias("_known")).distinct()
