@@ -39,11 +39,10 @@ from lakehouse.faults import crash_point
 from lakehouse.parallel import side_by_side
 from lakehouse.privacy.keycheck import lake_pseudonym_key
 from lakehouse.privacy.suppression import (
-    LINE_KIND,
+    SUPPRESSED_COLUMNS,
     SUPPRESSION_TABLE,
     listed_kinds,
     remove_raw_lines,
-    suppressed_columns,
     suppressed_lines,
     with_suppressed_flag,
 )
@@ -333,22 +332,15 @@ class Suppression:
     path: str
     kinds: frozenset[str]
     key: bytes
-    # silver.customers, where it exists: another customer's row on an erased person's shared
-    # browser or device lands when it names one of them (with_suppressed_flag).
-    customers_path: str | None = None
 
     def marked(self, rows: DataFrame, source: SourceSpec) -> DataFrame | None:
         """``rows`` with ``_suppressed`` (names an erased person); None: nothing to match."""
-        columns = suppressed_columns(source.columns, self.kinds)
-        if not columns and LINE_KIND not in self.kinds:
+        columns = [c for c in source.columns if SUPPRESSED_COLUMNS.get(c) in self.kinds]
+        if not columns:
             return None
         # Read in the micro-batch's own session (a stream runs in a clone of the session).
-        session = rows.sparkSession
-        listed = session.read.format("delta").load(self.path)
-        known = (session.read.format("delta").load(self.customers_path).select("customer_key")
-                 if self.customers_path else None)
-        return with_suppressed_flag(rows, columns, listed, self.key, kinds=self.kinds,
-                                    known_customers=known)
+        listed = rows.sparkSession.read.format("delta").load(self.path)
+        return with_suppressed_flag(rows, columns, listed, self.key)
 
 
 def load_bronze_suppression(
@@ -358,10 +350,8 @@ def load_bronze_suppression(
     kinds = listed_kinds(spark, catalog)
     if not kinds:
         return None
-    customers = "silver.customers"
     return Suppression(
-        catalog.path(SUPPRESSION_TABLE), kinds, lake_pseudonym_key(spark, config, catalog),
-        catalog.path(customers) if catalog.exists(spark, customers) else None,
+        catalog.path(SUPPRESSION_TABLE), kinds, lake_pseudonym_key(spark, config, catalog)
     )
 
 

@@ -63,7 +63,6 @@ from lakehouse.errors import DataDirError, SubjectNotFoundError
 from lakehouse.privacy.keycheck import lake_pseudonym_key
 from lakehouse.privacy.pseudonym import pseudonym, trim_whitespace
 from lakehouse.privacy.suppression import (
-    LINE_KIND,
     SUPPRESSION_TABLE,
     identifier_hashes,
     record_suppression,
@@ -143,6 +142,10 @@ class Subject:
     # personal fields withheld and this hash of the line (line_hmac), and a record without a
     # customer id has nothing else of theirs to be found by.
     line_hmacs: frozenset[str] = frozenset()
+    # Only to tell another customer's row on a shared browser or device apart (keep_guard):
+    # full names as "first last" (lower case) and phone numbers (digits only).
+    names: frozenset[tuple[str, str]] = frozenset()
+    phones: frozenset[str] = frozenset()
 
     @property
     def id_values(self) -> frozenset[str]:
@@ -172,6 +175,26 @@ class Subject:
         """One Java/Python regex matching any token not embedded in a longer word."""
         return token_pattern(self.raw_tokens)
 
+    @property
+    def keep_guard(self) -> str:
+        """A regex (lower-case text) that finds anything of the person in a text, more eagerly
+        than raw_pattern: their own identifiers anywhere, also inside a longer word
+        (``c0000111_profile``), their full name with anything but letters and digits between
+        first and last (``ann+smith``, ``smith, ann``), and the last 8 digits of their phone
+        with any separators (national and international forms share them). A row on a shared
+        browser or device that it finds is not kept as another customer's; a false find costs
+        that customer the row, a missed one would keep the person's data."""
+        parts = [re.escape(t) for t in self.personal_tokens]
+        for first, last in sorted(self.names):
+            if first and last:
+                parts += [f"{re.escape(a)}[^a-z0-9]*{re.escape(b)}"
+                          for a, b in ((first, last), (last, first))]
+        for phone in sorted(self.phones):
+            digits = re.sub(r"[^0-9]", "", phone)[-8:]
+            if len(digits) >= 6:
+                parts.append("[^a-z0-9]*".join(digits))
+        return "(" + "|".join(parts) + ")" if parts else NEVER
+
     def is_empty(self) -> bool:
         return not (self.customer_ids or self.customer_keys or self.emails or self.handles)
 
@@ -194,14 +217,11 @@ class SharedDeviceRows:
 
     ``keys``: natural key column -> the kept rows' values (as landed and as silver cleans
     them); ``lines``: their raw lines, as bytes (a line that is not UTF-8 keeps its bytes in
-    Delta, and decoded it would not compare equal); ``erased_line_hashes``: keyed hashes of the
-    lines of rows that name another customer but go all the same (they hold one of the
-    person's own identifiers): bronze refuses exactly these lines when delivered again.
+    Delta, and decoded it would not compare equal).
     """
 
     keys: dict[str, frozenset[str]] = field(default_factory=dict)
     lines: frozenset[bytes] = frozenset()
-    erased_line_hashes: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -271,6 +291,8 @@ def resolve_subject(
     emails: set[str] = set()
     handles: set[str] = set()
     line_hmacs: set[str] = set()
+    names: set[tuple[str, str]] = set()
+    phones: set[str] = set()
 
     def read(name: str) -> DataFrame | None:
         return catalog.read(spark, name) if catalog.exists(spark, name) else None
@@ -281,12 +303,14 @@ def resolve_subject(
                  else F.lit(False))
         if asked_emails:
             match = match | F.lower(trim_whitespace("email")).isin(sorted(asked_emails))
-        rows = crm.where(match).select("customer_id", "email", "social_handle", "_raw").collect()
+        rows = crm.where(match).select("customer_id", "email", "social_handle", "_raw",
+                                       "first_name", "last_name", "phone").collect()
         # As silver's with_quarantine_raw computes it: pseudonym("raw", _raw), the line as is.
         line_hmacs = {keyed_hash(key, "raw", r["_raw"]) for r in rows if r["_raw"]}
         ids |= _strings(rows, "customer_id")
         emails |= {normalise_email(e) for e in _strings(rows, "email")}
         handles |= {normalise_handle(h) for h in _strings(rows, "social_handle")}
+        _add_names_and_phones(rows, names, phones)
     ids |= _ids_held_in_bronze(spark, catalog, asked_ids - ids)
     asked_keys = {keyed_hash(key, "crm", i): i for i in asked_ids - ids}
     keys = {keyed_hash(key, "crm", i) for i in ids}
@@ -297,12 +321,14 @@ def resolve_subject(
         match = F.col("customer_key").isin(known) if known else F.lit(False)
         if (emails | asked_emails) and not exact:
             match = match | F.col("email").isin(sorted(emails | asked_emails))
-        rows = pii.where(match).select("customer_key", "email", "social_handle").collect()
+        rows = pii.where(match).select("customer_key", "email", "social_handle", "first_name",
+                                       "last_name", "phone").collect()
         found = _strings(rows, "customer_key")
         ids |= {asked_keys[k] for k in found if k in asked_keys}
         keys |= found
         emails |= {normalise_email(e) for e in _strings(rows, "email")}
         handles |= {normalise_handle(h) for h in _strings(rows, "social_handle")}
+        _add_names_and_phones(rows, names, phones)
 
     by_type: dict[str, set[str]] = {}
     identity = read("silver.identity_map")
@@ -342,7 +368,19 @@ def resolve_subject(
         handle_pseudonyms=frozenset(by_type.get("handle", set()))
         | {keyed_hash(key, "handle", h) for h in handles},
         line_hmacs=frozenset(line_hmacs),
+        names=frozenset(names),
+        phones=frozenset(phones),
     )
+
+
+def _add_names_and_phones(rows: list, names: set[tuple[str, str]], phones: set[str]) -> None:
+    """Adds, in place, the full names (first, last; lower case) and phones of CRM rows."""
+    for r in rows:
+        first, last = (str(r[c] or "").strip().lower() for c in ("first_name", "last_name"))
+        if first and last:
+            names.add((first, last))
+        if r["phone"] and str(r["phone"]).strip():
+            phones.add(str(r["phone"]).strip())
 
 
 def _drop_shared_identifiers(
@@ -506,10 +544,11 @@ def subject_frame(
         [T.StructField(k, T.ArrayType(T.StringType())) for k in arrays]
         + [T.StructField("kept_lines", T.ArrayType(T.BinaryType())),
            T.StructField("pattern", T.StringType()),
-           T.StructField("device_pattern", T.StringType())]
+           T.StructField("device_pattern", T.StringType()),
+           T.StructField("keep_guard", T.StringType())]
     )
     patterns = [token_pattern(subject.personal_tokens) or NEVER,
-                token_pattern(subject.device_tokens) or NEVER]
+                token_pattern(subject.device_tokens) or NEVER, subject.keep_guard]
     return spark.createDataFrame(
         [(*[sorted(v) for v in arrays.values()], sorted(kept.lines), *patterns)], schema)
 
@@ -607,11 +646,24 @@ def shared_device_rows(
     for rows in found:
         for column, values in rows.keys.items():
             keys[column] = keys.get(column, frozenset()) | values
-    return SharedDeviceRows(keys, frozenset().union(*(r.lines for r in found)),
-                            frozenset().union(*(r.erased_line_hashes for r in found)))
+    return SharedDeviceRows(keys, frozenset().union(*(r.lines for r in found)))
 
 
 CUSTOMERS = "silver.customers"
+# A text is URL-decoded this many times over (a redirect target is encoded twice) before the
+# keep guard looks at it.
+DECODE_ROUNDS = 3
+
+
+def _holds_subject(text: str) -> str:
+    """SQL: the text (a non-null column) holds something of the person (``s.keep_guard``), as
+    delivered or after each of DECODE_ROUNDS URL decodings; a text that does not decode counts
+    as holding it (what it hides cannot be checked)."""
+    rounds, decoded = [f"coalesce(lower({text}) rlike s.keep_guard, false)"], text
+    for _ in range(DECODE_ROUNDS):
+        decoded = f"try_url_decode({decoded})"
+        rounds.append(f"coalesce(lower({decoded}) rlike s.keep_guard, true)")
+    return f"({text} IS NOT NULL AND ({' OR '.join(rounds)}))"
 
 
 def kept_on_shared_device(
@@ -626,17 +678,22 @@ def kept_on_shared_device(
     household's thermostat reports under either's id. Such a row is theirs, and erasure keeps
     it (in bronze, silver, silver.quarantine and the raw file) when, in bronze, where the whole
     delivered line is:
-    - it holds the person's cookie or device and none of their own identifiers, in a column or
-      anywhere in its line, as delivered or URL-decoded (their email in a page, their customer
-      id in another case, ``ann%40example.com``); a text that does not URL-decode counts as
-      holding one;
+    - it holds the person's cookie or device, and nothing of theirs that Subject.keep_guard
+      finds (their identifiers even inside a longer word, their full name, their phone) in any
+      column or anywhere in its line, as delivered or URL-decoded up to DECODE_ROUNDS times
+      (their email in a page, ``ann%2540example.com``, ``c0000111_profile``); a text that does
+      not URL-decode counts as holding something of theirs;
     - its customer_id, cleaned as silver cleans it, is a customer silver knows who is not the
       person (by key; their id in another case is caught in the line): a blank,
       ``undefined`` or ``guest`` names nobody;
     - no other version of the same record (natural key, cleaned as silver does) is the person's.
     Decided in bronze only: silver's looked-up keys follow the cookie's first owner and prove
     nothing. Anything else on the device goes, as a row naming nobody is taken as theirs.
-    Few rows (a shared browser's logins): collected.
+    Few rows (a shared browser's logins): collected, and every row on the device is checked
+    against the list (array_contains), so the cost grows with the product of the two; a
+    device reporting every minute under another customer's id for a year would be slow.
+    Bronze's suppression list still refuses every later row on the device (its rows could
+    hold the person's data in a free text, which a keyed hash cannot find).
     """
     from lakehouse.silver.cleanse import clean_string
 
@@ -644,10 +701,7 @@ def kept_on_shared_device(
     personal, device = personal_condition(names), device_condition(names)
     if device is None or personal is None or not {"customer_id", "_raw", key_column} <= names:
         return SharedDeviceRows()
-    texts = [c for c, kind in df.dtypes if kind == "string"]
-    hidden = " OR ".join(
-        f"(t.`{c}` IS NOT NULL AND coalesce(lower(try_url_decode(t.`{c}`)) rlike s.pattern,"
-        f" true))" for c in texts)
+    hidden = " OR ".join(_holds_subject(f"t.`{c}`") for c, kind in df.dtypes if kind == "string")
     # The person's id in another case is theirs: the line's token match (without case, in
     # `personal`) finds it, so it is not compared here again.
     customer = clean_string(F.col("t.customer_id"))
@@ -668,26 +722,19 @@ def kept_on_shared_device(
         .join(F.broadcast(known), F.col("_named_key") == F.col("_known_key"), "left")
         .select("*", (~F.col("theirs_inside") & F.col("names_another")
                       & F.coalesce(F.col("_known"), F.lit(False))
-                      & F.col("record").isNotNull()).alias("candidate"))
+                      & F.col("record").isNotNull() & F.col("line").isNotNull())
+                     .alias("candidate"))
     )
     theirs = matched.where(~F.col("candidate")).select("record").distinct()
     decided = matched.join(
         theirs.select("record", F.lit(False).alias("_untainted")), "record", "left"
     ).select("*", (F.col("candidate") & F.coalesce(F.col("_untainted"), F.lit(True)))
-             .alias("kept")).cache()
-    try:
-        kept = decided.where("kept").select(
-            "landed_key", "record", F.col("line").cast("binary").alias("line")).collect()
-        erased = {r[0] for r in decided.where("names_another AND NOT kept AND line IS NOT NULL")
-                  .select(pseudonym("raw", F.col("line"), key, normalised=True))
-                  .distinct().collect()}
-    finally:
-        decided.unpersist()
+             .alias("kept"))
+    kept = decided.where("kept").select(
+        "landed_key", "record", F.col("line").cast("binary").alias("line")).collect()
     keys = {r["landed_key"] for r in kept} | {r["record"] for r in kept}
-    return SharedDeviceRows(
-        {key_column: frozenset(keys)} if keys else {},
-        frozenset(bytes(r["line"]) for r in kept), frozenset(erased),
-    )
+    return SharedDeviceRows({key_column: frozenset(keys)} if keys else {},
+                            frozenset(bytes(r["line"]) for r in kept))
 
 
 T_ = TypeVar("T_")
@@ -1010,9 +1057,8 @@ def erase_people(
         if suppress and (plan or open_requests or completed):
             # First: a delivery that lands while this request runs (or after it crashed) is
             # already held back by bronze.
-            listed = record_suppression(
-                spark, catalog, request_id, identifier_hashes(key, subject)
-                | {(LINE_KIND, h) for h in kept.erased_line_hashes})
+            listed = record_suppression(spark, catalog, request_id,
+                                        identifier_hashes(key, subject))
         if not plan and not open_requests:
             if completed or not_found is None:
                 result.already_erased = bool(completed)
