@@ -183,16 +183,24 @@ class Subject:
         first and last (``ann+smith``, ``smith, ann``), and the last 8 digits of their phone
         with any separators (national and international forms share them). A row on a shared
         browser or device that it finds is not kept as another customer's; a false find costs
-        that customer the row, a missed one would keep the person's data."""
+        that customer the row, a missed one would keep the person's data. Also found: the
+        hex digests (SHA-256, SHA-1, MD5) of their email and of their phone's digits, which
+        tracking tags send in place of the value, and first and last name up to 20 characters
+        apart (a middle name). Not found: other encodings (base64, an initial for the name)."""
         parts = [re.escape(t) for t in self.personal_tokens]
+        hashed = [e.encode() for e in self.emails]
         for first, last in sorted(self.names):
             if first and last:
                 parts += [f"{re.escape(a)}[^a-z0-9]*{re.escape(b)}"
                           for a, b in ((first, last), (last, first))]
+                parts += [f"{_word(a)}.{{0,20}}{_word(b)}" for a, b in ((first, last), (last, first))]
         for phone in sorted(self.phones):
-            digits = re.sub(r"[^0-9]", "", phone)[-8:]
+            digits = re.sub(r"[^0-9]", "", phone)
             if len(digits) >= 6:
-                parts.append("[^a-z0-9]*".join(digits))
+                parts.append("[^a-z0-9]*".join(digits[-8:]))
+                hashed.append(digits.encode())
+        parts += sorted({h(v).hexdigest() for v in hashed
+                         for h in (hashlib.sha256, hashlib.sha1, hashlib.md5)})
         return "(" + "|".join(parts) + ")" if parts else NEVER
 
     def is_empty(self) -> bool:
@@ -201,6 +209,11 @@ class Subject:
 
 def _tokens(values: Iterable[str]) -> list[str]:
     return sorted({t.lower() for t in values if t and len(t) >= 4})
+
+
+def _word(text: str) -> str:
+    """A regex of ``text`` as a whole word (lower case)."""
+    return rf"(?<![a-z0-9]){re.escape(text)}(?![a-z0-9])"
 
 
 def token_pattern(tokens: list[str]) -> str | None:
@@ -657,12 +670,18 @@ DECODE_ROUNDS = 3
 
 def _holds_subject(text: str) -> str:
     """SQL: the text (a non-null column) holds something of the person (``s.keep_guard``), as
-    delivered or after each of DECODE_ROUNDS URL decodings; a text that does not decode counts
-    as holding it (what it hides cannot be checked)."""
-    rounds, decoded = [f"coalesce(lower({text}) rlike s.keep_guard, false)"], text
+    delivered or after each of DECODE_ROUNDS URL decodings, with an '@' written as an HTML
+    entity or '(at)' read as one. A text that does not decode, or still holds an escape after
+    the last round, counts as holding it (what it hides cannot be checked)."""
+    def found(value: str, otherwise: str) -> str:
+        at = f"regexp_replace(lower({value}), '&#(x0*40|0*64);|[(]at[)]', '@')"
+        return f"coalesce({at} rlike s.keep_guard, {otherwise})"
+
+    rounds, decoded = [found(text, "false")], text
     for _ in range(DECODE_ROUNDS):
         decoded = f"try_url_decode({decoded})"
-        rounds.append(f"coalesce(lower({decoded}) rlike s.keep_guard, true)")
+        rounds.append(found(decoded, "true"))
+    rounds.append(f"coalesce({decoded} rlike '%[0-9a-fA-F]{{2}}', true)")
     return f"({text} IS NOT NULL AND ({' OR '.join(rounds)}))"
 
 
