@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from pyspark.errors import PySparkException
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -122,6 +122,8 @@ LINE_COLUMNS = ("_raw", "raw")
 # Frame column prefix: kept_key_<column> lists the kept rows' values of their natural key.
 KEPT_KEY_PREFIX = "kept_key_"
 NEVER = r"(?!x)x"  # a regex that matches nothing: keeps `rlike` defined without a token
+# The customers a row on a shared browser or device may name (kept_on_shared_device).
+CUSTOMERS = "silver.customers"
 
 
 @dataclass(frozen=True)
@@ -662,7 +664,6 @@ def shared_device_rows(
     return SharedDeviceRows(keys, frozenset().union(*(r.lines for r in found)))
 
 
-CUSTOMERS = "silver.customers"
 # A text is URL-decoded this many times over (a redirect target is encoded twice) before the
 # keep guard looks at it.
 DECODE_ROUNDS = 3
@@ -744,11 +745,10 @@ def kept_on_shared_device(
                       & F.col("record").isNotNull() & F.col("line").isNotNull())
                      .alias("candidate"))
     )
-    theirs = matched.where(~F.col("candidate")).select("record").distinct()
-    decided = matched.join(
-        theirs.select("record", F.lit(False).alias("_untainted")), "record", "left"
-    ).select("*", (F.col("candidate") & F.coalesce(F.col("_untainted"), F.lit(True)))
-             .alias("kept"))
+    # Kept only when every matched version of the record is a candidate: one pass over the
+    # matched rows (a join of them with their own non-candidates read the table twice).
+    every_version = F.min(F.col("candidate").cast("int")).over(Window.partitionBy("record"))
+    decided = matched.select("*", (F.col("candidate") & (every_version == 1)).alias("kept"))
     kept = decided.where("kept").select(
         "landed_key", "record", F.col("line").cast("binary").alias("line")).collect()
     keys = {r["landed_key"] for r in kept} | {r["record"] for r in kept}
@@ -875,7 +875,7 @@ def _advance_stage_progress(
 
 def raw_patterns(subject: Subject) -> tuple[re.Pattern[str], re.Pattern[str] | None] | None:
     """(their own identifiers, their cookies and devices) as regexes; None without any."""
-    if subject.raw_pattern is None:
+    if not subject.raw_tokens:
         return None
     device = token_pattern(subject.device_tokens)
     return (re.compile(token_pattern(subject.personal_tokens) or NEVER),
