@@ -230,7 +230,8 @@ class Catalog:
         return DeltaTable.forPath(spark, self.path(name))
 
     def creation_options(
-        self, schema, extra_excluded: frozenset[str] = frozenset()
+        self, schema, extra_excluded: frozenset[str] = frozenset(),
+        indexed_strings: frozenset[str] = frozenset(),
     ) -> dict[str, str]:
         """Writer options for any write that may create a table of this lake: the lake's table
         properties and the columns Delta may keep statistics for (privacy.stats).
@@ -240,7 +241,7 @@ class Catalog:
         """
         return {
             **lake_table_properties(int(self.config.get("audit.time_travel_days"))),
-            **table_creation_options(schema, extra_excluded),
+            **table_creation_options(schema, extra_excluded, indexed_strings),
         }
 
     def current_version(self, spark: SparkSession, name: str) -> int | None:

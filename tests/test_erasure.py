@@ -340,6 +340,39 @@ def test_no_identifier_the_erasure_deletes_by_has_file_statistics(spark, xs_lake
     assert indexed == {}
 
 
+def test_the_delta_logs_keep_no_string_statistics_but_run_and_record_ids(xs_lake):
+    """Any string a source delivered, or derived from one, may hold a person: a page URL with
+    an email in its query, a bronze field that a line with a field too many filled with a
+    phone number. Its min/max in a commit's ``add`` action outlives the erasure's DELETE and
+    VACUUM. Read from the logs Delta wrote (not from the table properties): the only strings
+    with statistics are the run ids the lake writes itself and, in silver, a source's record id
+    (its MERGE skips earlier days' files by it), which names a record, not a person."""
+    import json
+
+    from lakehouse.sources import load_sources
+
+    lake_written = {"_ingest_run_id", "_run_id", "run_id", "stage_run_uuid"}
+    record_ids = {s.natural_key[0] for s in load_sources(xs_lake).values()}
+    root = Path(xs_lake.data_dir) / "lake"
+    kept: dict[str, set[str]] = {}
+    commits = 0
+    for name in lake_tables(xs_lake):
+        allowed = lake_written | (record_ids if name.startswith("silver.") else set())
+        strings: set[str] = set()
+        for commit in sorted((root.joinpath(*name.split(".")) / "_delta_log").glob("*.json")):
+            commits += 1
+            for action in map(json.loads, commit.read_text().splitlines()):
+                if "metaData" in action:
+                    fields = json.loads(action["metaData"]["schemaString"])["fields"]
+                    strings |= {f["name"] for f in fields if f["type"] == "string"}
+                stats = json.loads((action.get("add") or {}).get("stats") or "{}")
+                held = (set(stats.get("minValues", {})) | set(stats.get("maxValues", {})))
+                if held & strings - allowed:
+                    kept.setdefault(name, set()).update(held & strings - allowed)
+    assert commits > len(lake_tables(xs_lake)), "the logs were read"
+    assert kept == {}
+
+
 def test_a_quarantined_crm_record_without_customer_id_is_found_by_its_line(spark, config):
     """A CRM line without its customer id is quarantined with the personal fields withheld and
     a keyed hash of the line (silver's with_quarantine_raw): an erasure by the email on that

@@ -3,10 +3,18 @@
 Delta writes the min and max of indexed columns (first 32 characters of a string) into every
 ``add`` action of the ``_delta_log`` JSON commits and checkpoints. Those commits outlive a
 DELETE and a VACUUM, so a person's email that happened to be a file's minimum would stay in the
-log after erasure. Personal and identifying columns are therefore never indexed, from table
-creation on. Keyed pseudonyms (customer_key, *_pseudonym) are left out too: their values are
-uniformly spread hashes, so a file's min/max of them prunes nothing and would only keep an
-erased person's key in the log.
+log after erasure (a commit's ``remove`` actions keep only the row count, its ``add`` actions
+stay until the log's retention has passed). So no column that may hold a person's data is
+indexed, from table creation on:
+- no string column, except the run ids the lake writes itself and a silver table's record id
+  that its MERGE is scoped by (silver.io.KeyScope: the min/max of event ids keeps a day's MERGE
+  out of earlier days' files): a delivered bronze field may hold anything (a CSV line with one
+  field too many moves an email into the next column), and so may a page's URL, a campaign
+  tag, a file name or a message;
+- no personal or identifying column by name, whatever its type. Keyed pseudonyms
+  (customer_key, *_pseudonym) are left out too: their values are uniformly spread hashes, so a
+  file's min/max of them prunes nothing and would only keep an erased person's key in the log.
+Numbers, dates and timestamps keep their statistics, which is what the lake's reads prune by.
 """
 
 from __future__ import annotations
@@ -33,21 +41,32 @@ NO_STATS_COLUMNS = PERSONAL_COLUMNS | frozenset(
     }
 )
 # Types Delta can keep min/max for (a boolean column is refused by name, so it is left out).
-_INDEXABLE = (T.NumericType, T.DateType, T.TimestampType, T.TimestampNTZType, T.StringType)
+_INDEXABLE = (T.NumericType, T.DateType, T.TimestampType, T.TimestampNTZType)
+# The only strings indexed: identifiers of the lake's own runs, never delivered or derived from
+# what a source delivered.
+LAKE_WRITTEN_STRINGS = frozenset({"_ingest_run_id", "_run_id", "run_id", "stage_run_uuid"})
 STATS_PROPERTY = "delta.dataSkippingStatsColumns"
 
 
-def stats_columns(schema: T.StructType, extra_excluded: frozenset[str] = frozenset()) -> list[str]:
-    """Top-level columns Delta may index: atomic types, never personal or identifying ones."""
+def stats_columns(
+    schema: T.StructType, extra_excluded: frozenset[str] = frozenset(),
+    indexed_strings: frozenset[str] = frozenset(),
+) -> list[str]:
+    """Top-level columns Delta may index: numbers, dates, timestamps, the lake's run ids and
+    the ``indexed_strings`` a table's reads prune by, never personal or identifying ones."""
     excluded = NO_STATS_COLUMNS | extra_excluded
-    return [
-        f.name for f in schema.fields
-        if f.name not in excluded and isinstance(f.dataType, _INDEXABLE)
-    ]
+
+    def indexable(field: T.StructField) -> bool:
+        if isinstance(field.dataType, T.StringType):
+            return field.name in LAKE_WRITTEN_STRINGS | indexed_strings
+        return isinstance(field.dataType, _INDEXABLE)
+
+    return [f.name for f in schema.fields if f.name not in excluded and indexable(f)]
 
 
 def table_creation_options(
-    schema: T.StructType, extra_excluded: frozenset[str] = frozenset()
+    schema: T.StructType, extra_excluded: frozenset[str] = frozenset(),
+    indexed_strings: frozenset[str] = frozenset(),
 ) -> dict[str, str]:
     """Writer options that set the stats columns when a write creates the table.
 
@@ -55,7 +74,7 @@ def table_creation_options(
     table and ignores them on later appends, so passing them on every write is harmless. With
     no indexable column left, no column is indexed at all (``numRecords`` is still kept).
     """
-    columns = stats_columns(schema, extra_excluded)
+    columns = stats_columns(schema, extra_excluded, indexed_strings)
     if not columns:
         return {"delta.dataSkippingNumIndexedCols": "0"}
     return {STATS_PROPERTY: ",".join(columns)}

@@ -124,9 +124,10 @@ def _nullable(schema: T.StructType) -> T.StructType:
 
 def ensure_table(
     spark: SparkSession, catalog: Catalog, name: str, schema: T.StructType,
-    partition_by: Sequence[str] = (),
+    partition_by: Sequence[str] = (), indexed_strings: frozenset[str] = frozenset(),
 ) -> None:
-    """Create an empty table with ``schema`` (partitioned by ``partition_by``) unless it exists.
+    """Create an empty table with ``schema`` (partitioned by ``partition_by``) unless it exists;
+    Delta keeps file statistics of the ``indexed_strings`` its reads prune by (privacy.stats).
 
     Created by appending an empty frame rather than with ``DeltaTable.createIfNotExists``: a
     process killed while creating a table can leave an empty ``_delta_log`` folder behind, and
@@ -138,7 +139,7 @@ def ensure_table(
     # The lake's table properties, and no min/max stats of PII or identifiers in the
     # _delta_log (erasure must reach them).
     spark.createDataFrame([], _nullable(schema)).write.format("delta").mode("append").options(
-        **catalog.creation_options(schema)
+        **catalog.creation_options(schema, indexed_strings=indexed_strings)
     ).partitionBy(*partition_by).save(catalog.path(name))
 
 

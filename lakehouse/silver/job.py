@@ -479,7 +479,9 @@ def merge_plan(
     started = time.monotonic()
     src = plan.source
     assert plan.silver_df is not None and plan.quarantine_df is not None
-    io.ensure_table(spark, catalog, plan.table, plan.silver_df.schema, plan.spec.partition_by)
+    # The MERGE's KeyScope skips files by the first key column's min/max.
+    io.ensure_table(spark, catalog, plan.table, plan.silver_df.schema, plan.spec.partition_by,
+                    indexed_strings=frozenset(plan.spec.key[:1]))
     merged = io.merge_newer(spark, catalog.path(plan.table), plan.silver_df, plan.spec.key,
                             src.event_time, "customer_key" if plan.spec.lookup else None,
                             # The anonymity flag (the partition) and KEY_LOOKED_UP follow
