@@ -265,7 +265,8 @@ def test_the_consent_filter_keeps_the_row_gold_keeps_of_a_tied_customer(spark, c
     ).write.format("delta").save(catalog.path("silver.orders"))
     for name, schema in (
         ("events", "event_id string, customer_key string, event_ts timestamp, "
-                   "session_id string, event_type string, channel string, _bronze_version long"),
+                   "session_id string, event_type string, channel string, _bronze_version long, "
+                   "cookie_id string"),
         ("social_posts", "post_id string, customer_key string, post_ts timestamp, "
                          "keywords array<string>, likes int, _bronze_version long"),
         ("iot_readings", "reading_id string, device_id string, customer_key string, "

@@ -257,3 +257,40 @@ def test_run_gold_builds_journeys_and_channel_kpis_with_the_configured_window_an
     )
     for table, df in expected.items():
         assertDataFrameEqual(catalog.read(spark, f"gold.{table}"), df)
+
+
+def test_run_gold_gives_a_shared_browsers_visit_to_the_customer_who_logs_in_next(spark, config):
+    """Browser k1 is c1's first (e1), so silver looked c3's visit before logging in (e6, from
+    an email) up to c1. c3 then logs in (e7) and orders (o5): the email touch is in c3's
+    journey to o5, and in c3's sessions, not in c1's."""
+    catalog = Catalog(config)
+    silver = dict(SILVER)
+    schema, rows = SILVER["customers"]
+    silver["customers"] = (schema, [*rows, ("c3", "e3", None, None, "FR", date(2025, 12, 1),
+                                            True, None, ts("2025-12-01"), 1, "r")])
+    schema, rows = SILVER["events"]
+    flagged = [(*row, row[3] is None) for row in rows]  # as silver wrote them: all named
+    silver["events"] = (f"{schema}, _key_looked_up boolean", [
+        *flagged,
+        ("e6", ts("2026-01-02 08:00"), "k1", "c1", "s6", "/", "page_view", "email", None, 1, "r",
+         True),
+        ("e7", ts("2026-01-02 08:05"), "k1", "c3", "s6", "/", "login", None, None, 1, "r", False),
+    ])
+    schema, rows = SILVER["orders"]
+    silver["orders"] = (schema, [*rows, ("o5", "c3", ts("2026-01-02 12:00"), 7.0, "EUR", 7.0,
+                                         "completed", 1, 1, "r")])
+    for name, (schema, rows) in silver.items():
+        spark.createDataFrame(rows, schema).write.format("delta").save(
+            catalog.path(f"silver.{name}")
+        )
+
+    run_gold(spark, config, "run-1", date(2026, 1, 2))
+
+    journeys = {(r["customer_key"], r["order_id"]): r["channels"]
+                for r in catalog.read(spark, "gold.journeys").collect()}
+    # c1: e1 -> o1, then e2 (email, from k1 on 01-02 09:00) open; c3: e6 -> o5.
+    assert journeys == {("c1", "o1"): ["search"], ("c1", None): ["email"],
+                        ("c3", "o5"): ["email"]}
+    sessions = {r["customer_key"]: r["sessions"]
+                for r in catalog.read(spark, "gold.customer_360").collect()}
+    assert sessions["c3"] == 1 and sessions["c1"] == 2

@@ -509,3 +509,47 @@ def test_a_completed_order_without_an_order_id_is_no_conversion(spark):
     ]
     kpis = build_kpi_channel_daily(events, orders, customers, AS_OF, lookback_days=LOOKBACK)
     assert kpis.agg(F.sum("conversions")).first()[0] == 0
+
+
+# -- a browser several customers logged in on -----------------------------------------------
+def test_a_shared_browsers_visits_go_to_the_customer_who_logged_in_next(spark):
+    """Browser k1: c1 logs in on 01-05, c2 on 01-10 and 01-12, c3 only after as_of. Silver
+    looked every anonymous event of k1 up to its first owner, c1. By hand: the 01-04 visit is
+    c1's (c1 logs in next), 01-08 and 01-11 are c2's (c2 logs in next), 01-15 is c2's (the last
+    login before it; c3's of 01-25 is not known on as_of). Browser k2 had one customer: its
+    looked-up event keeps it. Events that name their customer, a key not known to be looked up
+    (null, a table written before the flag) and an event of no browser keep theirs."""
+    from lakehouse.gold import attribute_shared_browsers
+
+    schema = ("event_id string, customer_key string, event_ts timestamp, cookie_id string, "
+              "_key_looked_up boolean")
+    rows = [
+        ("a1", "c1", ts("2026-01-04 09:00"), "k1", True),
+        ("a2", "c1", ts("2026-01-05 09:00"), "k1", False),
+        ("a3", "c1", ts("2026-01-08 09:00"), "k1", True),
+        ("a4", "c2", ts("2026-01-10 09:00"), "k1", False),
+        ("a5", "c1", ts("2026-01-11 09:00"), "k1", True),
+        # At the instant of c2's second login, ordered after it by event_id: c2 logged in last.
+        ("a7", "c1", ts("2026-01-12 09:00"), "k1", True),
+        ("a6", "c2", ts("2026-01-12 09:00"), "k1", False),
+        ("a8", "c1", ts("2026-01-15 09:00"), "k1", True),
+        ("a9", "c1", ts("2026-01-16 09:00"), "k1", None),
+        ("a10", "c3", ts("2026-01-25 09:00"), "k1", False),
+        ("a11", "c1", ts("2026-01-26 09:00"), "k1", True),
+        ("b1", "c4", ts("2026-01-03 09:00"), "k2", True),
+        ("b2", "c4", ts("2026-01-04 09:00"), "k2", False),
+        ("b3", "c5", ts("2026-01-04 10:00"), "k2", True),
+        ("n1", None, ts("2026-01-04 09:00"), "k3", None),
+        ("x1", "c1", ts("2026-01-04 09:00"), None, True),
+    ]
+    expected = {"a1": "c1", "a2": "c1", "a3": "c2", "a4": "c2", "a5": "c2", "a6": "c2",
+                "a7": "c2", "a8": "c2", "a9": "c1", "a10": "c3",
+                # After as_of; counted by no figure. c2 logged in last up to as_of.
+                "a11": "c2",
+                "b1": "c4", "b2": "c4", "b3": "c5", "n1": None, "x1": "c1"}
+    events = spark.createDataFrame(rows, schema)
+    given = attribute_shared_browsers(events, AS_OF)
+    assert given.columns == events.columns
+    assert {r["event_id"]: r["customer_key"] for r in given.collect()} == expected
+    # Nothing else about an event changes.
+    assertDataFrameEqual(given.drop("customer_key"), events.drop("customer_key"))

@@ -38,6 +38,7 @@ from pyspark.sql import functions as F
 from lakehouse.catalog import Catalog, unwritable_table
 from lakehouse.errors import ConfigError, InputDataError
 from lakehouse.faults import crash_point
+from lakehouse.silver.transforms import KEY_LOOKED_UP
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -61,7 +62,7 @@ SILVER_COLUMNS = {
     "customers": ("customer_key", "country", "signup_date", "marketing_consent",
                   "data_expiry_date", "updated_at", "_bronze_version"),
     "events": ("event_id", "customer_key", "event_ts", "session_id", "event_type", "channel",
-               "_bronze_version"),
+               "_bronze_version", "cookie_id", KEY_LOOKED_UP),
     "orders": ("order_id", "customer_key", "order_ts", "amount_eur", "status",
                "_bronze_version"),
     "social_posts": ("post_id", "customer_key", "post_ts", "keywords", "likes",
@@ -161,8 +162,49 @@ def read_silver_input(
     """A silver input of gold (SILVER_INPUTS) as every reader of it takes it: the columns of
     SILVER_COLUMNS, in that order. Those are the columns a tie between two versions of a key is
     broken on (keep_latest_per_key), so gold and the access views' consent filter keep the same
-    row of a customer delivered twice with the same version."""
-    return catalog.read(spark, f"silver.{name}", version=version).select(*SILVER_COLUMNS[name])
+    row of a customer delivered twice with the same version. KEY_LOOKED_UP is null in a table
+    written before silver had it (silver adds it on its next run): not known either way."""
+    table = catalog.read(spark, f"silver.{name}", version=version)
+    if KEY_LOOKED_UP in SILVER_COLUMNS[name] and KEY_LOOKED_UP not in table.columns:
+        table = table.withColumn(KEY_LOOKED_UP, F.lit(None).cast("boolean"))
+    return table.select(*SILVER_COLUMNS[name])
+
+
+def attribute_shared_browsers(events_df: DataFrame, as_of: date) -> DataFrame:
+    """``events_df`` (silver.events' gold columns) with each looked-up event of a browser that
+    several customers logged in on given to the customer who logged in on it next, or, after
+    the last login, to the one who logged in last.
+
+    Silver looks an event that names nobody up by its cookie, which belongs to the first
+    customer seen logged in on it (silver.identity). On a family browser that gave the first
+    customer every visit the others made before logging in, and the touchpoints of their
+    journeys. Only logins up to the end of ``as_of`` count (a later one is not known on that
+    date); events that name their customer, and those of a browser only one customer logged in
+    on, keep their key. Order on the browser: event_ts, then event_id.
+    """
+    cutoff = as_of_cutoff(as_of)
+    login = (F.col(KEY_LOOKED_UP).eqNullSafe(False) & F.col("customer_key").isNotNull()
+             & F.col("event_ts").isNotNull() & (F.col("event_ts") < cutoff))
+    shared = (
+        events_df.where(login & F.col("cookie_id").isNotNull())
+        .groupBy("cookie_id").agg(F.count_distinct("customer_key").alias("_customers"))
+        .where(F.col("_customers") > 1).select("cookie_id")
+    )
+    on_browser = Window.partitionBy("cookie_id").orderBy("event_ts", "event_id")
+    login_key = F.when(login, F.col("customer_key"))
+    next_login = F.first(login_key, ignorenulls=True).over(
+        on_browser.rowsBetween(Window.currentRow, Window.unboundedFollowing))
+    last_login = F.last(login_key, ignorenulls=True).over(
+        on_browser.rowsBetween(Window.unboundedPreceding, Window.currentRow))
+    given = (
+        events_df.join(shared, "cookie_id", "left_semi")
+        .withColumn("customer_key", F.when(
+            F.col(KEY_LOOKED_UP).eqNullSafe(True),
+            F.coalesce(next_login, last_login, F.col("customer_key")),
+        ).otherwise(F.col("customer_key")))
+    )
+    rest = events_df.join(shared, "cookie_id", "left_anti")
+    return given.select(*events_df.columns).unionByName(rest.select(*events_df.columns))
 
 
 def has_marketing_consent(consent: Column) -> Column:
@@ -344,6 +386,12 @@ def run_gold(
                     f"gold tables were left as they are; pass a date from {days[0]} on"
                 )
             header = f"gold: as_of {as_of} (given)"
+        # Every builder reads the events with a shared browser's visits given to the customer
+        # who logged in next (still one row per event_id, as deduplicated_once left them).
+        events = attribute_shared_browsers(silver["events"], as_of).persist()
+        setattr(events, _DEDUPLICATED_BY, getattr(silver["events"], _DEDUPLICATED_BY))
+        shared.append(events)
+        silver["events"] = events
         journey_args = {
             "lookback_days": lookback_days,
             "include_channels": include_channels,

@@ -22,7 +22,8 @@ Definitions (all from silver rows with a timestamp before the end of `as_of`, UT
   `first_order_ts` / `last_order_ts` = their first and last timestamps.
 * **Tenure**: days from signup_date to `as_of` (null when signup_date is unknown).
 * **Behaviour** (clickstream events with this customer_key, including anonymous events that
-  identity resolution attributed to them): `sessions` = distinct non-null session_id,
+  identity resolution attributed to them; on a browser several customers logged in on, to the
+  one who logged in next, see `lakehouse.gold.attribute_shared_browsers`): `sessions` = distinct non-null session_id,
   `page_views` = events of type 'page_view', `last_seen_ts` = latest event.
 * **Social**: `posts`, `social_likes` (null likes count 0), `interest_keywords` = the
   customer's `top_keywords` most frequent keywords (lower-cased; a keyword counts once per post),

@@ -4,7 +4,9 @@ attribution.
 Semantics (chosen on purpose; the tests pin each rule):
 
 * **Touchpoint**: a silver event with a non-blank `channel`, a `customer_key` (anonymous events
-  that identity resolution could not attribute belong to nobody's journey), an `event_ts` before
+  that identity resolution could not attribute belong to nobody's journey; run_gold gives those
+  of a browser several customers logged in on to the one who logged in next,
+  `lakehouse.gold.attribute_shared_browsers`), an `event_ts` before
   the end of `as_of` (UTC), of a customer in `customers_df` (run_gold passes only those with
   marketing consent: journeys are a marketing output), and a channel kept by
   `include_channels` / `exclude_channels`. Excluded channels are removed before journeys are cut:

@@ -50,7 +50,6 @@ from lakehouse.catalog import Catalog
 from lakehouse.config import Config, load_yaml_file
 from lakehouse.errors import InputDataError, PrivacyBudgetError, TableNotFoundError
 from lakehouse.gold import (
-    SILVER_COLUMNS,
     check_as_of,
     consenting_customers,
     gold_options,
@@ -283,7 +282,7 @@ def build_reports(spark: SparkSession, config: Config, as_of: date) -> list[Repo
         )
     options = gold_options(config)
     journeys = session_journeys(
-        catalog.read(spark, "silver.events").select(*SILVER_COLUMNS["events"], KEY_LOOKED_UP),
+        read_silver_input(spark, catalog, "events"),
         read_silver_input(spark, catalog, "orders"),
         read_silver_input(spark, catalog, "customers"),
         as_of,
