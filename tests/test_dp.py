@@ -506,3 +506,20 @@ def test_another_customers_event_id_cannot_take_the_place_of_a_copied_touchpoint
         got.append({r["channel"]: r["true_count"]
                     for r in conversions_by_channel_week_cells(journeys, grid, 2).collect()})
     assert got == [{"email": 1, "paid_search": 0}] * 2
+
+
+def test_publish_refuses_events_written_before_silver_told_named_events_apart(spark, config):
+    """Without _key_looked_up no event is known to name its customer: every conversion would
+    be published as 'other'. Refused with one line, before any budget is spent."""
+    from datetime import date
+
+    from lakehouse.catalog import Catalog
+    from lakehouse.errors import InputDataError
+    from lakehouse.privacy.publish import build_reports
+
+    catalog = Catalog(config)
+    for name in ("silver.customers", "silver.events", "silver.orders", "gold.customer_360"):
+        spark.createDataFrame([("c1",)], "customer_key string").write.format("delta").save(
+            catalog.path(name))
+    with pytest.raises(InputDataError, match="silver.events .* run `lakehouse run silver`"):
+        build_reports(spark, config, date.fromisoformat(XS_AS_OF))

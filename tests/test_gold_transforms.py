@@ -517,8 +517,10 @@ def test_a_shared_browsers_visits_go_to_the_customer_who_logged_in_next(spark):
     looked every anonymous event of k1 up to its first owner, c1. By hand: the 01-04 visit is
     c1's (c1 logs in next), 01-08 and 01-11 are c2's (c2 logs in next), 01-15 is c2's (the last
     login before it; c3's of 01-25 is not known on as_of). Browser k2 had one customer: its
-    looked-up event keeps it. Events that name their customer, a key not known to be looked up
-    (null, a table written before the flag) and an event of no browser keep theirs."""
+    looked-up event keeps it. On k4, c2's login and a visit at the same instant: the login is
+    the visit's next one (c1's of 01-08 is not), whatever their event ids. Events that name
+    their customer, a key not known to be looked up (null, a table written before the flag)
+    and an event of no browser keep theirs."""
     from lakehouse.gold import attribute_shared_browsers
 
     schema = ("event_id string, customer_key string, event_ts timestamp, cookie_id string, "
@@ -540,13 +542,18 @@ def test_a_shared_browsers_visits_go_to_the_customer_who_logged_in_next(spark):
         ("b2", "c4", ts("2026-01-04 09:00"), "k2", False),
         ("b3", "c5", ts("2026-01-04 10:00"), "k2", True),
         ("n1", None, ts("2026-01-04 09:00"), "k3", None),
+        ("d0", "c1", ts("2026-01-02 09:00"), "k4", False),
+        ("d1", "c2", ts("2026-01-05 10:00"), "k4", False),
+        ("d9", "c1", ts("2026-01-05 10:00"), "k4", True),
+        ("d5", "c1", ts("2026-01-08 10:00"), "k4", False),
         ("x1", "c1", ts("2026-01-04 09:00"), None, True),
     ]
     expected = {"a1": "c1", "a2": "c1", "a3": "c2", "a4": "c2", "a5": "c2", "a6": "c2",
                 "a7": "c2", "a8": "c2", "a9": "c1", "a10": "c3",
                 # After as_of; counted by no figure. c2 logged in last up to as_of.
                 "a11": "c2",
-                "b1": "c4", "b2": "c4", "b3": "c5", "n1": None, "x1": "c1"}
+                "b1": "c4", "b2": "c4", "b3": "c5", "n1": None, "x1": "c1",
+                "d0": "c1", "d1": "c2", "d9": "c2", "d5": "c1"}
     events = spark.createDataFrame(rows, schema)
     given = attribute_shared_browsers(events, AS_OF)
     assert given.columns == events.columns

@@ -180,7 +180,8 @@ def attribute_shared_browsers(events_df: DataFrame, as_of: date) -> DataFrame:
     customer every visit the others made before logging in, and the touchpoints of their
     journeys. Only logins up to the end of ``as_of`` count (a later one is not known on that
     date); events that name their customer, and those of a browser only one customer logged in
-    on, keep their key. Order on the browser: event_ts, then event_id.
+    on, keep their key. Order on the browser: event_ts, visits before logins (a login at the
+    same instant as a visit is the one that comes next: the visit's own session), event_id.
     """
     cutoff = as_of_cutoff(as_of)
     login = (F.col(KEY_LOOKED_UP).eqNullSafe(False) & F.col("customer_key").isNotNull()
@@ -190,7 +191,7 @@ def attribute_shared_browsers(events_df: DataFrame, as_of: date) -> DataFrame:
         .groupBy("cookie_id").agg(F.count_distinct("customer_key").alias("_customers"))
         .where(F.col("_customers") > 1).select("cookie_id")
     )
-    on_browser = Window.partitionBy("cookie_id").orderBy("event_ts", "event_id")
+    on_browser = Window.partitionBy("cookie_id").orderBy("event_ts", login, "event_id")
     login_key = F.when(login, F.col("customer_key"))
     next_login = F.first(login_key, ignorenulls=True).over(
         on_browser.rowsBetween(Window.currentRow, Window.unboundedFollowing))
@@ -388,7 +389,11 @@ def run_gold(
             header = f"gold: as_of {as_of} (given)"
         # Every builder reads the events with a shared browser's visits given to the customer
         # who logged in next (still one row per event_id, as deduplicated_once left them).
+        # Kept in place of the deduplicated events, which are let go once it is built.
         events = attribute_shared_browsers(silver["events"], as_of).persist()
+        events.count()
+        shared = [df for df in shared if df is not silver["events"]]
+        silver["events"].unpersist()
         setattr(events, _DEDUPLICATED_BY, getattr(silver["events"], _DEDUPLICATED_BY))
         shared.append(events)
         silver["events"] = events

@@ -265,6 +265,13 @@ def build_reports(spark: SparkSession, config: Config, as_of: date) -> list[Repo
                 f"{needed} does not exist at {catalog.path(needed)}: run `lakehouse run "
                 f"{needed.split('.')[0]}` before `lakehouse publish`"
             )
+    if KEY_LOOKED_UP not in catalog.read(spark, "silver.events").columns:
+        # read_silver_input would read it as null, and every conversion's channel as 'other'.
+        raise InputDataError(
+            f"silver.events was written before it had {KEY_LOOKED_UP}, which tells the events "
+            f"that name their customer: run `lakehouse run silver` (it adds the column) before "
+            f"`lakehouse publish`"
+        )
     customers = catalog.read(spark, "gold.customer_360")
     # A date gold does not hold is refused before any budget is spent: the reports would
     # label today's counts with it, and their weeks would hold only noise.
