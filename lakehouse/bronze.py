@@ -367,6 +367,8 @@ def ingest_source(
     raw_path = catalog.raw_dir(source.raw_dir)
     table_path = catalog.path(source.bronze_table)
     before = catalog.current_version(spark, source.bronze_table)
+    if before is not None:
+        catalog.narrow_statistics(spark, source.bronze_table, frozenset(source.pii))
     # Stable per table: a replayed batch id is recognised by Delta and skipped.
     txn_app_id = f"lakehouse-bronze-{source.name}"
     held_back: dict[int, int] = {}  # per batch id: a replayed batch is counted once

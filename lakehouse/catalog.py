@@ -24,7 +24,7 @@ from lakehouse.errors import (
     InvalidTableNameError,
     TableNotFoundError,
 )
-from lakehouse.privacy.stats import table_creation_options
+from lakehouse.privacy.stats import STATS_PROPERTY, statistics_not_allowed, table_creation_options
 
 LAYERS = ("bronze", "silver", "gold", "audit", "publish")
 # A plain lower-case identifier: layer, table, raw folder, source and column names.
@@ -243,6 +243,31 @@ class Catalog:
             **lake_table_properties(int(self.config.get("audit.time_travel_days"))),
             **table_creation_options(schema, extra_excluded, indexed_strings),
         }
+
+    def narrow_statistics(
+        self, spark: SparkSession, name: str, extra_excluded: frozenset[str] = frozenset(),
+        indexed_strings: frozenset[str] = frozenset(),
+    ) -> list[str]:
+        """Stop an existing table keeping file statistics of columns privacy.stats does not
+        allow (it was created before they were excluded): its stats columns become those
+        creation_options gives. Returns the columns dropped ([] when there is nothing to do or
+        no table). The log's older commits keep theirs until its retention has passed."""
+        if not self.exists(spark, name):
+            return []
+        table = self.delta_table(spark, name)
+        properties = table.detail().select("properties").first()["properties"] or {}
+        schema = table.toDF().schema
+        dropped = statistics_not_allowed(properties, schema, extra_excluded, indexed_strings)
+        if not dropped:
+            return []
+        location = "delta.`" + self.path(name).replace("`", "``") + "`"
+        wanted = table_creation_options(schema, extra_excluded, indexed_strings)
+        listed = ", ".join(f"'{k}' = '{v}'" for k, v in wanted.items())
+        spark.sql(f"ALTER TABLE {location} SET TBLPROPERTIES ({listed})")
+        if STATS_PROPERTY in properties and STATS_PROPERTY not in wanted:
+            # It takes precedence over the number of indexed columns wanted instead.
+            spark.sql(f"ALTER TABLE {location} UNSET TBLPROPERTIES IF EXISTS ('{STATS_PROPERTY}')")
+        return dropped
 
     def current_version(self, spark: SparkSession, name: str) -> int | None:
         """Latest committed version, or None when the table does not exist."""

@@ -373,6 +373,52 @@ def test_the_delta_logs_keep_no_string_statistics_but_run_and_record_ids(xs_lake
     assert kept == {}
 
 
+def _stats_of_last_commit(table_path: str) -> dict:
+    import json
+
+    last = sorted((Path(table_path) / "_delta_log").glob("*.json"))[-1]
+    adds = [json.loads(a["add"]["stats"]) for a in map(json.loads, last.read_text().splitlines())
+            if "add" in a]
+    assert adds, f"{last} added a file"
+    return {k: v for add in adds for k, v in add.get("minValues", {}).items()}
+
+
+def test_a_table_created_before_the_statistics_policy_is_narrowed_by_the_next_write(
+    spark, config
+):
+    """Delta reads the stats columns only when a write creates the table: a lake built
+    before keeps indexing its free text. silver's ensure_table narrows it to what the policy
+    allows (keeping the record id its MERGE is scoped by), and later commits no longer hold
+    the min/max of the text; a table created with Delta's defaults (first 32 columns) too."""
+    from lakehouse.silver.io import ensure_table
+
+    catalog = Catalog(config)
+    schema = "event_id string, page string, n int"
+    old = spark.createDataFrame([("E1", "/p?email=old.one@example.org", 1)], schema)
+    old.write.format("delta").option("delta.dataSkippingStatsColumns", "event_id,page,n").save(
+        catalog.path("silver.old_events"))
+    old.write.format("delta").save(catalog.path("silver.defaults"))
+    assert "page" in _stats_of_last_commit(catalog.path("silver.old_events"))
+
+    ensure_table(spark, catalog, "silver.old_events", old.schema,
+                 indexed_strings=frozenset({"event_id"}))
+    ensure_table(spark, catalog, "silver.defaults", old.schema)
+    versions = [catalog.current_version(spark, n) for n in ("silver.old_events", "silver.defaults")]
+    # Narrowed once: nothing is left to drop, and no further commit.
+    assert catalog.narrow_statistics(spark, "silver.old_events",
+                                     indexed_strings=frozenset({"event_id"})) == []
+    assert catalog.narrow_statistics(spark, "silver.defaults") == []
+    assert versions == [catalog.current_version(spark, n)
+                        for n in ("silver.old_events", "silver.defaults")]
+
+    later = spark.createDataFrame([("E2", "/p?email=new.one@example.org", 2)], schema)
+    for name, indexed in (("silver.old_events", {"event_id", "n"}), ("silver.defaults", {"n"})):
+        later.write.format("delta").mode("append").save(catalog.path(name))
+        assert set(_stats_of_last_commit(catalog.path(name))) == indexed, name
+    assert all(files_containing(Path(catalog.path(n)) / "_delta_log", "new.one") == []
+               for n in ("silver.old_events", "silver.defaults"))
+
+
 def test_a_quarantined_crm_record_without_customer_id_is_found_by_its_line(spark, config):
     """A CRM line without its customer id is quarantined with the personal fields withheld and
     a keyed hash of the line (silver's with_quarantine_raw): an erasure by the email on that

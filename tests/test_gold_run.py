@@ -294,3 +294,26 @@ def test_run_gold_gives_a_shared_browsers_visit_to_the_customer_who_logs_in_next
     sessions = {r["customer_key"]: r["sessions"]
                 for r in catalog.read(spark, "gold.customer_360").collect()}
     assert sessions["c3"] == 1 and sessions["c1"] == 2
+
+
+def test_a_gold_table_created_with_deltas_defaults_stops_indexing_its_strings(spark, config):
+    """A gold table made before the statistics policy (here with Delta's defaults: every
+    column indexed) keeps its property through overwrites; run_gold narrows it first, so the
+    snapshot it writes keeps no min/max of a customer key or a country in the log."""
+    import json
+    from pathlib import Path
+
+    catalog = Catalog(config)
+    for name, (schema, rows) in SILVER.items():
+        spark.createDataFrame(rows, schema).write.format("delta").save(
+            catalog.path(f"silver.{name}"))
+    path = catalog.path("gold.customer_360")
+    spark.createDataFrame([("old", "DE", 1)], "customer_key string, country string, posts int") \
+        .write.format("delta").save(path)
+
+    run_gold(spark, config, "run-1", date(2026, 1, 2))
+
+    last = sorted((Path(path) / "_delta_log").glob("*.json"))[-1]
+    indexed = {column for action in map(json.loads, last.read_text().splitlines()) if "add" in action
+               for column in json.loads(action["add"]["stats"]).get("minValues", {})}
+    assert indexed and not {"customer_key", "country"} & indexed

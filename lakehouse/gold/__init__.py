@@ -445,6 +445,7 @@ def run_gold(
             started = time.monotonic()
             path = output.path(f"gold.{name}")
             crash_point("gold.before_write")
+            output.narrow_statistics(spark, f"gold.{name}")
             table_df = builders[name]()
             (
                 table_df

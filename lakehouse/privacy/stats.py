@@ -78,3 +78,23 @@ def table_creation_options(
     if not columns:
         return {"delta.dataSkippingNumIndexedCols": "0"}
     return {STATS_PROPERTY: ",".join(columns)}
+
+
+# Delta's default when a table sets neither property: the first 32 columns are indexed.
+_DEFAULT_INDEXED = 32
+
+
+def statistics_not_allowed(
+    properties: dict[str, str], schema: T.StructType,
+    extra_excluded: frozenset[str] = frozenset(), indexed_strings: frozenset[str] = frozenset(),
+) -> list[str]:
+    """Columns an existing table (its ``properties`` and ``schema``) keeps statistics of that
+    stats_columns no longer allows: a table created before a column was excluded keeps its
+    property, since Delta reads the writer options only when a write creates the table."""
+    allowed = set(stats_columns(schema, extra_excluded, indexed_strings))
+    if STATS_PROPERTY in properties:
+        indexed = [c.strip() for c in properties[STATS_PROPERTY].split(",") if c.strip()]
+    else:
+        count = int(properties.get("delta.dataSkippingNumIndexedCols", _DEFAULT_INDEXED))
+        indexed = schema.fieldNames()[:count] if count >= 0 else schema.fieldNames()
+    return [c for c in indexed if c not in allowed]

@@ -135,6 +135,7 @@ def ensure_table(
     over it. Two creators racing both succeed (the second commit is an empty append).
     """
     if catalog.exists(spark, name):
+        catalog.narrow_statistics(spark, name, indexed_strings=indexed_strings)
         return
     # The lake's table properties, and no min/max stats of PII or identifiers in the
     # _delta_log (erasure must reach them).
