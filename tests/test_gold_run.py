@@ -61,6 +61,13 @@ SILVER = {
 }
 
 
+def write_silver(spark, catalog: Catalog, tables: dict) -> None:
+    """The silver tables of ``tables`` (name -> (schema, rows)) as Delta tables of the lake."""
+    for name, (schema, rows) in tables.items():
+        spark.createDataFrame(rows, schema).write.format("delta").save(
+            catalog.path(f"silver.{name}"))
+
+
 def test_run_gold_names_a_missing_silver_table(spark, config):
     with pytest.raises(TableNotFoundError, match="silver.customers"):
         run_gold(spark, config, "run-0", date(2026, 1, 2))
@@ -68,10 +75,7 @@ def test_run_gold_names_a_missing_silver_table(spark, config):
 
 def test_run_gold_twice_gives_identical_tables_without_duplicates(spark, config):
     catalog = Catalog(config)
-    for name, (schema, rows) in SILVER.items():
-        spark.createDataFrame(rows, schema).write.format("delta").save(
-            catalog.path(f"silver.{name}")
-        )
+    write_silver(spark, catalog, SILVER)
 
     first = run_gold(spark, config, "run-1", None)
     second = run_gold(spark, config, "run-2", None)
@@ -108,10 +112,7 @@ def test_journeys_leave_out_customers_without_marketing_consent(spark, config):
     schema, rows = SILVER["orders"]
     silver["orders"] = (schema, [*rows, ("o3", "c2", ts("2026-01-02 11:00"), 7.0, "EUR", 7.0,
                                          "completed", 1, 1, "r")])
-    for name, (schema, rows) in silver.items():
-        spark.createDataFrame(rows, schema).write.format("delta").save(
-            catalog.path(f"silver.{name}")
-        )
+    write_silver(spark, catalog, silver)
 
     run_gold(spark, config, "run-1", date(2026, 1, 2))
 
@@ -130,10 +131,7 @@ def test_an_as_of_before_the_first_event_or_order_is_refused_and_gold_left_as_it
     from lakehouse.errors import InputDataError
 
     catalog = Catalog(config)
-    for name, (schema, rows) in SILVER.items():
-        spark.createDataFrame(rows, schema).write.format("delta").save(
-            catalog.path(f"silver.{name}")
-        )
+    write_silver(spark, catalog, SILVER)
     run_gold(spark, config, "run-1", date(2026, 1, 1))
     versions = {t: catalog.current_version(spark, f"gold.{t}") for t in GOLD_TABLES}
     with pytest.raises(InputDataError, match=r"--as-of 2025-12-31 is before the first event or "
@@ -160,10 +158,7 @@ def test_a_gold_folder_that_cannot_be_made_is_one_line_naming_table_path_and_rea
     from lakehouse.cli import main
 
     catalog = Catalog(config)
-    for name, (schema, rows) in SILVER.items():
-        spark.createDataFrame(rows, schema).write.format("delta").save(
-            catalog.path(f"silver.{name}")
-        )
+    write_silver(spark, catalog, SILVER)
     versions = {name: catalog.current_version(spark, f"silver.{name}") for name in SILVER}
     gold = Path(config.data_dir) / "lake" / "gold"
     gold.write_text("not a folder")
@@ -279,10 +274,7 @@ def test_run_gold_gives_a_shared_browsers_visit_to_the_customer_who_logs_in_next
     schema, rows = SILVER["orders"]
     silver["orders"] = (schema, [*rows, ("o5", "c3", ts("2026-01-02 12:00"), 7.0, "EUR", 7.0,
                                          "completed", 1, 1, "r")])
-    for name, (schema, rows) in silver.items():
-        spark.createDataFrame(rows, schema).write.format("delta").save(
-            catalog.path(f"silver.{name}")
-        )
+    write_silver(spark, catalog, silver)
 
     run_gold(spark, config, "run-1", date(2026, 1, 2))
 
@@ -304,9 +296,7 @@ def test_a_gold_table_created_with_deltas_defaults_stops_indexing_its_strings(sp
     from pathlib import Path
 
     catalog = Catalog(config)
-    for name, (schema, rows) in SILVER.items():
-        spark.createDataFrame(rows, schema).write.format("delta").save(
-            catalog.path(f"silver.{name}"))
+    write_silver(spark, catalog, SILVER)
     path = catalog.path("gold.customer_360")
     spark.createDataFrame([("old", "DE", 1)], "customer_key string, country string, posts int") \
         .write.format("delta").save(path)
