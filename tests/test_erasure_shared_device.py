@@ -174,6 +174,27 @@ def test_thermostat_readings_of_another_customer_are_kept(spark):
         "r2", "r3"]
 
 
+def test_a_device_with_many_kept_readings_keeps_exactly_those(spark):
+    """A thermostat reporting under Bea's id every minute: many kept readings, looked up in
+    hash buckets (one list read whole for every reading cost readings x kept readings). The
+    kept ones are every third minute of 600 and carry their line as landed; a kept reading id
+    with another line (a second version) and a reading without id still go."""
+    minutes = [f"m{i:04d}" for i in range(600)]
+    lines = {m: f"{m},dv-home-7,C0000274" for m in minutes}
+    readings = spark.createDataFrame(
+        [(m, "dv-home-7", "C0000274", lines[m]) for m in minutes]
+        + [("m0003", "dv-home-7", "C0000274", "m0003,dv-home-7,C0000274,v2"),
+           (None, "dv-home-7", "C0000274", ",dv-home-7,C0000274")],
+        "reading_id string, device_id string, customer_id string, _raw string")
+    kept_minutes = set(minutes[::3])
+    kept = SharedDeviceRows({"reading_id": frozenset(kept_minutes)},
+                            frozenset(lines[m].encode() for m in kept_minutes))
+    erased = subject_rows(readings, subject_frame(spark, ANN, kept))
+    expected = sorted(set(minutes) - kept_minutes) + ["m0003"]
+    assert sorted(r[0] for r in erased.select("t.reading_id").collect() if r[0]) == sorted(expected)
+    assert erased.where(F.col("t.reading_id").isNull()).count() == 1
+
+
 def test_without_kept_rows_every_row_on_the_device_goes(spark):
     bronze = spark.createDataFrame(BRONZE_ROWS, BRONZE)
     erased = subject_rows(bronze, subject_frame(spark, ANN, SharedDeviceRows()))

@@ -45,6 +45,7 @@ import os
 import re
 import shutil
 import uuid
+import zlib
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -121,6 +122,8 @@ SHARED_DEVICE_COLUMNS = {"cookie_id": "cookies", "device_id": "devices"}
 LINE_COLUMNS = ("_raw", "raw")
 # Frame column prefix: kept_key_<column> lists the kept rows' values of their natural key.
 KEPT_KEY_PREFIX = "kept_key_"
+# Kept values are looked up in hash buckets of about this many (kept_buckets), not in one list.
+KEPT_PER_BUCKET = 4
 NEVER = r"(?!x)x"  # a regex that matches nothing: keeps `rlike` defined without a token
 # The customers a row on a shared browser or device may name (kept_on_shared_device).
 CUSTOMERS = "silver.customers"
@@ -516,15 +519,37 @@ def device_condition(names: Iterable[str]) -> str | None:
     return " OR ".join(f"({p})" for p in parts) if parts else None
 
 
+def kept_buckets(values: Iterable[bytes]) -> list[list[bytes]]:
+    """``values`` in hash buckets (about KEPT_PER_BUCKET each) by CRC-32, which Spark SQL's
+    crc32 computes alike: _in_kept_buckets then reads one bucket per row.
+
+    One list read whole for every row on the device (array_contains) cost rows x kept rows: a
+    thermostat reporting every minute under another customer's id keeps half a million
+    readings in a year."""
+    distinct = sorted(set(values))
+    buckets: list[list[bytes]] = [[] for _ in range(max(1, len(distinct) // KEPT_PER_BUCKET))]
+    for value in distinct:
+        buckets[zlib.crc32(value) % len(buckets)].append(value)
+    return buckets
+
+
+def _in_kept_buckets(field_name: str, value: str, as_binary: str) -> str:
+    """SQL: ``value`` (``as_binary``: the same as UTF-8 bytes) is in kept_buckets' frame column
+    ``field_name``; null when the value is."""
+    bucket = f"cast(pmod(crc32({as_binary}), size(s.`{field_name}`)) + 1 as int)"
+    return f"array_contains(element_at(s.`{field_name}`, {bucket}), {value})"
+
+
 def _kept_condition(names: set[str], kept_key_columns: Iterable[str]) -> str | None:
     """SQL: the row is one of the kept rows (shared_device_rows): its natural key is listed,
     and its raw line too where it has one. None when the table has neither, or no raw line and
     no listed key column (nothing to tell a kept row by: it goes)."""
     keys = [
-        f"array_contains(s.`{KEPT_KEY_PREFIX}{c}`, cast(t.`{c}` as string))"
+        _in_kept_buckets(f"{KEPT_KEY_PREFIX}{c}", f"cast(t.`{c}` as string)",
+                         f"cast(cast(t.`{c}` as string) as binary)")
         for c in sorted(set(kept_key_columns) & names)
     ]
-    lines = [f"array_contains(s.kept_lines, cast(t.`{c}` as binary))"
+    lines = [_in_kept_buckets("kept_lines", f"cast(t.`{c}` as binary)", f"cast(t.`{c}` as binary)")
              for c in LINE_COLUMNS if c in names]
     if not keys and not lines:
         return None
@@ -553,11 +578,16 @@ def subject_frame(
         "device_values": subject.cookies | subject.devices,
         "natural_keys": subject.customer_ids | subject.order_ids,
         "emails": subject.emails, "handles": subject.handles,
-        **{f"{KEPT_KEY_PREFIX}{c}": v for c, v in sorted(kept.keys.items())},
+    }
+    kept_keys = {
+        f"{KEPT_KEY_PREFIX}{c}": [[v.decode() for v in bucket]
+                                  for bucket in kept_buckets(v.encode() for v in values)]
+        for c, values in sorted(kept.keys.items())
     }
     schema = T.StructType(
         [T.StructField(k, T.ArrayType(T.StringType())) for k in arrays]
-        + [T.StructField("kept_lines", T.ArrayType(T.BinaryType())),
+        + [T.StructField(k, T.ArrayType(T.ArrayType(T.StringType()))) for k in kept_keys]
+        + [T.StructField("kept_lines", T.ArrayType(T.ArrayType(T.BinaryType()))),
            T.StructField("pattern", T.StringType()),
            T.StructField("device_pattern", T.StringType()),
            T.StructField("keep_guard", T.StringType())]
@@ -565,7 +595,8 @@ def subject_frame(
     patterns = [token_pattern(subject.personal_tokens) or NEVER,
                 token_pattern(subject.device_tokens) or NEVER, subject.keep_guard]
     return spark.createDataFrame(
-        [(*[sorted(v) for v in arrays.values()], sorted(kept.lines), *patterns)], schema)
+        [(*[sorted(v) for v in arrays.values()], *kept_keys.values(), kept_buckets(kept.lines),
+          *patterns)], schema)
 
 
 def without_subject_lines(
@@ -709,9 +740,9 @@ def kept_on_shared_device(
     - no other version of the same record (natural key, cleaned as silver does) is the person's.
     Decided in bronze only: silver's looked-up keys follow the cookie's first owner and prove
     nothing. Anything else on the device goes, as a row naming nobody is taken as theirs.
-    Few rows (a shared browser's logins): collected, and every row on the device is checked
-    against the list (array_contains), so the cost grows with the product of the two; a
-    device reporting every minute under another customer's id for a year would be slow.
+    The kept rows are collected (a year of a device's readings every minute is half a million
+    short lines) and every row on the device is looked up in their hash buckets
+    (kept_buckets).
     Bronze's suppression list still refuses every later row on the device (its rows could
     hold the person's data in a free text, which a keyed hash cannot find).
     """
