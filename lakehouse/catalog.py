@@ -16,7 +16,9 @@ from pathlib import Path
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
+from lakehouse.commits import retry_on_conflict
 from lakehouse.config import Config, is_local_location, local_path
 from lakehouse.errors import (
     DataDirError,
@@ -246,27 +248,36 @@ class Catalog:
 
     def narrow_statistics(
         self, spark: SparkSession, name: str, extra_excluded: frozenset[str] = frozenset(),
-        indexed_strings: frozenset[str] = frozenset(),
+        indexed_strings: frozenset[str] = frozenset(), schema: T.StructType | None = None,
     ) -> list[str]:
         """Stop an existing table keeping file statistics of columns privacy.stats does not
         allow (it was created before they were excluded): its stats columns become those
-        creation_options gives. Returns the columns dropped ([] when there is nothing to do or
-        no table). The log's older commits keep theirs until its retention has passed."""
+        creation_options gives. ``schema``: the columns the next write gives the table (gold
+        overwrites its schema), of which only those the table has now can be named. Returns
+        the columns dropped ([] when there is nothing to do or no table). The log's older
+        commits keep theirs until its retention has passed."""
         if not self.exists(spark, name):
             return []
         table = self.delta_table(spark, name)
         properties = table.detail().select("properties").first()["properties"] or {}
-        schema = table.toDF().schema
-        dropped = statistics_not_allowed(properties, schema, extra_excluded, indexed_strings)
+        current = table.toDF().schema
+        names = set(current.fieldNames())
+        both = T.StructType([f for f in (schema or current).fields if f.name in names])
+        dropped = statistics_not_allowed(properties, current, extra_excluded, indexed_strings,
+                                         allowed_in=both)
         if not dropped:
             return []
         location = "delta.`" + self.path(name).replace("`", "``") + "`"
-        wanted = table_creation_options(schema, extra_excluded, indexed_strings)
+        wanted = table_creation_options(both, extra_excluded, indexed_strings)
         listed = ", ".join(f"'{k}' = '{v}'" for k, v in wanted.items())
-        spark.sql(f"ALTER TABLE {location} SET TBLPROPERTIES ({listed})")
+        statements = [f"ALTER TABLE {location} SET TBLPROPERTIES ({listed})"]
         if STATS_PROPERTY in properties and STATS_PROPERTY not in wanted:
             # It takes precedence over the number of indexed columns wanted instead.
-            spark.sql(f"ALTER TABLE {location} UNSET TBLPROPERTIES IF EXISTS ('{STATS_PROPERTY}')")
+            statements.append(
+                f"ALTER TABLE {location} UNSET TBLPROPERTIES IF EXISTS ('{STATS_PROPERTY}')")
+        for statement in statements:
+            retry_on_conflict(lambda s=statement: spark.sql(s),
+                              f"{name}: narrowing its file statistics")
         return dropped
 
     def current_version(self, spark: SparkSession, name: str) -> int | None:
@@ -279,7 +290,8 @@ class Catalog:
 # Commits that only add rows (bronze's micro-batches), and commits that change no data; any
 # other commit (an erasure's MERGE, a DELETE, OPTIMIZE, RESTORE) rewrote or removed files.
 APPEND_OPERATIONS = frozenset({"WRITE", "STREAMING UPDATE"})
-NO_DATA_OPERATIONS = frozenset({"VACUUM START", "VACUUM END", "SET TBLPROPERTIES"})
+NO_DATA_OPERATIONS = frozenset({"VACUUM START", "VACUUM END", "SET TBLPROPERTIES",
+                                "UNSET TBLPROPERTIES"})
 # Table properties of append-only tables read with read_inserts: row tracking keeps the version
 # that added each row through an erasure's rewrite of its file.
 BRONZE_TABLE_PROPERTIES = {"delta.enableRowTracking": "true"}

@@ -445,8 +445,8 @@ def run_gold(
             started = time.monotonic()
             path = output.path(f"gold.{name}")
             crash_point("gold.before_write")
-            output.narrow_statistics(spark, f"gold.{name}")
             table_df = builders[name]()
+            output.narrow_statistics(spark, f"gold.{name}", schema=table_df.schema)
             (
                 table_df
                 .write.format("delta")

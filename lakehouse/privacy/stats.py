@@ -87,11 +87,13 @@ _DEFAULT_INDEXED = 32
 def statistics_not_allowed(
     properties: dict[str, str], schema: T.StructType,
     extra_excluded: frozenset[str] = frozenset(), indexed_strings: frozenset[str] = frozenset(),
+    allowed_in: T.StructType | None = None,
 ) -> list[str]:
     """Columns an existing table (its ``properties`` and ``schema``) keeps statistics of that
-    stats_columns no longer allows: a table created before a column was excluded keeps its
-    property, since Delta reads the writer options only when a write creates the table."""
-    allowed = set(stats_columns(schema, extra_excluded, indexed_strings))
+    stats_columns no longer allows (among ``allowed_in``'s columns, by default the table's):
+    a table created before a column was excluded keeps its property, since Delta reads the
+    writer options only when a write creates the table."""
+    allowed = set(stats_columns(allowed_in or schema, extra_excluded, indexed_strings))
     if STATS_PROPERTY in properties:
         indexed = [c.strip() for c in properties[STATS_PROPERTY].split(",") if c.strip()]
     else:
