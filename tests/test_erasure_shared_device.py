@@ -114,6 +114,7 @@ def test_only_bea_s_own_rows_on_the_shared_browser_are_kept_in_bronze(spark):
                           _line(" e12 ", "C0000274", "ck-family-01").encode()}
     erased = subject_rows(bronze, subject_frame(spark, ANN, kept))
     assert _ids(erased, "event_id") == ERASED
+    assert kept.another_customer
     e22 = next(r[4] for r in BRONZE_ROWS if r[0] == "e22")
     assert e22.count("\\u0040") == 1  # the line itself hides the email
 
@@ -202,7 +203,58 @@ def test_without_kept_rows_every_row_on_the_device_goes(spark):
     # Without silver's customers nobody is known: nothing is kept.
     none_known = kept_on_shared_device(bronze, subject_frame(spark, ANN), "event_id", ANN, KEY,
                                        spark.createDataFrame([], "customer_key string"))
-    assert (none_known.keys, none_known.lines) == ({}, frozenset())
+    assert (none_known.keys, none_known.lines, none_known.another_customer) == (
+        {}, frozenset(), False)
+    # Bea on the browser only with Ann's data in her rows: nothing kept, yet she is there
+    # (gold may have given her the browser's anonymous visits).
+    tainted = bronze.where(F.col("event_id").isin("e02", "e09", "e10"))
+    only_tainted = kept_on_shared_device(tainted, subject_frame(spark, ANN), "event_id", ANN,
+                                         KEY, _known(spark))
+    assert (only_tainted.keys, only_tainted.another_customer) == ({}, True)
+    anonymous = kept_on_shared_device(bronze.where(F.col("event_id") == "e02"),
+                                      subject_frame(spark, ANN), "event_id", ANN, KEY,
+                                      _known(spark))
+    assert not anonymous.another_customer
+
+
+def test_the_erasure_rebuilds_the_customer_tables_when_another_customer_used_the_browser(
+    spark, config
+):
+    """c1's browser k1: c3 logged in after an anonymous visit (e6, from an email), which gold
+    gave to c3. Erasing c1 deletes e6 from silver; c3's page views and journey still counted
+    it. rebuild_gold_aggregates rebuilds customer_360 and journeys when told to (the erasure
+    does when a row on the person's browser names another customer), and leaves them
+    otherwise."""
+    from datetime import date
+
+    from goldlib import SILVER, with_a_shared_browser, write_silver
+
+    from lakehouse.catalog import Catalog
+    from lakehouse.gold import run_gold
+    from lakehouse.privacy.erasure import rebuild_gold_aggregates
+
+    catalog = Catalog(config)
+    write_silver(spark, catalog, with_a_shared_browser(SILVER))
+    run_gold(spark, config, "run-1", date(2026, 1, 2))
+
+    def c3():
+        views = {r["customer_key"]: r["page_views"]
+                 for r in catalog.read(spark, "gold.customer_360").collect()}["c3"]
+        channels = {r["order_id"]: r["channels"]
+                    for r in catalog.read(spark, "gold.journeys").collect()}["o5"]
+        return views, channels
+
+    assert c3() == (1, ["email"])
+    # The erasure of c1 as far as silver.events goes: c1's events and the anonymous one.
+    events = catalog.delta_table(spark, "silver.events")
+    events.delete("cookie_id = 'k1' AND (customer_key = 'c1')")
+    rebuild_gold_aggregates(spark, config, "r1", lambda _line: None)
+    assert c3() == (1, ["email"]), "only the KPI tables"
+    rebuilt = rebuild_gold_aggregates(spark, config, "r2", lambda _line: None,
+                                      with_customer_tables=True)
+    assert set(rebuilt) == {"gold.kpi_daily", "gold.kpi_channel_daily", "gold.customer_360",
+                            "gold.journeys"}
+    assert c3() == (0, [])
 
 
 def test_raw_file_and_bronze_keep_the_same_lines_as_delivered(spark, tmp_path):

@@ -235,11 +235,14 @@ class SharedDeviceRows:
 
     ``keys``: natural key column -> the kept rows' values (as landed and as silver cleans
     them); ``lines``: their raw lines, as bytes (a line that is not UTF-8 keeps its bytes in
-    Delta, and decoded it would not compare equal).
+    Delta, and decoded it would not compare equal). ``another_customer``: a row on the
+    person's browser or device names another customer silver knows, kept or not (gold may
+    have given that customer the browser's anonymous visits, which the erasure deletes).
     """
 
     keys: dict[str, frozenset[str]] = field(default_factory=dict)
     lines: frozenset[bytes] = frozenset()
+    another_customer: bool = False
 
 
 @dataclass
@@ -692,7 +695,8 @@ def shared_device_rows(
     for rows in found:
         for column, values in rows.keys.items():
             keys[column] = keys.get(column, frozenset()) | values
-    return SharedDeviceRows(keys, frozenset().union(*(r.lines for r in found)))
+    return SharedDeviceRows(keys, frozenset().union(*(r.lines for r in found)),
+                            any(r.another_customer for r in found))
 
 
 # A text is URL-decoded this many times over (a redirect target is encoded twice) before the
@@ -780,11 +784,15 @@ def kept_on_shared_device(
     # matched rows (a join of them with their own non-candidates read the table twice).
     every_version = F.min(F.col("candidate").cast("int")).over(Window.partitionBy("record"))
     decided = matched.select("*", (F.col("candidate") & (every_version == 1)).alias("kept"))
-    kept = decided.where("kept").select(
-        "landed_key", "record", F.col("line").cast("binary").alias("line")).collect()
+    # The kept rows, and those naming another known customer that are not kept (few: they
+    # hold something of the person's).
+    names_known = F.col("names_another") & F.coalesce(F.col("_known"), F.lit(False))
+    found = decided.where(F.col("kept") | names_known).select(
+        "kept", "landed_key", "record", F.col("line").cast("binary").alias("line")).collect()
+    kept = [r for r in found if r["kept"]]
     keys = {r["landed_key"] for r in kept} | {r["record"] for r in kept}
     return SharedDeviceRows({key_column: frozenset(keys)} if keys else {},
-                            frozenset(bytes(r["line"]) for r in kept))
+                            frozenset(bytes(r["line"]) for r in kept), bool(found))
 
 
 T_ = TypeVar("T_")
@@ -1146,7 +1154,12 @@ def erase_people(
             crash_point(name)
     finally:
         source_df.unpersist()
-    rebuilt = rebuild_gold_aggregates(spark, config, request_id, echo)
+    # Gold gives a shared browser's anonymous visits to the customer who logged in next: the
+    # other customer's profile and journeys may count visits the erasure deleted. A re-run
+    # of an interrupted request rebuilds them too (what bronze shows may have gone since).
+    rebuilt = rebuild_gold_aggregates(
+        spark, config, request_id, echo,
+        with_customer_tables=kept.another_customer or bool(open_requests))
     crash_point("aggregates")
 
     # Physical: every table of the plan, including one planned by a run that crashed, and the
@@ -1194,16 +1207,21 @@ def remove_reproduce_copies(config: Config) -> int:
 
 
 AGGREGATE_TABLES = ("kpi_daily", "kpi_channel_daily")
+CUSTOMER_TABLES = ("customer_360", "journeys")
 
 
 def rebuild_gold_aggregates(
-    spark: SparkSession, config: Config, request_id: str, echo: Callable[[str], None]
+    spark: SparkSession, config: Config, request_id: str, echo: Callable[[str], None],
+    with_customer_tables: bool = False,
 ) -> list[str]:
-    """Rebuild the gold KPI tables from the erased silver for the as_of they hold.
+    """Rebuild the gold KPI tables from the erased silver for the as_of they hold, and with
+    ``with_customer_tables`` gold.customer_360 and gold.journeys as well.
 
-    They carry no identifier to delete by, yet their daily orders, revenue and active
+    The KPI tables carry no identifier to delete by, yet their daily orders, revenue and active
     customers counted the person; the next gold run would fix that, an erasure must not wait
-    for it. Deterministic, so a re-run after a crash rebuilds the same figures.
+    for it. The customer tables lost the person's rows by key, but another customer's may
+    count the anonymous visits on a browser they shared (attribute_shared_browsers).
+    Deterministic, so a re-run after a crash rebuilds the same figures.
     """
     from lakehouse.gold import gold_options, run_gold
 
@@ -1214,7 +1232,10 @@ def rebuild_gold_aggregates(
     as_of = catalog.read(spark, names[0]).agg(F.max("as_of")).first()[0]
     if as_of is None:
         return []
-    lines = run_gold(spark, config, f"erasure-{request_id}", as_of, tables=AGGREGATE_TABLES,
+    tables = AGGREGATE_TABLES + tuple(
+        t for t in CUSTOMER_TABLES if with_customer_tables and catalog.exists(spark, f"gold.{t}"))
+    names = [f"gold.{t}" for t in tables]
+    lines = run_gold(spark, config, f"erasure-{request_id}", as_of, tables=tables,
                      refuse_before_data=False, **gold_options(config))
     for line in lines[1:]:
         # run_gold's own warnings (unseen channel names) are not tables: passed on as they are.
