@@ -256,9 +256,10 @@ class Catalog:
         overwrites its schema), of which only those the table has now can be named. Returns
         the columns dropped ([] when there is nothing to do or no table). The log's older
         commits keep theirs until its retention has passed."""
-        if not self.exists(spark, name):
+        try:
+            table = self.delta_table(spark, name)  # one existence check
+        except TableNotFoundError:
             return []
-        table = self.delta_table(spark, name)
         properties = table.detail().select("properties").first()["properties"] or {}
         current = table.toDF().schema
         names = set(current.fieldNames())

@@ -106,6 +106,18 @@ def xs_lake(spark, tmp_path_factory) -> Config:
     return config
 
 
+def indexed_in_last_commit(table_path: str) -> dict:
+    """Column -> minimum of the files the table's latest commit added, as its ``add`` actions
+    in the _delta_log hold them (the columns Delta kept statistics of)."""
+    import json
+
+    last = sorted((Path(table_path) / "_delta_log").glob("*.json"))[-1]
+    adds = [json.loads(a["add"]["stats"]) for a in map(json.loads, last.read_text().splitlines())
+            if "add" in a]
+    assert adds, f"{last} added a file"
+    return {k: v for add in adds for k, v in add.get("minValues", {}).items()}
+
+
 def lake_tables(config: Config) -> list[str]:
     """Every Delta table of a lake, as layer.table, found on disk (not from the catalog)."""
     root = Path(config.data_dir) / "lake"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import crm_customer_key, lake_tables
+from conftest import crm_customer_key, indexed_in_last_commit, lake_tables
 from erasurelib import files_containing
 from pyspark.sql import functions as F
 
@@ -375,16 +375,6 @@ def test_the_delta_logs_keep_no_string_statistics_but_run_and_record_ids(xs_lake
     assert kept == {}
 
 
-def _stats_of_last_commit(table_path: str) -> dict:
-    import json
-
-    last = sorted((Path(table_path) / "_delta_log").glob("*.json"))[-1]
-    adds = [json.loads(a["add"]["stats"]) for a in map(json.loads, last.read_text().splitlines())
-            if "add" in a]
-    assert adds, f"{last} added a file"
-    return {k: v for add in adds for k, v in add.get("minValues", {}).items()}
-
-
 def test_a_table_created_before_the_statistics_policy_is_narrowed_by_the_next_write(
     spark, config
 ):
@@ -400,7 +390,7 @@ def test_a_table_created_before_the_statistics_policy_is_narrowed_by_the_next_wr
     old.write.format("delta").option("delta.dataSkippingStatsColumns", "event_id,page,n").save(
         catalog.path("silver.old_events"))
     old.write.format("delta").save(catalog.path("silver.defaults"))
-    assert "page" in _stats_of_last_commit(catalog.path("silver.old_events"))
+    assert "page" in indexed_in_last_commit(catalog.path("silver.old_events"))
 
     ensure_table(spark, catalog, "silver.old_events", old.schema,
                  indexed_strings=frozenset({"event_id"}))
@@ -416,7 +406,7 @@ def test_a_table_created_before_the_statistics_policy_is_narrowed_by_the_next_wr
     later = spark.createDataFrame([("E2", "/p?email=new.one@example.org", 2)], schema)
     for name, indexed in (("silver.old_events", {"event_id", "n"}), ("silver.defaults", {"n"})):
         later.write.format("delta").mode("append").save(catalog.path(name))
-        assert set(_stats_of_last_commit(catalog.path(name))) == indexed, name
+        assert set(indexed_in_last_commit(catalog.path(name))) == indexed, name
     assert all(files_containing(Path(catalog.path(n)) / "_delta_log", "new.one") == []
                for n in ("silver.old_events", "silver.defaults"))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date
 
 import pytest
+from conftest import indexed_in_last_commit
 from goldlib import SILVER, ts, with_a_shared_browser, write_silver
 from pyspark.testing import assertDataFrameEqual
 
@@ -224,9 +225,6 @@ def test_a_gold_table_created_with_deltas_defaults_stops_indexing_its_strings(sp
     snapshot it writes keeps no min/max of a customer key or a country in the log. Its column
     old_metric is not in the contract any more: named in the property, it would fail the
     overwrite that drops it."""
-    import json
-    from pathlib import Path
-
     catalog = Catalog(config)
     write_silver(spark, catalog, SILVER)
     path = catalog.path("gold.customer_360")
@@ -236,7 +234,5 @@ def test_a_gold_table_created_with_deltas_defaults_stops_indexing_its_strings(sp
 
     run_gold(spark, config, "run-1", date(2026, 1, 2))
 
-    last = sorted((Path(path) / "_delta_log").glob("*.json"))[-1]
-    indexed = {column for action in map(json.loads, last.read_text().splitlines()) if "add" in action
-               for column in json.loads(action["add"]["stats"]).get("minValues", {})}
+    indexed = set(indexed_in_last_commit(path))
     assert indexed and not {"customer_key", "country", "old_metric"} & indexed
