@@ -363,6 +363,8 @@ def publish(
             T.StructField("release_id", T.StringType()),
             T.StructField("as_of", T.DateType()),
         ])
+        # A release table made before the statistics policy keeps its own (privacy.stats).
+        catalog.narrow_statistics(spark, report.name, schema=schema)
         (
             spark.createDataFrame(out_rows, schema).write.format("delta").mode("overwrite")
             .option("overwriteSchema", "true")

@@ -621,6 +621,8 @@ def write_attribution(
         raise ValueError(f"attribution table is missing column(s): {', '.join(missing)}")
     df = spark.createDataFrame(_records(table.loc[:, list(OUTPUT_COLUMNS)]), OUTPUT_SCHEMA)
     crash_point("attribute.before_write")
+    # A table made before the statistics policy keeps its own (lakehouse.privacy.stats).
+    catalog.narrow_statistics(spark, OUTPUT_TABLE, schema=df.schema)
     (
         df.write.format("delta")
         .mode("overwrite")
