@@ -32,6 +32,9 @@ LAYERS = ("bronze", "silver", "gold", "audit", "publish")
 # A plain lower-case identifier: layer, table, raw folder, source and column names.
 # \A...\Z: "$" also matches before a final newline, and 'gold.customer_360\n' passed.
 IDENTIFIER = re.compile(r"\A[a-z][a-z0-9_]{0,62}\Z")
+# What Spark shows in place of a value spark.redaction.regex matches
+# (Utils.REDACTION_REPLACEMENT_TEXT).
+REDACTED = "*********(redacted)"
 
 
 def lake_table_properties(time_travel_days: int) -> dict[str, str]:
@@ -265,6 +268,10 @@ class Catalog:
         # (a Spark job: 0.1-0.7 s a table, and every stage asks of each of its tables).
         properties = {r["key"]: r["value"]
                       for r in spark.sql(f"SHOW TBLPROPERTIES {location}").collect()}
+        if any(REDACTED in v for k, v in properties.items() if k.startswith("delta.dataSkipping")):
+            # It hides a value matching spark.redaction.regex (the lake's names `token`,
+            # `pseudonym`...: a column token_count); detail() does not.
+            properties = table.detail().select("properties").first()["properties"] or {}
         current = table.toDF().schema
         names = set(current.fieldNames())
         both = T.StructType([f for f in (schema or current).fields if f.name in names])

@@ -298,10 +298,9 @@ def write_segments(spark: SparkSession, catalog: Catalog, scored_df: DataFrame, 
         spark.createDataFrame([], OUTPUT_SCHEMA).write.format("delta").mode("append").options(
             **catalog.creation_options(OUTPUT_SCHEMA)
         ).save(path)
-    else:
-        # A table made before the statistics policy keeps its own (lakehouse.privacy.stats).
-        catalog.narrow_statistics(spark, OUTPUT_TABLE, schema=OUTPUT_SCHEMA)
     crash_point("segment.before_scores")
+    # A table made before the statistics policy keeps its own (lakehouse.privacy.stats).
+    catalog.narrow_statistics(spark, OUTPUT_TABLE, schema=OUTPUT_SCHEMA)
     this_day = f"t.as_of = DATE'{as_of.isoformat()}'"
     (
         DeltaTable.forPath(spark, path)

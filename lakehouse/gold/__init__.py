@@ -227,9 +227,10 @@ def with_given_keys(events_df: DataFrame, given_keys: DataFrame) -> DataFrame:
 
 
 def attribute_shared_browsers(events_df: DataFrame, as_of: date) -> DataFrame:
-    """``events_df`` (silver.events' gold columns) with each looked-up event of a browser that
-    several customers logged in on given to the customer who logged in on it next, or, after
-    the last login, to the one who logged in last (see shared_browser_keys)."""
+    """``events_df`` (silver.events' gold columns, one row per event_id as deduplicated_once
+    leaves them) with each looked-up event of a browser that several customers logged in on
+    given to the customer who logged in on it next, or, after the last login, to the one who
+    logged in last (see shared_browser_keys)."""
     return with_given_keys(events_df, shared_browser_keys(events_df, as_of))
 
 

@@ -317,6 +317,21 @@ def build_reports(spark: SparkSession, config: Config, as_of: date) -> list[Repo
     return reports
 
 
+def release_schema(report) -> T.StructType:
+    """The columns of ``report``'s release table: its dimensions, the noisy figure, and how it
+    was released."""
+    return T.StructType([
+        *report.cells.select(*report.dimensions).schema.fields,
+        T.StructField(report.released_as, T.LongType()),
+        T.StructField("epsilon", T.DoubleType()),
+        T.StructField("l1_sensitivity", T.DoubleType()),
+        T.StructField("contribution_bound", T.StringType()),
+        T.StructField("mechanism", T.StringType()),
+        T.StructField("release_id", T.StringType()),
+        T.StructField("as_of", T.DateType()),
+    ])
+
+
 def publish(
     spark: SparkSession, config: Config, *, as_of: date,
     epsilon: float | None = None, reports: Sequence[str] | None = None,
@@ -342,6 +357,10 @@ def publish(
                  float(config.get("privacy.epsilon_per_report")), total)
     # Only the fixed, small grids reach the driver.
     grids = [(r, r.cells.orderBy(*r.dimensions).collect()) for r in chosen]
+    # A release table made before the statistics policy keeps its own (privacy.stats): each is
+    # narrowed before any budget is spent, so a failure here costs none.
+    for report in chosen:
+        catalog.narrow_statistics(spark, report.name, schema=release_schema(report))
     release_id, recorded_at = record_releases(spark, catalog, releases)
     confirm_within_budget(spark, catalog, release_id, recorded_at, total)
     lines = [f"publish: release {release_id}, as_of {as_of}, epsilon {eps:g} per report"]
@@ -352,19 +371,7 @@ def publish(
              report.bounds, MECHANISM, release_id, as_of)
             for r, n in zip(rows, noisy, strict=True)
         ]
-        dims = report.cells.select(*report.dimensions).schema.fields
-        schema = T.StructType([
-            *dims,
-            T.StructField(report.released_as, T.LongType()),
-            T.StructField("epsilon", T.DoubleType()),
-            T.StructField("l1_sensitivity", T.DoubleType()),
-            T.StructField("contribution_bound", T.StringType()),
-            T.StructField("mechanism", T.StringType()),
-            T.StructField("release_id", T.StringType()),
-            T.StructField("as_of", T.DateType()),
-        ])
-        # A release table made before the statistics policy keeps its own (privacy.stats).
-        catalog.narrow_statistics(spark, report.name, schema=schema)
+        schema = release_schema(report)
         (
             spark.createDataFrame(out_rows, schema).write.format("delta").mode("overwrite")
             .option("overwriteSchema", "true")
