@@ -200,10 +200,17 @@ def test_run_gold_builds_journeys_and_channel_kpis_with_the_configured_window_an
         assertDataFrameEqual(catalog.read(spark, f"gold.{table}"), df)
 
 
-def test_run_gold_gives_a_shared_browsers_visit_to_the_customer_who_logs_in_next(spark, config):
+@pytest.mark.parametrize("joined_once_above", [100_000, 0], ids=["joined-by-each", "joined-once"])
+def test_run_gold_gives_a_shared_browsers_visit_to_the_customer_who_logs_in_next(
+    spark, config, monkeypatch, joined_once_above
+):
     """Browser k1 is c1's first (e1), so silver looked c3's visit before logging in (e6, from
     an email) up to c1. c3 then logs in (e7) and orders (o5): the email touch is in c3's
-    journey to o5, and in c3's sessions, not in c1's."""
+    journey to o5, and in c3's sessions, not in c1's. The same whether each reader joins the
+    given keys or run_gold joins them once (many shared browsers)."""
+    import lakehouse.gold
+
+    monkeypatch.setattr(lakehouse.gold, "GIVEN_KEYS_JOINED_ONCE_ABOVE", joined_once_above)
     catalog = Catalog(config)
     write_silver(spark, catalog, with_a_shared_browser(SILVER))
 

@@ -172,6 +172,10 @@ def read_silver_input(
 
 # The customer shared_browser_keys gives an event, next to its event_id.
 _GIVEN_KEY = "_given_key"
+# Up to this many given keys (about 100 bytes each, within Spark's 10 MB broadcast threshold)
+# each gold reader of the events joins them to the cached events; above it run_gold joins once
+# and caches the result.
+GIVEN_KEYS_JOINED_ONCE_ABOVE = 100_000
 
 
 def shared_browser_keys(events_df: DataFrame, as_of: date) -> DataFrame:
@@ -420,8 +424,16 @@ def run_gold(
         # event cost gold about 8 s at scale m, where no browser is shared.
         given_keys = shared_browser_keys(silver["events"], as_of).persist()
         shared.append(given_keys)
-        if given_keys.count():  # fills the cache of the few, or learns there are none
+        given = given_keys.count()  # fills the cache of the few, or learns there are none
+        if given:
             events = with_given_keys(silver["events"], given_keys)
+            if given > GIVEN_KEYS_JOINED_ONCE_ABOVE:
+                # Too many to ship to every task: joined once (a shuffle of every event) and
+                # kept in place of the deduplicated events, not joined again by each reader.
+                events = events.persist()
+                events.count()
+                shared = [df for df in shared if df is not silver["events"]] + [events]
+                silver["events"].unpersist()
             setattr(events, _DEDUPLICATED_BY, getattr(silver["events"], _DEDUPLICATED_BY))
             silver["events"] = events
         journey_args = {
