@@ -356,22 +356,21 @@ def publish(
     check_budget(releases, spent_epsilon(spark, catalog),
                  float(config.get("privacy.epsilon_per_report")), total)
     # Only the fixed, small grids reach the driver.
-    grids = [(r, r.cells.orderBy(*r.dimensions).collect()) for r in chosen]
+    grids = [(r, release_schema(r), r.cells.orderBy(*r.dimensions).collect()) for r in chosen]
     # A release table made before the statistics policy keeps its own (privacy.stats): each is
     # narrowed before any budget is spent, so a failure here costs none.
-    for report in chosen:
-        catalog.narrow_statistics(spark, report.name, schema=release_schema(report))
+    for report, schema, _ in grids:
+        catalog.narrow_statistics(spark, report.name, schema=schema)
     release_id, recorded_at = record_releases(spark, catalog, releases)
     confirm_within_budget(spark, catalog, release_id, recorded_at, total)
     lines = [f"publish: release {release_id}, as_of {as_of}, epsilon {eps:g} per report"]
-    for report, rows in grids:
+    for report, schema, rows in grids:
         noisy = noisy_counts([r["true_count"] for r in rows], eps, report.l1_sensitivity)
         out_rows = [
             (*[r[d] for d in report.dimensions], max(n, 0), eps, report.l1_sensitivity,
              report.bounds, MECHANISM, release_id, as_of)
             for r, n in zip(rows, noisy, strict=True)
         ]
-        schema = release_schema(report)
         (
             spark.createDataFrame(out_rows, schema).write.format("delta").mode("overwrite")
             .option("overwriteSchema", "true")
