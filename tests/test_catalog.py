@@ -309,3 +309,24 @@ def test_a_name_ending_in_a_newline_is_refused():
     # inside Spark, with a message listing the very table asked for.
     with pytest.raises(InvalidTableNameError):
         parse_table_name("gold.customer_360\n")
+
+
+def test_current_version_under_a_local_root_is_the_one_deltas_history_gives(spark, tmp_path):
+    """Read from the commit file names: a table with a checkpoint (ten commits), in a folder
+    whose name has a space, gives the version Delta's own history gives; a missing table and a
+    log folder without a commit give None."""
+    from delta.tables import DeltaTable
+
+    from lakehouse.config import load_config
+
+    catalog = Catalog(load_config("local", overrides={"data_dir": str(tmp_path / "a lake")}))
+    assert catalog.current_version(spark, "silver.orders") is None
+    path = catalog.path("silver.orders")
+    for n in range(12):
+        spark.range(n, n + 1).write.format("delta").mode("append").save(path)
+    assert list((tmp_path / "a lake" / "lake" / "silver" / "orders" / "_delta_log")
+                .glob("*.checkpoint.parquet"))
+    history = DeltaTable.forPath(spark, path).history(1).select("version").first()[0]
+    assert catalog.current_version(spark, "silver.orders") == history == 11
+    (tmp_path / "a lake" / "lake" / "silver" / "events" / "_delta_log").mkdir(parents=True)
+    assert catalog.current_version(spark, "silver.events") is None

@@ -9,7 +9,6 @@ version available, so the user can pick a valid one.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -37,7 +36,6 @@ CONTRACT_TABLES = (
     *(f"audit.{t}" for t in (
         "table_history", "lineage", "reconciliation", "dq_metrics", "stage_progress")),
 )
-_COMMIT_FILE = re.compile(r"^(\d{20})\.json$")
 
 
 @dataclass(frozen=True)
@@ -86,16 +84,8 @@ def list_tables(spark: SparkSession, catalog: Catalog, extra: Iterable[str] = ()
 
 
 def latest_version(spark: SparkSession, catalog: Catalog, name: str) -> int | None:
-    """Newest committed version (None: no table). Locally the commit file names say it, which
-    is instant; the pipeline asks this for every table around every stage."""
-    folder = _local_dir(catalog, name)
-    if folder is None:
-        return catalog.current_version(spark, name)
-    log = folder / "_delta_log"
-    if not log.is_dir():
-        return None
-    versions = [int(m.group(1)) for p in log.iterdir() if (m := _COMMIT_FILE.match(p.name))]
-    return max(versions) if versions else None
+    """Newest committed version (None: no table); see Catalog.current_version."""
+    return catalog.current_version(spark, name)
 
 
 def table_versions(
