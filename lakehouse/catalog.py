@@ -362,6 +362,14 @@ def latest_commit_in_log(table_dir: Path) -> int | None:
     return max(versions) if versions else None
 
 
+def committed_version(table, path: str) -> int | None:
+    """Latest committed version of ``table`` (a DeltaTable) at ``path``: from its commit file
+    names under a local path (latest_commit_in_log), else from its history."""
+    if is_local_location(path):
+        return latest_commit_in_log(local_path(path))
+    return table_version(table)
+
+
 def table_version(table) -> int | None:
     """Latest committed version of a Delta table (a DeltaTable), read from its log."""
     history = table.history(1).select("version").first()

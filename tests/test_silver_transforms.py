@@ -442,8 +442,8 @@ def test_merge_newer_first_load_still_applies_rows_another_writer_put_in_first(
     spark.createDataFrame([], schema).write.format("delta").save(path)
     seen_empty = io.version_if_empty
 
-    def empty_then_raced(table):
-        version = seen_empty(table)
+    def empty_then_raced(table, path):
+        version = seen_empty(table, path)
         spark.createDataFrame([("a", t1, None), ("z", t1, "kz")], schema).write.format(
             "delta").mode("append").save(path)
         return version
@@ -473,10 +473,10 @@ def test_version_if_empty_names_the_version_only_while_the_table_holds_no_file(s
     # The version is counted from the log's file names, not read through Delta.
     empty_at = len(list((tmp_path / "target" / "_delta_log").glob("*.json"))) - 1
     assert empty_at == 2
-    assert io.version_if_empty(table) == empty_at
+    assert io.version_if_empty(table, path) == empty_at
 
     spark.createDataFrame([("a",)], "id string").write.format("delta").mode("append").save(path)
-    assert io.version_if_empty(table) is None
+    assert io.version_if_empty(table, path) is None
 
 
 def test_key_scope_keeps_every_match_and_only_the_ones_in_scope(spark, tmp_path):

@@ -11,7 +11,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from lakehouse.catalog import Catalog, table_version
+from lakehouse.catalog import Catalog, committed_version
 from lakehouse.commits import retry_on_conflict
 from lakehouse.errors import SchemaChangeError
 from lakehouse.faults import crash_point
@@ -282,7 +282,7 @@ def holds_no_files(table: DeltaTable) -> bool:
     return int(table.detail().select("numFiles").first()[0]) == 0
 
 
-def version_if_empty(table: DeltaTable) -> int | None:
+def version_if_empty(table: DeltaTable, path: str) -> int | None:
     """The table's version when it holds no data file, else None.
 
     Emptiness is checked on both sides of the version read. Unless some writer filled and
@@ -293,7 +293,7 @@ def version_if_empty(table: DeltaTable) -> int | None:
     """
     if not holds_no_files(table):
         return None
-    version = table_version(table)
+    version = committed_version(table, path)
     return version if holds_no_files(table) else None
 
 
@@ -347,14 +347,14 @@ def merge_newer(
 
     def attempt() -> dict[str, int]:
         target = DeltaTable.forPath(spark, path)
-        seen = version_if_empty(target)
+        seen = version_if_empty(target, path)
         if seen is None:
             return full_merge(target)
         counts = merge_counts(
             target.alias("t").merge(df.alias("s"), condition)
             .whenNotMatchedInsertAll(condition=insert_if).execute()
         )
-        if table_version(target) == seen + 1:
+        if committed_version(target, path) == seen + 1:
             return counts  # this MERGE's commit is the only one since the table was empty
         more = full_merge(DeltaTable.forPath(spark, path))
         return {k: counts[k] + more[k] for k in counts}
