@@ -194,7 +194,14 @@ def test_a_consent_or_where_left_empty_is_no_filter():
     assert grant.consent is False and grant.where is None
 
 
-def test_a_row_filter_the_table_cannot_take_names_file_role_table_and_filter(spark, tmp_path):
+@pytest.mark.parametrize(("condition", "reason"), [
+    ("nosuchcol = 1", "A column, variable, or function parameter with name `nosuchcol` cannot "
+                      "be resolved."),
+    # Unfinished: Spark read it as `day = 1` under an alias named AND, and filtered on that.
+    ("day = 1 AND", "Syntax error at or near ')'"),
+])
+def test_a_row_filter_the_table_cannot_take_names_file_role_table_and_filter(
+        spark, tmp_path, condition, reason):
     """A where over a column the table does not have failed inside Spark, as `Spark failed:
     [UNRESOLVED_COLUMN...]` naming neither the matrix nor the grant."""
     import shutil
@@ -203,7 +210,7 @@ def test_a_row_filter_the_table_cannot_take_names_file_role_table_and_filter(spa
 
     conf = tmp_path / "conf"
     shutil.copytree(DEFAULT_CONF_DIR, conf)
-    grant = {"columns": {"day": "clear"}, "where": "nosuchcol = 1"}
+    grant = {"columns": {"day": "clear"}, "where": condition}
     (conf / "access.yaml").write_text(yaml.safe_dump({"roles": {"analyst": {"gold.kpi_daily": grant}}}))
     config = load_config("local", conf, overrides={"data_dir": str(tmp_path / "data")})
     spark.createDataFrame([(1,)], "day int").write.format("delta").save(
@@ -211,9 +218,8 @@ def test_a_row_filter_the_table_cannot_take_names_file_role_table_and_filter(spa
     with pytest.raises(ConfigError) as raised:
         view(spark, config, "analyst", "gold.kpi_daily")
     assert str(raised.value).startswith(
-        f"{conf}/access.yaml: roles.analyst.gold.kpi_daily.where 'nosuchcol = 1' is not a "
-        f"condition over the table's columns: A column, variable, or function parameter with "
-        f"name `nosuchcol` cannot be resolved."
+        f"{conf}/access.yaml: roles.analyst.gold.kpi_daily.where {condition!r} is not a "
+        f"condition over the table's columns: {reason}"
     ), raised.value
 
 

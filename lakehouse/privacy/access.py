@@ -111,12 +111,19 @@ def load_matrix(config: Config) -> AccessMatrix:
     return parse_matrix(load_yaml_file(path, "the access matrix"), str(path))
 
 
+def row_filter(condition: str) -> Column:
+    """A grant's ``where`` as one condition. In parentheses: Spark reads an expression followed
+    by a name as that expression under an alias, so an unfinished `country = 'DE' AND` would
+    filter on `country = 'DE'` alone, without a word."""
+    return F.expr(f"({condition})")
+
+
 def check_where(df: DataFrame, condition: str, place: str) -> None:
     """A row filter Spark cannot apply to the table (a column it does not have, bad syntax, not
     a boolean) is a mistake of the matrix: named there, not as a Spark error of the command."""
     try:
         with query_error_logs_off():
-            _ = df.where(F.expr(condition)).schema  # analysed now, on Spark Connect too
+            _ = df.where(row_filter(condition)).schema  # analysed now, on Spark Connect too
     except AnalysisException as exc:
         # Spark's own sentence, without its error class and SQLSTATE.
         reason = re.sub(r"^\[[\w.]+\] | SQLSTATE: \w+$", "", exc.getMessage().strip())
@@ -141,7 +148,7 @@ def apply_grant(df: DataFrame, grant: TableGrant, consenting_df: DataFrame | Non
     """Rows filtered, then columns kept, masked or removed as the grant says (pure)."""
     columns = df.columns
     if grant.where:
-        df = df.where(F.expr(grant.where))
+        df = df.where(row_filter(grant.where))
     if grant.consent:
         if consenting_df is None or "customer_key" not in df.columns:
             # No way to prove consent: nothing is shown rather than everything.
