@@ -165,3 +165,27 @@ def test_a_line_bound_below_a_kibibyte_is_refused():
     with pytest.raises(ConfigError, match="'bronze.max_line_bytes' .* must be at least 1024"):
         load_config("local").with_overrides({"bronze.max_line_bytes": 0})
 
+
+
+@pytest.mark.parametrize(("edit", "place"), [
+    (lambda text: text.replace('"NO", PL', "NO, PL"), "countries.codes holds false"),
+    (lambda text: text.replace('norway: "NO"', "norway: NO"), "countries.names.norway holds false"),
+])
+def test_a_bare_no_in_the_reference_data_is_refused_naming_the_entry(tmp_path, edit, place):
+    """YAML reads a bare NO as false: silver took Norway's code for the country 'FALSE' and
+    quarantined every Norwegian customer as from an unknown country, without a word."""
+    import shutil
+
+    from lakehouse.config import DEFAULT_CONF_DIR
+    from lakehouse.silver.transforms import load_reference
+
+    conf = tmp_path / "conf"
+    shutil.copytree(DEFAULT_CONF_DIR, conf)
+    reference = conf / "reference.yaml"
+    edited = edit(reference.read_text())
+    assert edited != reference.read_text()
+    reference.write_text(edited)
+    with pytest.raises(ConfigError) as raised:
+        load_reference(load_config("local", conf))
+    assert str(raised.value).startswith(f"{reference}: {place} where a code belongs"), raised.value
+    assert "NO" in load_reference(load_config("local", DEFAULT_CONF_DIR)).country_codes

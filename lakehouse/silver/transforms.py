@@ -50,9 +50,27 @@ def load_reference(config: Config) -> Reference:
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ConfigError(f"{path}: missing or invalid entry ({exc})") from None
+    check_codes_are_text(doc, path)
     if any(r <= 0 for r in rates.values()):
         raise ConfigError(f"{path}: eur_rates must be positive")
     return reference
+
+
+def check_codes_are_text(doc: Mapping[str, Any], path: Path) -> None:
+    """ConfigError naming the entry when a code of reference.yaml is not text: YAML 1.1 reads
+    a bare NO (Norway), YES, ON or OFF as a boolean, which str() made the country 'FALSE',
+    and then quarantined every Norwegian customer as an unknown country."""
+    countries = doc["countries"]
+    places = [("countries.codes", c) for c in countries["codes"]]
+    places += [(f"countries.names.{name}", code) for name, code in countries["names"].items()]
+    places += [("calling_codes", k) for k in doc["calling_codes"]]
+    places += [("eur_rates", k) for k in doc["eur_rates"]]
+    for place, code in places:
+        if isinstance(code, bool):
+            raise ConfigError(
+                f"{path}: {place} holds {str(code).lower()} where a code belongs: YAML reads a "
+                f"bare NO, YES, ON or OFF as true or false; quote the code (\"NO\")"
+            )
 
 
 def _literal_map(mapping: Mapping[str, Any]) -> Column:
