@@ -265,11 +265,20 @@ def parse_json_lines(lines_df: DataFrame, source: SourceSpec) -> DataFrame:
     )
 
 
+# Why a line holding bytes that are not UTF-8 is malformed.
+NOT_UTF8_REASON = ("line is not UTF-8 text (bytes no UTF-8 character is made of, as in a "
+                   "latin-1 file): deliver the file in UTF-8")
+
+
 def with_declared_columns(parsed_df: DataFrame, source: SourceSpec) -> DataFrame:
     """Declared columns as strings, unknown fields rescued as JSON, malformed lines flagged."""
     is_blank = F.trim(F.col("_raw")) == ""
     reason = (
         F.when(is_blank, F.lit("blank line"))
+        # Spark's text reader keeps a line's bytes as they are, UTF-8 or not: a file delivered
+        # in latin-1 landed 'Jürgen' parsed and clean, read back as 'J\ufffdrgen', without a
+        # word.
+        .when(~F.is_valid_utf8("_raw"), F.lit(NOT_UTF8_REASON))
         .when(F.col("_parse_error").isNotNull(), F.col("_parse_error"))
         .when(~F.coalesce("_has_declared", F.lit(False)), F.lit("no declared field present"))
     )

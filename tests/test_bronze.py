@@ -76,6 +76,22 @@ def test_every_line_lands_and_malformed_lines_are_kept_raw(spark, landed):
     assert results["clickstream"].malformed_added == 3
 
 
+def test_a_line_that_is_not_utf8_is_kept_malformed_with_the_reason(spark, config):
+    """A file delivered in latin-1: Spark's text reader put U+FFFD for its 'ü' and the row
+    landed parsed and clean as 'J\ufffdrgen'. Its ASCII lines are the same in UTF-8."""
+    raw = Path(config.data_dir) / "raw" / "orders"
+    raw.mkdir(parents=True)
+    (raw / "orders_2026-01-03.csv").write_bytes(
+        b"order_id,customer_id,order_ts,amount,currency,status,n_items\n"
+        b"O6,C1,2026-01-03T10:00:00Z,10.50,EUR,completed,1\n"
+        + "O7,C2,2026-01-03T11:00:00Z,7.00,EUR,zur\u00fcck,1\n".encode("latin-1"))
+    run_bronze(spark, config, load_sources(config), "run-1", only=["orders"])
+    rows = {r["order_id"] or r["_raw"][:2]: (r["_is_malformed"], r["_malformed_reason"])
+            for r in _table(spark, config, "bronze.orders").collect()}
+    assert rows["O6"] == (False, None)
+    assert rows["O7"][0] is True and rows["O7"][1].startswith("line is not UTF-8 text"), rows
+
+
 def test_unknown_json_fields_are_rescued_not_lost(spark, landed):
     config, _, _ = landed
     row = _table(spark, config, "bronze.clickstream").where("event_id = 'E3'").first()
