@@ -134,6 +134,16 @@ def check_spark_settings(config: Config, settings: Mapping[str, Any]) -> None:
         if master and not _MASTER.fullmatch(str(master)):
             raise ConfigError(f"{key} {master!r} in {config.origin(dotted)} is not a Spark "
                               f"master: use {MASTER_FORMS}")
+    heap = [o for o in str(config.get("spark.driver_java_options")).split()
+            if o.startswith("-Xmx")]
+    if heap:
+        # spark-submit refuses it after the JVM's launch, with its whole usage text (96 lines).
+        raise ConfigError(
+            f"spark.driver_java_options {' '.join(heap)!r} in "
+            f"{config.origin('spark.driver_java_options')}: Spark takes the driver's heap size "
+            f"only from spark.driver.memory; remove it and set spark.conf spark.driver.memory "
+            f"(as 6g) instead"
+        )
     for key, value in settings.items():
         size = _JVM_MEMORY_SIZE if key == "spark.driver.memory" else _SPARK_MEMORY_SIZE
         if key.endswith((".memory", ".memoryOverhead")) and not size.fullmatch(str(value)):
