@@ -47,7 +47,7 @@ from lakehouse.privacy.suppression import (
     with_suppressed_flag,
 )
 from lakehouse.raw_files import check_raw_files
-from lakehouse.sources import SourceSpec
+from lakehouse.sources import SOURCES_FILE, SourceSpec
 
 META_COLUMNS = (
     "_rescued_data",
@@ -550,6 +550,19 @@ def run_bronze(
             f"run `lakehouse generate --scale xs` or deliver files there first"
         )
     # Before any source lands: a refused file or a moved lake leaves every table as it was.
+    # A source that landed before and has no folder now is a renamed raw_dir (a typo), not a
+    # source that has not delivered yet: reported as skipped, its new files went unread.
+    gone = [s for s in chosen if s not in present
+            and catalog.current_version(spark, s.bronze_table) is not None]
+    if gone:
+        s = gone[0]
+        raise InputDataError(
+            f"{s.bronze_table} holds rows landed before, but the raw folder of source "
+            f"{s.name} ({catalog.raw_dir(s.raw_dir)}) does not exist: check its raw_dir "
+            f"'{s.raw_dir}' in "
+            f"{Path(config.conf_dir) / SOURCES_FILE} (create the folder empty if its files "
+            f"were archived); nothing was ingested"
+        )
     moved = [problem for s in present if (problem := moved_checkpoint_problem(
         catalog.checkpoint_dir(s.bronze_table), catalog.raw_dir(s.raw_dir), s.bronze_table))]
     if moved:

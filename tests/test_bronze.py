@@ -241,6 +241,29 @@ def test_source_without_folder_is_skipped_while_others_land(spark, landed):
     ]
 
 
+def test_a_landed_sources_raw_folder_gone_is_refused_before_any_source_lands(spark, landed):
+    """raw_dir misspelt in sources.yaml on a lake that has the source: it was reported as
+    'no raw folder yet' among the others, and its new deliveries went unread without a word."""
+    import shutil
+
+    from lakehouse.errors import InputDataError
+
+    config, sources, _ = landed
+    raw = Path(config.data_dir) / "raw"
+    _write(raw / "clickstream" / "clickstream_2026-01-02.jsonl", CLICKS_DAY1[0] + "\n")
+    shutil.move(raw / "orders", raw / "orders_archived")
+    versions = {n: Catalog(config).current_version(spark, n)
+                for n in ("bronze.orders", "bronze.clickstream")}
+    with pytest.raises(InputDataError) as raised:
+        run_bronze(spark, config, sources, "r", only=["orders", "clickstream"])
+    assert str(raised.value) == (
+        f"bronze.orders holds rows landed before, but the raw folder of source orders "
+        f"({raw}/orders) does not exist: check its raw_dir 'orders' in "
+        f"{config.conf_dir}/sources.yaml (create "
+        f"the folder empty if its files were archived); nothing was ingested")
+    assert versions == {n: Catalog(config).current_version(spark, n) for n in versions}
+
+
 def test_gzip_bomb_is_refused_by_name_before_any_source_lands(spark, config):
     """65 MiB of zeros in ~65 KiB of gzip (1000:1): a line bigger than the heap once inflated
     at real bomb sizes. Refused from its 4-byte trailer, before orders (first in order) land."""
