@@ -268,3 +268,31 @@ def test_gold_is_checked_against_silver_as_an_erasure_left_it(spark, config, del
     assert comparable_version(spark, catalog, "silver.orders", 1) == newest
     with pytest.raises(VersionNotAvailableError, match="silver.orders version 0.*run gold"):
         comparable_version(spark, catalog, "silver.orders", 0)
+
+
+@pytest.mark.parametrize(("raised", "commits", "in_table"), [
+    ("refusal", False, False),       # the user's input: every table as it was
+    ("refusal", True, True),         # it changed a table first: recorded
+    ("crash", False, True),          # not a refusal: recorded
+])
+def test_a_refused_stage_that_changed_no_table_leaves_audit_lineage_as_it_was(
+        spark, config, raised, commits, in_table):
+    """`run gold --as-of 2020-01-01` was refused in one line, yet committed a FAIL row to
+    audit.lineage (on an empty lake it created the table): bad input leaves every table as it
+    was. Its OpenLineage FAIL event, a file, is still written."""
+    from lakehouse.audit.lineage import record_stage
+    from lakehouse.errors import InputDataError
+
+    catalog = Catalog(config)
+    error = InputDataError("refused") if raised == "refusal" else RuntimeError("crashed")
+    with pytest.raises(type(error)), record_stage(spark, config, "r1", "gold", inputs={}):
+        if commits:
+            spark.range(1).write.format("delta").save(catalog.path("gold.kpi_daily"))
+        raise error
+    assert catalog.current_version(spark, "audit.lineage") == (0 if in_table else None)
+    if in_table:
+        rows = catalog.read(spark, "audit.lineage").select("status").distinct().collect()
+        assert [r[0] for r in rows] == ["FAIL"]
+    events = [json.loads(p.read_text())["eventType"]
+              for p in sorted((Path(config.data_dir) / "lineage" / "openlineage").glob("*.json"))]
+    assert sorted(events) == ["FAIL", "START"]

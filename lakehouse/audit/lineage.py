@@ -48,6 +48,7 @@ from lakehouse.audit.chain import append_chained
 from lakehouse.audit.timetravel import list_tables, table_versions
 from lakehouse.catalog import Catalog
 from lakehouse.config import REPO_ROOT, Config, local_path
+from lakehouse.errors import LakehouseError
 
 PRODUCER = "https://github.com/lakehouse-job-suite/lakehouse"
 OL_SCHEMA = "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent"
@@ -186,10 +187,12 @@ def record_stage(
         write_openlineage_event(spark, config, record, "START")
     previous = spark.conf.get(USER_METADATA_CONF, None)
     spark.conf.set(USER_METADATA_CONF, f"run_id={run_id} stage={stage}")
+    failure: BaseException | None = None
     try:
         yield record
         record.status = "COMPLETE"
     except BaseException as exc:
+        failure = exc
         record.status = "FAIL"
         record.error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:1000]
         raise
@@ -203,8 +206,12 @@ def record_stage(
         }
         try:
             if enabled:
-                # The lineage write itself carries the run id too (it is part of the run).
-                write_lineage_rows(spark, config, record)
+                # A refusal (the user's input, one line) that changed no table leaves every
+                # table as it was, audit.lineage too; its OpenLineage FAIL event is a file.
+                refused = isinstance(failure, LakehouseError) and not record.outputs
+                if not refused:
+                    # The lineage write itself carries the run id too (it is part of the run).
+                    write_lineage_rows(spark, config, record)
                 write_openlineage_event(spark, config, record, record.status)
         except Exception:
             # A failed stage's own error matters more than a failure to record it.
