@@ -71,5 +71,10 @@ def test_key_comes_from_the_environment_and_dev_key_only_where_allowed(config, c
     assert env_var in caplog.text and DEV_KEY.decode() not in caplog.text
     assert caplog.text.count("NOT secret") == 1, caplog.text  # one warning line per run
     strict = config.with_overrides({"privacy.allow_dev_key": False})
-    with pytest.raises(ConfigError, match=env_var):
+    with pytest.raises(ConfigError, match=env_var) as raised:
         pseudonym_key(strict, {})
+    # Where the fallback was turned off (an emptied local.yaml, base.yaml's false): the line
+    # said only the local environment may fall back, under --env local.
+    assert str(raised.value).endswith(
+        "only where privacy.allow_dev_key is true (the shipped local and standalone configs), "
+        "and an override leaves it false"), raised.value

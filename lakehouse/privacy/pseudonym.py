@@ -74,10 +74,12 @@ def pseudonym_key(config: Config, environ: Mapping[str, str] | None = None) -> b
                 "of this run are NOT secret (set %s for real data)", var, var,
             )
         return DEV_KEY
+    setting = config.origin("privacy.allow_dev_key")
     raise ConfigError(
         f"environment variable {var} is not set: it must hold the secret pseudonymisation key "
-        f"(privacy.pseudonym_key_env); only the local environment may fall back to the "
-        f"development key"
+        f"(privacy.pseudonym_key_env); the public development key is used instead only where "
+        f"privacy.allow_dev_key is true (the shipped local and standalone configs), and {setting} leaves it "
+        f"false"
     )
 
 
