@@ -287,3 +287,13 @@ def test_the_consent_filter_keeps_the_row_gold_keeps_of_a_tied_customer(spark, c
     assert [tuple(r) for r in gold.collect()] == [("t1", True)]
     shown = view(spark, config, "marketing", "gold.customer_360").select("customer_key")
     assert [r[0] for r in shown.collect()] == ["t1"]
+
+
+def test_a_row_filter_may_end_in_a_comment(spark):
+    """The filter is put in parentheses (an unfinished one is an error, not a shorter filter):
+    the closing one must not land inside a trailing `--` comment."""
+    from lakehouse.privacy.access import TableGrant, apply_grant
+
+    df = spark.createDataFrame([(1, "a"), (2, "b")], "day int, name string")
+    grant = TableGrant({"day": "clear"}, "day = 1 -- the first day only", False)
+    assert [r["day"] for r in apply_grant(df, grant, None).collect()] == [1]

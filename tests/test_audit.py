@@ -274,6 +274,7 @@ def test_gold_is_checked_against_silver_as_an_erasure_left_it(spark, config, del
     ("refusal", False, False),       # the user's input: every table as it was
     ("refusal", True, True),         # it changed a table first: recorded
     ("crash", False, True),          # not a refusal: recorded
+    ("quality", False, True),        # a fail rule broke: the data's, recorded
 ])
 def test_a_refused_stage_that_changed_no_table_leaves_audit_lineage_as_it_was(
         spark, config, raised, commits, in_table):
@@ -284,7 +285,10 @@ def test_a_refused_stage_that_changed_no_table_leaves_audit_lineage_as_it_was(
     from lakehouse.errors import InputDataError
 
     catalog = Catalog(config)
-    error = InputDataError("refused") if raised == "refusal" else RuntimeError("crashed")
+    from lakehouse.errors import QualityRuleError
+
+    error = {"refusal": InputDataError("refused"), "crash": RuntimeError("crashed"),
+             "quality": QualityRuleError("a fail rule broke")}[raised]
     with pytest.raises(type(error)), record_stage(spark, config, "r1", "gold", inputs={}):
         if commits:
             spark.range(1).write.format("delta").save(catalog.path("gold.kpi_daily"))

@@ -48,7 +48,20 @@ from lakehouse.audit.chain import append_chained
 from lakehouse.audit.timetravel import list_tables, table_versions
 from lakehouse.catalog import Catalog
 from lakehouse.config import REPO_ROOT, Config, local_path
-from lakehouse.errors import LakehouseError
+from lakehouse.errors import (
+    ConfigError,
+    InputDataError,
+    InvalidTableNameError,
+    SchemaChangeError,
+    TableNotFoundError,
+    VersionNotAvailableError,
+)
+
+# A user's mistake, refused in one line: a bad setting or argument, input the lake cannot take,
+# a table or version that is not there, a declared type the table cannot take. Not a broken
+# quality rule, a lost race with another writer or a storage failure: those stages are recorded.
+REFUSALS = (ConfigError, InputDataError, InvalidTableNameError, SchemaChangeError,
+            TableNotFoundError, VersionNotAvailableError)
 
 PRODUCER = "https://github.com/lakehouse-job-suite/lakehouse"
 OL_SCHEMA = "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent"
@@ -206,9 +219,9 @@ def record_stage(
         }
         try:
             if enabled:
-                # A refusal (the user's input, one line) that changed no table leaves every
-                # table as it was, audit.lineage too; its OpenLineage FAIL event is a file.
-                refused = isinstance(failure, LakehouseError) and not record.outputs
+                # A refusal (REFUSALS) that changed no table leaves every table as it was,
+                # audit.lineage too; its OpenLineage FAIL event is a file.
+                refused = isinstance(failure, REFUSALS) and not record.outputs
                 if not refused:
                     # The lineage write itself carries the run id too (it is part of the run).
                     write_lineage_rows(spark, config, record)

@@ -114,8 +114,9 @@ def load_matrix(config: Config) -> AccessMatrix:
 def row_filter(condition: str) -> Column:
     """A grant's ``where`` as one condition. In parentheses: Spark reads an expression followed
     by a name as that expression under an alias, so an unfinished `country = 'DE' AND` would
-    filter on `country = 'DE'` alone, without a word."""
-    return F.expr(f"({condition})")
+    filter on `country = 'DE'` alone, without a word. The closing one on a line of its own: a
+    condition may end in a `--` comment."""
+    return F.expr(f"({condition}\n)")
 
 
 def check_where(df: DataFrame, condition: str, place: str) -> None:
