@@ -544,12 +544,6 @@ def run_bronze(
     catalog = Catalog(config)
     chosen = [s for name, s in sources.items() if not only or name in only]
     present = [s for s in chosen if raw_folder_exists(catalog.raw_dir(s.raw_dir))]
-    if not present:
-        raise InputDataError(
-            f"no raw files for {', '.join(s.name for s in chosen)} under {catalog.raw_root}: "
-            f"run `lakehouse generate --scale xs` or deliver files there first"
-        )
-    # Before any source lands: a refused file or a moved lake leaves every table as it was.
     # A source that landed before and has no folder now is a renamed raw_dir (a typo), not a
     # source that has not delivered yet: reported as skipped, its new files went unread.
     gone = [s for s in chosen if s not in present
@@ -563,6 +557,12 @@ def run_bronze(
             f"{Path(config.conf_dir) / SOURCES_FILE} (create the folder empty if its files "
             f"were archived); nothing was ingested"
         )
+    if not present:
+        raise InputDataError(
+            f"no raw files for {', '.join(s.name for s in chosen)} under {catalog.raw_root}: "
+            f"run `lakehouse generate --scale xs` or deliver files there first"
+        )
+    # Before any source lands: a refused file or a moved lake leaves every table as it was.
     moved = [problem for s in present if (problem := moved_checkpoint_problem(
         catalog.checkpoint_dir(s.bronze_table), catalog.raw_dir(s.raw_dir), s.bronze_table))]
     if moved:

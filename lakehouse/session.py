@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shlex
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -134,22 +135,40 @@ def check_spark_settings(config: Config, settings: Mapping[str, Any]) -> None:
         if master and not _MASTER.fullmatch(str(master)):
             raise ConfigError(f"{key} {master!r} in {config.origin(dotted)} is not a Spark "
                               f"master: use {MASTER_FORMS}")
-    heap = [o for o in str(config.get("spark.driver_java_options")).split()
-            if o.startswith("-Xmx")]
-    if heap:
-        # spark-submit refuses it after the JVM's launch, with its whole usage text (96 lines).
-        raise ConfigError(
-            f"spark.driver_java_options {' '.join(heap)!r} in "
-            f"{config.origin('spark.driver_java_options')}: Spark takes the driver's heap size "
-            f"only from spark.driver.memory; remove it and set spark.conf spark.driver.memory "
-            f"(as 6g) instead"
-        )
+    if launches_jvm():
+        # spark-submit refuses a heap size there once the JVM is launched, with its whole usage
+        # text (96 lines). Under spark-submit or a running gateway none of them is applied.
+        spark_conf = config.get("spark.conf")
+        places = [("spark.driver_java_options", config.get("spark.driver_java_options"),
+                   config.origin("spark.driver_java_options"))]
+        places += [(f"spark.conf {k}", spark_conf[k], config.origin(f"spark.conf.{k}"))
+                   for k in DRIVER_JAVA_KEYS if k in spark_conf]
+        for key, value, origin in places:
+            heap = [o for o in java_option_words(str(value)) if o.startswith("-Xmx")]
+            if heap:
+                raise ConfigError(
+                    f"{key} {' '.join(heap)!r} in {origin}: Spark takes the driver's heap size "
+                    f"only from spark.driver.memory; remove it and set spark.conf "
+                    f"spark.driver.memory (as 6g) instead"
+                )
     for key, value in settings.items():
         size = _JVM_MEMORY_SIZE if key == "spark.driver.memory" else _SPARK_MEMORY_SIZE
         if key.endswith((".memory", ".memoryOverhead")) and not size.fullmatch(str(value)):
             raise ConfigError(f"spark.conf {key} {value!r} in {config.origin(f'spark.conf.{key}')}"
                               f" is not a memory size: use a whole number and a unit, as 512m "
                               f"or 6g")
+
+
+# Where a driver's java options can be given in spark.conf.
+DRIVER_JAVA_KEYS = ("spark.driver.extraJavaOptions", "spark.driver.defaultJavaOptions")
+
+
+def java_option_words(options: str) -> list[str]:
+    """Java options as Spark splits them (quotes taken off); as written when unbalanced."""
+    try:
+        return shlex.split(options)
+    except ValueError:
+        return options.split()
 
 
 def _config_files(config: Config) -> str:

@@ -262,6 +262,9 @@ def test_a_landed_sources_raw_folder_gone_is_refused_before_any_source_lands(spa
         f"{config.conf_dir}/sources.yaml (create "
         f"the folder empty if its files were archived); nothing was ingested")
     assert versions == {n: Catalog(config).current_version(spark, n) for n in versions}
+    # Alone, it was "no raw files for orders ...: run `lakehouse generate`".
+    with pytest.raises(InputDataError, match="^bronze.orders holds rows landed before"):
+        run_bronze(spark, config, sources, "r", only=["orders"])
 
 
 def test_gzip_bomb_is_refused_by_name_before_any_source_lands(spark, config):

@@ -223,22 +223,30 @@ def test_a_master_or_memory_size_spark_would_refuse_is_named_before_it_starts(ov
         check_spark_settings(config, session_settings(config))
 
 
-def test_a_heap_size_in_the_driver_java_options_is_named_before_spark_starts():
+@pytest.mark.parametrize(("override", "key", "option"), [
+    ({"spark.driver_java_options": "-XX:+UseParallelGC -Xmx6gb"},
+     "spark.driver_java_options", "-Xmx6gb"),
+    ({"spark.conf.spark.driver.extraJavaOptions": '-Dx=1 "-Xmx6g"'},
+     "spark.conf spark.driver.extraJavaOptions", "-Xmx6g"),
+])
+def test_a_heap_size_in_the_driver_java_options_is_named_before_spark_starts(
+        monkeypatch, override, key, option):
     """spark-submit refuses -Xmx in the driver's java options once launched, printing its whole
-    usage text (96 lines) above the command's line."""
+    usage text (96 lines) above the command's line. (This process's JVM runs already: the
+    check is for a command that launches one.)"""
+    from lakehouse import session
     from lakehouse.config import load_config
     from lakehouse.errors import ConfigError
-    from lakehouse.session import check_spark_settings, session_settings
 
-    config = load_config("local").with_overrides(
-        {"spark.driver_java_options": "-XX:+UseParallelGC -Xmx6gb"})
+    monkeypatch.setattr(session, "launches_jvm", lambda: True)
+    config = load_config("local").with_overrides(override)
     with pytest.raises(ConfigError) as raised:
-        check_spark_settings(config, session_settings(config))
+        session.check_spark_settings(config, session.session_settings(config))
     assert str(raised.value) == (
-        "spark.driver_java_options '-Xmx6gb' in an override: Spark takes the driver's heap size "
-        "only from spark.driver.memory; remove it and set spark.conf spark.driver.memory (as 6g) "
-        "instead")
-    check_spark_settings(load_config("local"), session_settings(load_config("local")))
+        f"{key} {option!r} in an override: Spark takes the driver's heap size only from "
+        f"spark.driver.memory; remove it and set spark.conf spark.driver.memory (as 6g) instead")
+    shipped = load_config("local")
+    session.check_spark_settings(shipped, session.session_settings(shipped))
 
 
 @pytest.mark.parametrize(("file", "old", "new", "message"), [
