@@ -200,6 +200,14 @@ def parse_csv_lines(spark: SparkSession, lines_df: DataFrame, source: SourceSpec
     data_df = flagged.where(~F.col("_is_header")).join(
         F.broadcast(file_headers(flagged)), on="_source_file", how="left"
     )
+    # A header whose bytes are not UTF-8 (a latin-1 'straße'): collected to Python below, it
+    # came back with U+FFFD and matched no line of its file, whose lines then went nowhere.
+    bad_header = F.col("_header").isNotNull() & ~F.is_valid_utf8("_header")
+    data_df = data_df.withColumns({
+        "_header_problem": F.when(bad_header, F.lit(NOT_UTF8_HEADER_REASON))
+        .otherwise(F.col("_header_problem")),
+        "_header": F.when(~bad_header, F.col("_header")),
+    })
     # One parse per distinct header: a handful (schema drift), never proportional to rows.
     headers = [r["_header"] for r in data_df.select("_header").distinct().collect()]
     parts = [
@@ -265,7 +273,10 @@ def parse_json_lines(lines_df: DataFrame, source: SourceSpec) -> DataFrame:
     )
 
 
-# Why a line holding bytes that are not UTF-8 is malformed.
+# Why a line holding bytes that are not UTF-8 is malformed, and every line of a CSV file
+# whose header line is so.
+NOT_UTF8_HEADER_REASON = ("the file's header line is not UTF-8 text (as in a latin-1 file): "
+                          "deliver the file in UTF-8")
 NOT_UTF8_REASON = ("line is not UTF-8 text (bytes no UTF-8 character is made of, as in a "
                    "latin-1 file): deliver the file in UTF-8")
 

@@ -90,6 +90,15 @@ def test_a_line_that_is_not_utf8_is_kept_malformed_with_the_reason(spark, config
             for r in _table(spark, config, "bronze.orders").collect()}
     assert rows["O6"] == (False, None)
     assert rows["O7"][0] is True and rows["O7"][1].startswith("line is not UTF-8 text"), rows
+    # A header that is not UTF-8 matched none of its file's lines: they landed nowhere.
+    (raw / "orders_2026-01-04.csv").write_bytes(
+        "order_id,customer_id,order_ts,amount,currency,status,n_items,stra\u00dfe\n"
+        "O8,C1,2026-01-04T10:00:00Z,10.50,EUR,completed,1,x\n".encode("latin-1"))
+    (result,) = run_bronze(spark, config, load_sources(config), "run-2", only=["orders"])
+    assert result.rows_added == 1 and result.malformed_added == 1
+    (row,) = _table(spark, config, "bronze.orders").where(
+        F.col("_source_file").endswith("orders_2026-01-04.csv")).collect()
+    assert row["_malformed_reason"].startswith("the file's header line is not UTF-8 text"), row
 
 
 def test_unknown_json_fields_are_rescued_not_lost(spark, landed):
