@@ -356,9 +356,15 @@ def latest_commit_in_log(table_dir: Path) -> int | None:
     final name in one step (a rename on a local file system) and never deletes the newest
     one, so the largest name is the version a read of the table's log would find."""
     log = table_dir / "_delta_log"
-    if not log.is_dir():
-        return None
-    versions = [int(m.group(1)) for p in log.iterdir() if (m := COMMIT_FILE.match(p.name))]
+    try:
+        if not log.is_dir():
+            return None
+        versions = [int(m.group(1)) for p in log.iterdir() if (m := COMMIT_FILE.match(p.name))]
+    except OSError as exc:  # a folder this user may not read
+        raise DataDirError(
+            f"cannot read the Delta log of the table at {table_dir}: {exc.strerror or exc}; "
+            f"check the folder's permissions"
+        ) from None
     return max(versions) if versions else None
 
 

@@ -330,3 +330,25 @@ def test_current_version_under_a_local_root_is_the_one_deltas_history_gives(spar
     assert catalog.current_version(spark, "silver.orders") == history == 11
     (tmp_path / "a lake" / "lake" / "silver" / "events" / "_delta_log").mkdir(parents=True)
     assert catalog.current_version(spark, "silver.events") is None
+
+
+def test_a_delta_log_that_cannot_be_listed_is_one_line_naming_the_table(tmp_path, monkeypatch):
+    """Read by file names, a log folder this user may not read raised PermissionError with a
+    traceback (root reads any folder, so the refusal is played by Path.iterdir)."""
+    from pathlib import Path
+
+    from lakehouse.catalog import latest_commit_in_log
+
+    log = tmp_path / "orders" / "_delta_log"
+    log.mkdir(parents=True)
+    (log / f"{0:020d}.json").write_text("{}")
+    assert latest_commit_in_log(tmp_path / "orders") == 0
+
+    def refused(self):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "iterdir", refused)
+    with pytest.raises(DataDirError) as raised:
+        latest_commit_in_log(tmp_path / "orders")
+    assert str(raised.value) == (f"cannot read the Delta log of the table at {tmp_path}/orders: "
+                                 f"Permission denied; check the folder's permissions")
