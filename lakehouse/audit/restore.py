@@ -14,7 +14,7 @@ from pyspark.sql import SparkSession
 
 from lakehouse.audit.diff import TableDiff, diff_versions
 from lakehouse.audit.lineage import USER_METADATA_CONF
-from lakehouse.audit.timetravel import check_version, latest_version
+from lakehouse.audit.timetravel import check_version
 from lakehouse.catalog import Catalog, parse_table_name
 from lakehouse.errors import RestoreRefusedError
 
@@ -40,7 +40,7 @@ def restore_plan(
     """What restoring `name` to `version` changes: the diff from the current version to it."""
     check_restorable(name)
     check_version(spark, catalog, name, version)
-    current = latest_version(spark, catalog, name)
+    current = catalog.current_version(spark, name)
     return diff_versions(spark, catalog, name, current, version, sample=sample)
 
 
@@ -57,7 +57,7 @@ def restore_table(
     """
     check_restorable(name)
     check_version(spark, catalog, name, version)
-    before = latest_version(spark, catalog, name)
+    before = catalog.current_version(spark, name)
     previous = spark.conf.get(USER_METADATA_CONF, None)
     who = _user()
     spark.conf.set(
@@ -71,7 +71,7 @@ def restore_table(
             spark.conf.unset(USER_METADATA_CONF)
         else:
             spark.conf.set(USER_METADATA_CONF, previous)
-    restored = latest_version(spark, catalog, name)
+    restored = catalog.current_version(spark, name)
     if name.startswith("silver."):
         from lakehouse.silver.job import reread_after_restore
 

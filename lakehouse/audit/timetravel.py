@@ -83,16 +83,11 @@ def list_tables(spark: SparkSession, catalog: Catalog, extra: Iterable[str] = ()
     return sorted(candidates)
 
 
-def latest_version(spark: SparkSession, catalog: Catalog, name: str) -> int | None:
-    """Newest committed version (None: no table); see Catalog.current_version."""
-    return catalog.current_version(spark, name)
-
-
 def table_versions(
     spark: SparkSession, catalog: Catalog, names: Iterable[str]
 ) -> dict[str, int]:
     """Newest version of each existing table among `names`."""
-    versions = {name: latest_version(spark, catalog, name) for name in names}
+    versions = {name: catalog.current_version(spark, name) for name in names}
     return {name: v for name, v in versions.items() if v is not None}
 
 

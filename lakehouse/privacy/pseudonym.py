@@ -78,8 +78,8 @@ def pseudonym_key(config: Config, environ: Mapping[str, str] | None = None) -> b
     raise ConfigError(
         f"environment variable {var} is not set: it must hold the secret pseudonymisation key "
         f"(privacy.pseudonym_key_env); the public development key is used instead only where "
-        f"privacy.allow_dev_key is true (the shipped local and standalone configs), and {setting} leaves it "
-        f"false"
+        f"privacy.allow_dev_key is true (the shipped local and standalone configs), and "
+        f"{setting} leaves it false"
     )
 
 
